@@ -1,0 +1,198 @@
+//! The validated configuration: resolved types only (addresses, durations, enums, compiled regexes).
+
+use http::{HeaderName, HeaderValue, Method};
+use ipnet::IpNet;
+use regex::Regex;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything edgegate needs to run, checked and resolved.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The file this model was loaded from.
+    pub source: PathBuf,
+    /// A hash of the file's bytes, shown in `/status`.
+    pub source_hash: u64,
+    pub server: ServerSettings,
+    pub listeners: Vec<ListenerSpec>,
+    pub admin_address: SocketAddr,
+    pub access_log: AccessLogSpec,
+    /// Indexed by `RouteTarget` and `SplitTarget`.
+    pub upstreams: Vec<UpstreamSpec>,
+    pub routes: Vec<RouteSpec>,
+}
+
+/// Process-wide settings mapped onto Pingora's server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub max_request_header_size: usize,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// One plain-HTTP listening socket.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    pub name: String,
+    pub address: SocketAddr,
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogSpec {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+/// A named pool of backends.
+#[derive(Debug, Clone)]
+pub struct UpstreamSpec {
+    pub name: String,
+    pub targets: Vec<TargetSpec>,
+    pub selection: Selection,
+    pub hash_key: HashKey,
+    pub tls: Option<UpstreamTls>,
+    pub http2: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub health_check: Option<HealthCheckSpec>,
+    pub max_concurrent_requests: Option<u32>,
+}
+
+/// One backend of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    pub address: SocketAddr,
+    /// 0 means drained: never picked.
+    pub weight: u32,
+}
+
+/// How a pool picks a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    RoundRobin,
+    WeightedRoundRobin,
+    Random,
+    ConsistentHash,
+    LeastRequests,
+}
+
+/// What a `consistent_hash` pool hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Path,
+    Header(HeaderName),
+}
+
+/// TLS towards the backends of a pool.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub sni: String,
+    pub verify: bool,
+}
+
+/// An active health check.
+#[derive(Debug, Clone)]
+pub struct HealthCheckSpec {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+/// The kind of active probe.
+#[derive(Debug, Clone)]
+pub enum Probe {
+    Tcp,
+    Http {
+        path: String,
+        /// None: the target's own address is the Host header.
+        host: Option<String>,
+        expected_statuses: Vec<u16>,
+    },
+}
+
+/// One entry of the ordered route table.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub name: String,
+    pub matcher: MatchSpec,
+    pub target: RouteTarget,
+    pub strip_prefix: Option<String>,
+    /// Overrides the pool's read timeout for this route.
+    pub timeout: Option<Duration>,
+    pub retries: RetryPolicy,
+    pub max_body_size: u64,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    pub ip_allow: Vec<IpNet>,
+    pub ip_deny: Vec<IpNet>,
+}
+
+/// The request predicates of a route; every present one must hold.
+#[derive(Debug, Clone)]
+pub struct MatchSpec {
+    pub hosts: Vec<HostPattern>,
+    pub path: PathMatch,
+    pub methods: Vec<Method>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A host name to match, lower-case, without port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`: any name ending with it.
+    Suffix(String),
+}
+
+/// How the request path is compared.
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Any,
+    Exact(String),
+    /// Matches the prefix itself or the prefix followed by `/` (segment boundary).
+    Prefix(String),
+    Regex(Regex),
+}
+
+/// Where a route sends its traffic.
+#[derive(Debug, Clone)]
+pub enum RouteTarget {
+    Upstream(usize),
+    Split(Vec<SplitTarget>),
+}
+
+/// One weighted branch of a canary split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitTarget {
+    pub upstream: usize,
+    pub weight: u32,
+}
+
+/// When a failed upstream attempt is tried again on another backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    pub on_connect_failure: bool,
+    pub backoff: Duration,
+}
+
+/// Header edits applied in one place.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderOps {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}

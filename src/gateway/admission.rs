@@ -1,0 +1,110 @@
+//! `request_filter`'s ordered short-circuit checks: header size -> route -> IP lists -> body size.
+//! Each returns a value; only the phase code writes the response.
+
+use super::ctx::RequestCtx;
+use super::respond::Rejection;
+use ipnet::IpNet;
+use pingora_http::RequestHeader;
+use std::net::IpAddr;
+
+/// The outcome of the admission checks.
+pub enum Verdict {
+    Continue,
+    Reject(Rejection),
+}
+
+/// Runs every check in order; the first failure wins.
+pub fn check(request: &RequestHeader, ctx: &RequestCtx) -> Verdict {
+    if ctx.header_bytes > ctx.runtime.max_request_header_size {
+        return Verdict::Reject(Rejection::new(
+            431,
+            "the request header is larger than allowed",
+        ));
+    }
+    let Some(route) = ctx.route() else {
+        return Verdict::Reject(Rejection::new(404, "no route matches this request"));
+    };
+    let spec = &route.spec;
+    if !ip_permitted(ctx.client_ip, &spec.ip_allow, &spec.ip_deny) {
+        return Verdict::Reject(Rejection::new(
+            403,
+            "this client address may not use this route",
+        ));
+    }
+    if let Some(length) = content_length(request) {
+        if length > spec.max_body_size {
+            return Verdict::Reject(Rejection::new(
+                413,
+                "the request body is larger than allowed",
+            ));
+        }
+    }
+    Verdict::Continue
+}
+
+/// Deny list first, then the allow list (empty = everyone).
+pub fn ip_permitted(client: Option<IpAddr>, allow: &[IpNet], deny: &[IpNet]) -> bool {
+    if allow.is_empty() && deny.is_empty() {
+        return true;
+    }
+    let Some(ip) = client.map(canonical) else {
+        return allow.is_empty();
+    };
+    if deny.iter().any(|net| net.contains(&ip)) {
+        return false;
+    }
+    allow.is_empty() || allow.iter().any(|net| net.contains(&ip))
+}
+
+/// IPv4-mapped IPv6 addresses are compared as IPv4.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn content_length(request: &RequestHeader) -> Option<u64> {
+    request
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Size of the request head as received: request line plus `name: value\r\n` lines.
+pub fn header_bytes(request: &RequestHeader) -> usize {
+    let target = request
+        .uri
+        .path_and_query()
+        .map_or(1, |pq| pq.as_str().len());
+    let line = request.method.as_str().len() + target + 12;
+    request.headers.iter().fold(line, |sum, (name, value)| {
+        sum + name.as_str().len() + value.len() + 4
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn deny_wins_over_allow() {
+        let allow = nets(&["10.0.0.0/8"]);
+        let deny = nets(&["10.1.0.0/16"]);
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert!(ip_permitted(ip("10.2.3.4"), &allow, &deny));
+        assert!(!ip_permitted(ip("10.1.3.4"), &allow, &deny));
+        assert!(!ip_permitted(ip("192.168.1.1"), &allow, &deny));
+        assert!(ip_permitted(ip("192.168.1.1"), &[], &deny));
+        assert!(
+            !ip_permitted(ip("::ffff:10.1.0.1"), &allow, &deny),
+            "mapped v4 is v4"
+        );
+        assert!(!ip_permitted(None, &allow, &[]));
+    }
+}

@@ -1,0 +1,209 @@
+//! Request identity and the headers sent upstream and back: request id, client IP,
+//! X-Forwarded-*, prefix stripping, configured header edits.
+
+use super::ctx::{RequestCtx, RequestId};
+use crate::config::HeaderOps;
+use crate::routing::has_segment_prefix;
+use http::header::HeaderName;
+use ipnet::IpNet;
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::net::IpAddr;
+
+/// `X-Request-ID`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Keeps the client's sane `X-Request-ID` or makes a new one.
+pub fn request_id(request: &RequestHeader) -> RequestId {
+    request
+        .headers
+        .get(&X_REQUEST_ID)
+        .and_then(|value| RequestId::from_client(value.as_bytes()))
+        .unwrap_or_else(RequestId::generate)
+}
+
+/// The client's address: the peer, or from `X-Forwarded-For` when the peer is a trusted proxy
+/// (walking right to left past every trusted hop).
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    request: &RequestHeader,
+    trusted: &[IpNet],
+) -> Option<IpAddr> {
+    let peer = peer.map(super::admission::canonical)?;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if trusted.is_empty() || !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let mut client = peer;
+    for value in request.headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+        let Ok(text) = value.to_str() else {
+            return Some(client);
+        };
+        for hop in text.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = super::admission::canonical(ip);
+                    if !is_trusted(&client) {
+                        return Some(client);
+                    }
+                }
+                Err(_) => return Some(client),
+            }
+        }
+    }
+    Some(client)
+}
+
+/// The Host the client asked for (Host header, else the URI authority).
+pub fn request_host(request: &RequestHeader) -> &str {
+    request
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+/// Rewrites the upstream request: prefix, forwarding headers, request id, configured edits.
+pub fn prepare_upstream_request(
+    upstream: &mut RequestHeader,
+    ctx: &RequestCtx,
+    peer: Option<IpAddr>,
+) -> pingora_error::Result<()> {
+    let Some(route) = ctx.route() else {
+        return Ok(());
+    };
+    if let Some(prefix) = &route.spec.strip_prefix {
+        strip_prefix(upstream, prefix)?;
+    }
+    let peer_trusted = peer.is_some_and(|ip| {
+        ctx.runtime
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&ip))
+    });
+    if let Some(peer) = peer {
+        let forwarded = match upstream
+            .headers
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(existing) if !existing.trim().is_empty() => format!("{existing}, {peer}"),
+            _ => peer.to_string(),
+        };
+        upstream.insert_header(X_FORWARDED_FOR.clone(), forwarded)?;
+    }
+    if !peer_trusted || !upstream.headers.contains_key(&X_FORWARDED_PROTO) {
+        upstream.insert_header(X_FORWARDED_PROTO.clone(), "http")?;
+    }
+    if !peer_trusted || !upstream.headers.contains_key(&X_FORWARDED_HOST) {
+        if let Some(host) = upstream.headers.get(http::header::HOST).cloned() {
+            upstream.insert_header(X_FORWARDED_HOST.clone(), host)?;
+        }
+    }
+    upstream.insert_header(X_REQUEST_ID.clone(), ctx.request_id.as_str())?;
+    apply_request_ops(upstream, &route.spec.request_headers)
+}
+
+fn apply_request_ops(request: &mut RequestHeader, ops: &HeaderOps) -> pingora_error::Result<()> {
+    for name in &ops.remove {
+        request.remove_header(name);
+    }
+    for (name, value) in &ops.set {
+        request.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}
+
+/// `/api/v1/users/7?x=1` with prefix `/api/v1` -> `/users/7?x=1`.
+fn strip_prefix(request: &mut RequestHeader, prefix: &str) -> pingora_error::Result<()> {
+    let path = request.uri.path();
+    if !has_segment_prefix(path, prefix) {
+        return Ok(());
+    }
+    let rest = &path[prefix.len()..];
+    let mut target = String::with_capacity(path.len() + 16);
+    target.push_str(if rest.is_empty() { "/" } else { rest });
+    if let Some(query) = request.uri.query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    let uri = http::Uri::try_from(target).map_err(|e| {
+        pingora_error::Error::because(
+            pingora_error::ErrorType::InternalError,
+            "strip_prefix produced a bad URI",
+            e,
+        )
+    })?;
+    request.set_uri(uri);
+    Ok(())
+}
+
+/// Response edits: configured header changes, then the request id.
+pub fn prepare_response(
+    response: &mut ResponseHeader,
+    ctx: &RequestCtx,
+) -> pingora_error::Result<()> {
+    if let Some(route) = ctx.route() {
+        let ops = &route.spec.response_headers;
+        for name in &ops.remove {
+            response.remove_header(name);
+        }
+        for (name, value) in &ops.set {
+            response.insert_header(name.clone(), value.clone())?;
+        }
+    }
+    response.insert_header(X_REQUEST_ID.clone(), ctx.request_id.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, xff: Option<&str>) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
+        if let Some(xff) = xff {
+            req.insert_header("x-forwarded-for", xff).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn client_ip_comes_from_xff_only_behind_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy = Some("10.1.1.1".parse().unwrap());
+        let stranger = Some("203.0.113.9".parse().unwrap());
+        let req = request("/", Some("198.51.100.7, 10.2.2.2"));
+        assert_eq!(
+            client_ip(proxy, &req, &trusted),
+            "198.51.100.7".parse().ok()
+        );
+        assert_eq!(
+            client_ip(stranger, &req, &trusted),
+            stranger,
+            "untrusted peers cannot spoof"
+        );
+        assert_eq!(client_ip(proxy, &req, &[]), proxy);
+        let garbage = request("/", Some("not-an-ip"));
+        assert_eq!(client_ip(proxy, &garbage, &trusted), proxy);
+    }
+
+    #[test]
+    fn strip_prefix_keeps_the_query() {
+        let mut req = request("/api/v1/users/7?x=1&y=2", None);
+        strip_prefix(&mut req, "/api/v1").unwrap();
+        assert_eq!(req.uri.to_string(), "/users/7?x=1&y=2");
+        let mut req = request("/api/v1", None);
+        strip_prefix(&mut req, "/api/v1").unwrap();
+        assert_eq!(req.uri.to_string(), "/");
+        let mut req = request("/api/v10/x", None);
+        strip_prefix(&mut req, "/api/v1").unwrap();
+        assert_eq!(
+            req.uri.to_string(),
+            "/api/v10/x",
+            "only on a segment boundary"
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! The Pingora `ProxyHttp` implementation. Each phase is a few lines calling the module that
+//! owns the concern; read top to bottom, this is the request flow of DESIGN.md.
+
+mod admission;
+pub mod ctx;
+mod dispatch;
+mod forwarding;
+mod report;
+pub mod respond;
+pub mod runtime;
+
+use admission::Verdict;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use ctx::RequestCtx;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use runtime::Runtime;
+use std::sync::Arc;
+
+/// The gateway: reads the current [`Runtime`] snapshot for every request.
+pub struct Gateway {
+    runtime: Arc<ArcSwap<Runtime>>,
+}
+
+impl Gateway {
+    /// A gateway serving whatever snapshot `runtime` holds.
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
+        Gateway { runtime }
+    }
+}
+
+fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(self.runtime.load_full())
+    }
+
+    /// Identity and routing: request id, keepalive, client IP, header size, route match.
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        session.set_keepalive(ctx.runtime.keepalive_secs);
+        let peer = peer_ip(session);
+        let request = session.req_header();
+        ctx.request_id = forwarding::request_id(request);
+        ctx.client_ip = forwarding::client_ip(peer, request, &ctx.runtime.trusted_proxies);
+        ctx.header_bytes = admission::header_bytes(request);
+        ctx.route = ctx.runtime.router.find(&routing_view(request));
+        Ok(())
+    }
+
+    /// Short-circuit checks in order; a rejection is answered here and never reaches a backend.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match admission::check(session.req_header(), ctx) {
+            Verdict::Continue => Ok(false),
+            Verdict::Reject(rejection) => {
+                respond::send(session, ctx.request_id.as_str(), &rejection).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Enforces `max_body_size` on bodies without (or lying about) Content-Length.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        match ctx.route() {
+            Some(route) if ctx.body_bytes > route.spec.max_body_size => Error::e_explain(
+                ErrorType::HTTPStatus(413),
+                "the request body is larger than allowed",
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Pool (or split branch), circuit breaker, then a healthy backend not yet tried.
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        dispatch::choose_peer(session.req_header(), ctx).await
+    }
+
+    /// Retry a failed connection on another backend when the route allows it.
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        error: Box<Error>,
+    ) -> Box<Error> {
+        dispatch::on_connect_failure(session.req_header(), ctx, error)
+    }
+
+    /// Prefix stripping, X-Forwarded-*, request id, configured request header edits.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        forwarding::prepare_upstream_request(upstream_request, ctx, peer_ip(session))
+    }
+
+    /// The backend answered: count the attempt.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        dispatch::close_attempt(ctx, Some(upstream_response.status.as_u16()));
+        Ok(())
+    }
+
+    /// Configured response header edits and the request id.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        forwarding::prepare_response(upstream_response, ctx)
+    }
+
+    /// Any failure becomes the JSON error of DESIGN.md (502/503/504/...).
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        error: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let Some(rejection) = respond::classify(error) else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        if session.response_written().is_none() {
+            if let Err(write_error) =
+                respond::send(session, ctx.request_id.as_str(), &rejection).await
+            {
+                log::debug!("cannot send the error response: {write_error}");
+            }
+        }
+        FailToProxy {
+            error_code: rejection.status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Metrics and the access-log line.
+    async fn logging(&self, session: &mut Session, _error: Option<&Error>, ctx: &mut RequestCtx) {
+        report::finish(session, ctx);
+    }
+}
+
+fn routing_view(request: &RequestHeader) -> crate::routing::RequestView<'_> {
+    crate::routing::RequestView {
+        method: &request.method,
+        host: forwarding::request_host(request),
+        path: request.uri.path(),
+        headers: &request.headers,
+    }
+}

@@ -1,0 +1,41 @@
+//! The `logging` phase: one metrics update and one access-log line per request.
+
+use super::ctx::RequestCtx;
+use super::dispatch::close_attempt;
+use super::forwarding::request_host;
+use crate::observability::access_log::Entry;
+use pingora_proxy::Session;
+use std::time::SystemTime;
+
+/// Records the finished request.
+pub fn finish(session: &Session, ctx: &mut RequestCtx) {
+    close_attempt(ctx, None);
+    let request = session.req_header();
+    let status = session.response_written().map(|r| r.status.as_u16());
+    let elapsed = ctx.started.elapsed();
+    let route = ctx.route();
+    let metrics = route.map_or(&ctx.runtime.unmatched, |r| &r.metrics);
+    metrics.observe(&request.method, status, elapsed.as_secs_f64());
+
+    let access_log = &ctx.runtime.access_log;
+    if !access_log.enabled() {
+        return;
+    }
+    let lease = ctx.upstream.lease.as_ref();
+    access_log.write(&Entry {
+        time: SystemTime::now(),
+        request_id: ctx.request_id.as_str(),
+        client_ip: ctx.client_ip,
+        method: request.method.as_str(),
+        host: request_host(request),
+        path: request.uri.path(),
+        status: status.unwrap_or(0),
+        bytes: session.body_bytes_sent(),
+        duration_ms: elapsed.as_secs_f64() * 1e3,
+        route: route.map(|r| r.spec.name.as_str()),
+        upstream: lease.map(|l| l.pool().name.as_str()),
+        backend: lease.and_then(|l| l.backend()).map(|b| b.label.as_str()),
+        upstream_status: ctx.upstream.status,
+        upstream_duration_ms: ctx.upstream.duration.map(|d| d.as_secs_f64() * 1e3),
+    });
+}

@@ -1,0 +1,144 @@
+//! The JSON error responses the gateway itself produces (DESIGN.md "Behaviour every route shares").
+
+use crate::observability::access_log::push_json_str;
+use bytes::Bytes;
+use pingora_error::{Error, ErrorSource, ErrorType};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+use std::borrow::Cow;
+
+/// A request the gateway answers itself instead of proxying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub message: Cow<'static, str>,
+}
+
+impl Rejection {
+    /// A rejection with `status` and a human sentence.
+    pub fn new(status: u16, message: impl Into<Cow<'static, str>>) -> Self {
+        Rejection {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// The machine-readable code for a status the gateway produces.
+pub fn error_code(status: u16) -> &'static str {
+    match status {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        413 => "payload_too_large",
+        429 => "rate_limited",
+        431 => "request_header_fields_too_large",
+        502 => "bad_gateway",
+        503 => "service_unavailable",
+        504 => "gateway_timeout",
+        500..=599 => "internal_error",
+        _ => "error",
+    }
+}
+
+/// Renders `{"error":..,"message":..,"request_id":..}`.
+pub fn error_body(status: u16, message: &str, request_id: &str) -> String {
+    let mut body = String::with_capacity(96 + message.len());
+    body.push_str("{\"error\":\"");
+    body.push_str(error_code(status));
+    body.push_str("\",\"message\":");
+    push_json_str(&mut body, message);
+    body.push_str(",\"request_id\":");
+    push_json_str(&mut body, request_id);
+    body.push('}');
+    body
+}
+
+/// Writes the JSON error response for `rejection`.
+pub async fn send(
+    session: &mut Session,
+    request_id: &str,
+    rejection: &Rejection,
+) -> pingora_error::Result<()> {
+    let body = error_body(rejection.status, &rejection.message, request_id);
+    let mut header = ResponseHeader::build(rejection.status, Some(4))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    header.insert_header(super::forwarding::X_REQUEST_ID.clone(), request_id)?;
+    if rejection.status == 503 {
+        header.insert_header(http::header::RETRY_AFTER, "1")?;
+    }
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await
+}
+
+/// Maps a proxying failure to what the client is told; None when the client is gone.
+pub fn classify(error: &Error) -> Option<Rejection> {
+    use ErrorType::*;
+    let etype = error.etype();
+    if let HTTPStatus(status) = etype {
+        let message = error
+            .context
+            .as_ref()
+            .map_or(Cow::Borrowed("the request could not be served"), |c| {
+                Cow::Owned(c.as_str().to_string())
+            });
+        return Some(Rejection::new(*status, message));
+    }
+    match error.esource() {
+        ErrorSource::Upstream => Some(match etype {
+            ConnectTimedout | TLSHandshakeTimedout => {
+                Rejection::new(504, "the upstream did not accept the connection in time")
+            }
+            ReadTimedout | WriteTimedout => {
+                Rejection::new(504, "the upstream did not answer in time")
+            }
+            _ => Rejection::new(502, "the upstream failed to answer"),
+        }),
+        ErrorSource::Downstream => match etype {
+            ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout => None,
+            _ => Some(Rejection::new(400, "the request could not be parsed")),
+        },
+        ErrorSource::Internal | ErrorSource::Unset => {
+            Some(Rejection::new(500, "internal gateway error"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_json_with_the_documented_codes() {
+        let body = error_body(404, "no route for \"/x\"", "id1");
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(value["error"], "not_found");
+        assert_eq!(value["message"], "no route for \"/x\"");
+        assert_eq!(value["request_id"], "id1");
+    }
+
+    #[test]
+    fn upstream_failures_map_to_gateway_statuses() {
+        let timeout = Error::new_up(ErrorType::ReadTimedout);
+        assert_eq!(classify(&timeout).map(|r| r.status), Some(504));
+        let refused = Error::new_up(ErrorType::ConnectRefused);
+        assert_eq!(classify(&refused).map(|r| r.status), Some(502));
+        let gone = Error::new_down(ErrorType::ConnectionClosed);
+        assert_eq!(classify(&gone), None);
+        let ours = Error::explain(
+            ErrorType::HTTPStatus(503),
+            "no healthy backend in upstream `u`",
+        );
+        let rejection = classify(&ours).unwrap();
+        assert_eq!(
+            (rejection.status, rejection.message.as_ref()),
+            (503, "no healthy backend in upstream `u`")
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! edgegate: an edge proxy and API gateway on Pingora.
+
+pub mod admin;
+pub mod config;
+pub mod gateway;
+pub mod observability;
+pub mod routing;
+pub mod server;
+pub mod upstream;

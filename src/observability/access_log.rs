@@ -1,0 +1,256 @@
+//! One JSON line per request, written through a buffer that a background task flushes
+//! every 200 ms (and at shutdown), so logging costs no syscall per request.
+
+use crate::config::AccessLogSpec;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::io::{BufWriter, Write};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+const BUFFER_BYTES: usize = 64 << 10;
+
+/// What one access-log line says.
+#[derive(Debug)]
+pub struct Entry<'a> {
+    pub time: SystemTime,
+    pub request_id: &'a str,
+    pub client_ip: Option<IpAddr>,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub bytes: usize,
+    pub duration_ms: f64,
+    pub route: Option<&'a str>,
+    pub upstream: Option<&'a str>,
+    pub backend: Option<&'a str>,
+    pub upstream_status: Option<u16>,
+    pub upstream_duration_ms: Option<f64>,
+}
+
+type Sink = Mutex<BufWriter<Box<dyn Write + Send>>>;
+
+/// The access-log destination (or nothing, when `format: off`).
+pub struct AccessLog {
+    sink: Option<Sink>,
+}
+
+thread_local! {
+    static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+}
+
+impl AccessLog {
+    /// Opens the destination named by `spec` (files are appended to).
+    pub fn open(spec: &AccessLogSpec) -> std::io::Result<Self> {
+        let writer: Box<dyn Write + Send> = match spec {
+            AccessLogSpec::Off => return Ok(AccessLog { sink: None }),
+            AccessLogSpec::Stdout => Box::new(std::io::stdout()),
+            AccessLogSpec::File(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+        };
+        Ok(AccessLog {
+            sink: Some(Mutex::new(BufWriter::with_capacity(BUFFER_BYTES, writer))),
+        })
+    }
+
+    /// Whether lines are written at all.
+    pub fn enabled(&self) -> bool {
+        self.sink.is_some()
+    }
+
+    /// Appends one line for `entry`.
+    pub fn write(&self, entry: &Entry<'_>) {
+        let Some(sink) = &self.sink else { return };
+        LINE.with(|line| {
+            let mut line = line.borrow_mut();
+            line.clear();
+            format_entry(&mut line, entry);
+            if let Ok(mut writer) = sink.lock() {
+                // A full disk must not take requests down; the error shows on the next flush.
+                let _ = writer.write_all(line.as_bytes());
+            }
+        });
+    }
+
+    /// Writes out buffered lines.
+    pub fn flush(&self) {
+        if let Some(sink) = &self.sink {
+            if let Ok(mut writer) = sink.lock() {
+                if let Err(error) = writer.flush() {
+                    log::error!("cannot write the access log: {error}");
+                }
+            }
+        }
+    }
+}
+
+/// Background service that periodically runs its flush function (the current log's `flush`).
+pub struct Flusher(pub Box<dyn Fn() + Send + Sync>);
+
+#[async_trait]
+impl BackgroundService for Flusher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut ticker = tokio::time::interval(FLUSH_EVERY);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => (self.0)(),
+                _ = shutdown.changed() => break,
+            }
+        }
+        (self.0)();
+    }
+}
+
+fn format_entry(out: &mut String, e: &Entry<'_>) {
+    out.push_str("{\"time\":\"");
+    write_rfc3339(out, e.time);
+    out.push_str("\",\"request_id\":");
+    push_json_str(out, e.request_id);
+    out.push_str(",\"client_ip\":");
+    match e.client_ip {
+        Some(ip) => {
+            let _ = write!(out, "\"{ip}\"");
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"method\":");
+    push_json_str(out, e.method);
+    out.push_str(",\"host\":");
+    push_json_str(out, e.host);
+    out.push_str(",\"path\":");
+    push_json_str(out, e.path);
+    let _ = write!(
+        out,
+        ",\"status\":{},\"bytes\":{},\"duration_ms\":{:.3}",
+        e.status, e.bytes, e.duration_ms
+    );
+    for (key, value) in [
+        ("route", e.route),
+        ("upstream", e.upstream),
+        ("backend", e.backend),
+    ] {
+        let _ = write!(out, ",\"{key}\":");
+        match value {
+            Some(text) => push_json_str(out, text),
+            None => out.push_str("null"),
+        }
+    }
+    out.push_str(",\"upstream_status\":");
+    match e.upstream_status {
+        Some(status) => {
+            let _ = write!(out, "{status}");
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"upstream_duration_ms\":");
+    match e.upstream_duration_ms {
+        Some(ms) => {
+            let _ = write!(out, "{ms:.3}");
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str("}\n");
+}
+
+/// Appends `text` as a JSON string literal.
+pub fn push_json_str(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// `2026-11-23T16:05:11.123Z`
+fn write_rfc3339(out: &mut String, time: SystemTime) {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since_epoch.as_secs();
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since_epoch.subsec_millis()
+    );
+}
+
+/// Days since 1970-01-01 -> (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(20_415), (2025, 11, 23));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+
+    #[test]
+    fn lines_are_valid_json_with_escaped_strings() {
+        let mut line = String::new();
+        format_entry(
+            &mut line,
+            &Entry {
+                time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+                request_id: "abc",
+                client_ip: Some("10.0.0.1".parse().unwrap()),
+                method: "GET",
+                host: "h\"x",
+                path: "/a\\b\n",
+                status: 200,
+                bytes: 12,
+                duration_ms: 1.5,
+                route: Some("r"),
+                upstream: None,
+                backend: None,
+                upstream_status: Some(200),
+                upstream_duration_ms: None,
+            },
+        );
+        assert!(line.ends_with('\n'));
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["time"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(value["host"], "h\"x");
+        assert_eq!(value["path"], "/a\\b\n");
+        assert_eq!(value["upstream"], serde_json::Value::Null);
+        assert_eq!(value["upstream_status"], 200);
+    }
+}

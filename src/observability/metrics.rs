@@ -1,0 +1,224 @@
+//! Every metric edgegate exports, defined in one place. Families are registered once in the
+//! default Prometheus registry; handles are resolved when routes and pools are built, so the
+//! request path never looks a label set up by name.
+
+use http::Method;
+use prometheus::{
+    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, Histogram,
+    HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+};
+use std::sync::{LazyLock, OnceLock};
+
+/// Request latency buckets in seconds: 0.5 ms .. 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+struct Families {
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_requests: IntCounterVec,
+    upstream_duration: HistogramVec,
+    backend_healthy: IntGaugeVec,
+    retries: IntCounterVec,
+    circuit_open: IntCounterVec,
+    build_info: IntGaugeVec,
+}
+
+// Registration fails only if a family is registered twice, which this single LazyLock rules out.
+#[allow(clippy::expect_used)]
+static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
+    requests: register_int_counter_vec!(
+        "edgegate_requests_total",
+        "Requests answered, by route, method and status class",
+        &["route", "method", "status"]
+    )
+    .expect("register edgegate_requests_total"),
+    request_duration: register_histogram_vec!(
+        "edgegate_request_duration_seconds",
+        "Time from request start to the last response byte, by route",
+        &["route"],
+        LATENCY_BUCKETS.to_vec()
+    )
+    .expect("register edgegate_request_duration_seconds"),
+    upstream_requests: register_int_counter_vec!(
+        "edgegate_upstream_requests_total",
+        "Attempts sent to a backend, by upstream, backend and status class (error = no response)",
+        &["upstream", "backend", "status"]
+    )
+    .expect("register edgegate_upstream_requests_total"),
+    upstream_duration: register_histogram_vec!(
+        "edgegate_upstream_duration_seconds",
+        "Time from choosing a backend to its response header, by upstream",
+        &["upstream"],
+        LATENCY_BUCKETS.to_vec()
+    )
+    .expect("register edgegate_upstream_duration_seconds"),
+    backend_healthy: register_int_gauge_vec!(
+        "edgegate_backend_healthy",
+        "1 when the backend passes its active health check (always 1 without a check)",
+        &["upstream", "backend"]
+    )
+    .expect("register edgegate_backend_healthy"),
+    retries: register_int_counter_vec!(
+        "edgegate_retries_total",
+        "Upstream attempts retried on another backend, by route and reason",
+        &["route", "reason"]
+    )
+    .expect("register edgegate_retries_total"),
+    circuit_open: register_int_counter_vec!(
+        "edgegate_circuit_open_total",
+        "Requests refused with 503 because the pool had max_concurrent_requests in flight",
+        &["upstream"]
+    )
+    .expect("register edgegate_circuit_open_total"),
+    build_info: register_int_gauge_vec!(
+        "edgegate_build_info",
+        "Always 1; labels name the build",
+        &["version"]
+    )
+    .expect("register edgegate_build_info"),
+});
+
+/// Registers every family and sets the build info gauge.
+pub fn init() {
+    FAMILIES
+        .build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+}
+
+/// Status classes used as the `status` label.
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
+/// Index into STATUS_CLASSES; `None` (no response) is "error".
+fn status_class(status: Option<u16>) -> usize {
+    match status {
+        Some(code @ 100..=599) => usize::from(code / 100) - 1,
+        _ => 5,
+    }
+}
+
+/// Known methods get their own label; anything else is "OTHER" so clients cannot grow the series count.
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "OTHER",
+];
+fn method_index(method: &Method) -> usize {
+    METHODS[..9]
+        .iter()
+        .position(|m| *m == method.as_str())
+        .unwrap_or(9)
+}
+
+/// Counters for one route, created on first use of each (method, status class) pair.
+pub struct RouteMetrics {
+    route: String,
+    requests: [[OnceLock<IntCounter>; 6]; 10],
+    pub duration: Histogram,
+    retries_connect_failure: IntCounter,
+}
+
+impl RouteMetrics {
+    /// Handles for `route` ("unmatched" for requests that matched no route).
+    pub fn new(route: &str) -> Self {
+        RouteMetrics {
+            route: route.to_string(),
+            requests: Default::default(),
+            duration: FAMILIES.request_duration.with_label_values(&[route]),
+            retries_connect_failure: FAMILIES
+                .retries
+                .with_label_values(&[route, "connect_failure"]),
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn observe(&self, method: &Method, status: Option<u16>, seconds: f64) {
+        let (m, s) = (method_index(method), status_class(status));
+        self.requests[m][s]
+            .get_or_init(|| {
+                FAMILIES
+                    .requests
+                    .with_label_values(&[&self.route, METHODS[m], STATUS_CLASSES[s]])
+            })
+            .inc();
+        self.duration.observe(seconds);
+    }
+
+    /// Counts one retry after a connect failure.
+    pub fn retried_after_connect_failure(&self) {
+        self.retries_connect_failure.inc();
+    }
+}
+
+/// Handles for one backend.
+pub struct BackendMetrics {
+    pub healthy: IntGauge,
+    responses: [IntCounter; 6],
+}
+
+impl BackendMetrics {
+    /// Handles for `backend` of `upstream`; the health gauge starts at 1.
+    pub fn new(upstream: &str, backend: &str) -> Self {
+        let healthy = FAMILIES
+            .backend_healthy
+            .with_label_values(&[upstream, backend]);
+        healthy.set(1);
+        BackendMetrics {
+            healthy,
+            responses: STATUS_CLASSES.map(|class| {
+                FAMILIES
+                    .upstream_requests
+                    .with_label_values(&[upstream, backend, class])
+            }),
+        }
+    }
+
+    /// Counts one attempt's outcome (`None` = no response: connect error, timeout, reset).
+    pub fn observe(&self, status: Option<u16>) {
+        self.responses[status_class(status)].inc();
+    }
+}
+
+/// Handles for one pool.
+pub struct PoolMetrics {
+    pub circuit_open: IntCounter,
+    pub upstream_duration: Histogram,
+}
+
+impl PoolMetrics {
+    /// Handles for `upstream`.
+    pub fn new(upstream: &str) -> Self {
+        PoolMetrics {
+            circuit_open: FAMILIES.circuit_open.with_label_values(&[upstream]),
+            upstream_duration: FAMILIES.upstream_duration.with_label_values(&[upstream]),
+        }
+    }
+}
+
+/// The Prometheus text exposition of every registered metric.
+pub fn render() -> Vec<u8> {
+    use prometheus::Encoder;
+    let mut buffer = Vec::with_capacity(16 << 10);
+    let encoder = prometheus::TextEncoder::new();
+    if let Err(error) = encoder.encode(&prometheus::gather(), &mut buffer) {
+        log::error!("cannot encode metrics: {error}");
+    }
+    buffer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes_and_methods_are_bounded() {
+        assert_eq!(STATUS_CLASSES[status_class(Some(204))], "2xx");
+        assert_eq!(STATUS_CLASSES[status_class(Some(503))], "5xx");
+        assert_eq!(STATUS_CLASSES[status_class(None)], "error");
+        assert_eq!(STATUS_CLASSES[status_class(Some(42))], "error");
+        assert_eq!(METHODS[method_index(&Method::GET)], "GET");
+        assert_eq!(
+            METHODS[method_index(&Method::from_bytes(b"BREW").unwrap())],
+            "OTHER"
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! Builds the Pingora server from a validated model: the proxy service with its listeners,
+//! the admin service, the health checker (which the proxy waits for) and the log flusher.
+
+use crate::admin::AdminApp;
+use crate::config::Model;
+use crate::gateway::runtime::Runtime;
+use crate::gateway::Gateway;
+use crate::observability::{access_log, metrics};
+use crate::upstream::health::HealthChecker;
+use arc_swap::ArcSwap;
+use pingora_core::apps::http_app::HttpServer;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How `edgegate run` was asked to start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    pub daemon: bool,
+    pub upgrade: bool,
+}
+
+/// Why the server could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the access log: {0}")]
+    AccessLog(#[from] std::io::Error),
+}
+
+fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+/// Builds a ready-to-run server; `Server::run_forever` starts it.
+pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
+    metrics::init();
+    let settings = model.server.clone();
+    let listeners = model.listeners.clone();
+    let admin_address = model.admin_address;
+
+    let conf = ServerConf {
+        threads: settings.threads,
+        daemon: options.daemon,
+        pid_file: settings.pid_file,
+        upgrade_sock: settings.upgrade_sock,
+        grace_period_seconds: Some(whole_seconds(settings.grace_period)),
+        graceful_shutdown_timeout_seconds: Some(whole_seconds(settings.shutdown_timeout)),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: options.upgrade,
+        daemon: options.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(model)?));
+
+    let health = HealthChecker::new(&runtime.load().pools);
+    let health_handle = (!health.is_empty())
+        .then(|| server.add_service(background_service("health checks", health)));
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(Arc::clone(&runtime)),
+        "edgegate proxy",
+    );
+    for listener in &listeners {
+        proxy.add_tcp(&listener.address.to_string());
+    }
+    let proxy_handle = server.add_service(proxy);
+    if let Some(health_handle) = &health_handle {
+        proxy_handle.add_dependency(health_handle);
+    }
+
+    let mut admin = Service::new(
+        "edgegate admin".to_string(),
+        HttpServer::new_app(AdminApp::new(Arc::clone(&runtime))),
+    );
+    admin.add_tcp(&admin_address.to_string());
+    server.add_service(admin);
+
+    let flushed = Arc::clone(&runtime);
+    server.add_service(background_service(
+        "access log flusher",
+        access_log::Flusher(Box::new(move || flushed.load().access_log.flush())),
+    ));
+    Ok(server)
+}

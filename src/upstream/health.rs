@@ -1,0 +1,232 @@
+//! Active health checks: a Pingora background service probing every backend of every pool that
+//! has a `health_check`, flipping `Backend::healthy` after the configured streaks.
+//! The proxy service depends on it, so no traffic is taken before the first pass is done.
+
+use super::{Backend, Pool};
+use crate::config::{HealthCheckSpec, Probe};
+use async_trait::async_trait;
+use log::{info, warn};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_core::services::ServiceReadyNotifier;
+use pingora_http::RequestHeader;
+use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Consecutive probe results of one backend.
+#[derive(Debug, Default)]
+pub struct Streak {
+    successes: AtomicU32,
+    failures: AtomicU32,
+}
+
+type DynCheck = Arc<dyn HealthCheck + Send + Sync>;
+
+struct CheckedPool {
+    pool: Arc<Pool>,
+    spec: HealthCheckSpec,
+    /// One probe per backend (the HTTP Host header may differ per backend).
+    probes: Vec<(DynCheck, pingora_load_balancing::Backend)>,
+}
+
+/// The background service running every pool's checks.
+pub struct HealthChecker {
+    pools: Vec<Arc<CheckedPool>>,
+}
+
+impl HealthChecker {
+    /// Prepares probes for every pool with a `health_check`.
+    pub fn new(pools: &[Arc<Pool>]) -> Self {
+        let pools = pools
+            .iter()
+            .filter_map(|pool| {
+                let spec = pool.health_check.clone()?;
+                let probes = pool
+                    .backends
+                    .iter()
+                    .map(|backend| {
+                        let target = pingora_load_balancing::Backend {
+                            addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(
+                                backend.address,
+                            ),
+                            weight: 1,
+                            ext: http::Extensions::new(),
+                        };
+                        (build_probe(&spec, backend), target)
+                    })
+                    .collect();
+                Some(Arc::new(CheckedPool {
+                    pool: Arc::clone(pool),
+                    spec,
+                    probes,
+                }))
+            })
+            .collect();
+        HealthChecker { pools }
+    }
+
+    /// Whether any pool is checked.
+    pub fn is_empty(&self) -> bool {
+        self.pools.is_empty()
+    }
+}
+
+fn build_probe(spec: &HealthCheckSpec, backend: &Backend) -> DynCheck {
+    let tls = backend.peer.is_tls();
+    let sni = backend.peer.sni.clone();
+    match &spec.probe {
+        Probe::Tcp => {
+            let mut check = if tls {
+                TcpHealthCheck::new_tls(&sni)
+            } else {
+                TcpHealthCheck::new()
+            };
+            check.peer_template.options.connection_timeout = Some(spec.timeout);
+            Arc::from(check as Box<dyn HealthCheck + Send + Sync>)
+        }
+        Probe::Http {
+            path,
+            host,
+            expected_statuses,
+        } => {
+            let host = host.clone().unwrap_or_else(|| backend.label.clone());
+            let mut check = HttpHealthCheck::new(&host, tls);
+            check.peer_template.sni = sni;
+            check.peer_template.options.verify_cert = backend.peer.options.verify_cert;
+            check.peer_template.options.verify_hostname = backend.peer.options.verify_hostname;
+            check.peer_template.options.connection_timeout = Some(spec.timeout);
+            check.peer_template.options.read_timeout = Some(spec.timeout);
+            check.peer_template.options.write_timeout = Some(spec.timeout);
+            if let Ok(mut request) = RequestHeader::build("GET", path.as_bytes(), None) {
+                // Validation already checked the path and host; a failure here keeps Pingora's default probe.
+                if request
+                    .insert_header(http::header::HOST, host.as_str())
+                    .is_ok()
+                    && request
+                        .insert_header(http::header::USER_AGENT, "edgegate-health-check")
+                        .is_ok()
+                {
+                    check.req = request;
+                }
+            }
+            let expected = expected_statuses.clone();
+            check.validator = Some(Box::new(move |response| {
+                if expected.contains(&response.status.as_u16()) {
+                    Ok(())
+                } else {
+                    pingora_error::Error::e_explain(
+                        pingora_error::ErrorType::CustomCode(
+                            "unexpected status",
+                            response.status.as_u16(),
+                        ),
+                        "health check",
+                    )
+                }
+            }));
+            Arc::new(check)
+        }
+    }
+}
+
+impl CheckedPool {
+    /// Probes every backend concurrently and applies the results.
+    async fn run_pass(self: &Arc<Self>, first: bool) {
+        let mut jobs = tokio::task::JoinSet::new();
+        for index in 0..self.probes.len() {
+            let this = Arc::clone(self);
+            jobs.spawn(async move {
+                let (probe, target) = &this.probes[index];
+                // The probe has its own connect/read timeouts; this bounds anything else (a slow body).
+                let limit = this.spec.timeout * 2;
+                let result = match tokio::time::timeout(limit, probe.check(target)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err(format!("no answer within {limit:?}")),
+                };
+                (index, result)
+            });
+        }
+        while let Some(joined) = jobs.join_next().await {
+            if let Ok((index, result)) = joined {
+                self.apply(&self.pool.backends[index], result, first);
+            }
+        }
+    }
+
+    fn apply(&self, backend: &Backend, result: Result<(), String>, first: bool) {
+        let was_healthy = backend.healthy.load(Relaxed);
+        let streak = &backend.check_streak;
+        let now_healthy = match &result {
+            Ok(()) => {
+                streak.failures.store(0, Relaxed);
+                let successes = streak.successes.fetch_add(1, Relaxed) + 1;
+                was_healthy || first || successes >= self.spec.healthy_threshold
+            }
+            Err(_) => {
+                streak.successes.store(0, Relaxed);
+                let failures = streak.failures.fetch_add(1, Relaxed) + 1;
+                was_healthy && !first && failures < self.spec.unhealthy_threshold
+            }
+        };
+        if now_healthy == was_healthy && !first {
+            return;
+        }
+        backend.healthy.store(now_healthy, Relaxed);
+        backend.metrics.healthy.set(i64::from(now_healthy));
+        match result {
+            Ok(()) if !was_healthy || first => {
+                info!(
+                    "upstream {} backend {} is healthy",
+                    self.pool.name, backend.label
+                )
+            }
+            Err(error) => warn!(
+                "upstream {} backend {} is unhealthy: {error}",
+                self.pool.name, backend.label
+            ),
+            Ok(()) => {}
+        }
+    }
+
+    async fn run_forever(self: Arc<Self>, mut shutdown: ShutdownWatch) {
+        let mut ticker = tokio::time::interval(self.spec.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await; // the first tick is immediate; the first pass already ran
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.run_pass(false).await,
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecker {
+    async fn start_with_ready_notifier(
+        &self,
+        shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
+        for pool in &self.pools {
+            pool.run_pass(true).await;
+        }
+        ready.notify_ready();
+        let mut tasks = tokio::task::JoinSet::new();
+        for pool in &self.pools {
+            tasks.spawn(Arc::clone(pool).run_forever(shutdown.clone()));
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// How long the first pass may take at most: used to tell operators why startup waits.
+pub fn first_pass_bound(pools: &[Arc<Pool>]) -> Duration {
+    pools
+        .iter()
+        .filter_map(|p| p.health_check.as_ref().map(|h| h.timeout * 2))
+        .max()
+        .unwrap_or_default()
+}

@@ -1,0 +1,237 @@
+//! Upstream pools: backends with their live state, selection, in-flight accounting and the
+//! circuit breaker. Active health checks live in `health`.
+
+pub mod health;
+pub mod selection;
+
+use crate::config::{HashKey, HealthCheckSpec, Selection, UpstreamSpec};
+use crate::observability::metrics::{BackendMetrics, PoolMetrics};
+use pingora_core::upstreams::peer::HttpPeer;
+use selection::{Candidate, Selector};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// One backend of a pool and its live state.
+pub struct Backend {
+    pub address: SocketAddr,
+    /// `ip:port`, as shown in metrics, logs and `/status`.
+    pub label: String,
+    pub weight: u32,
+    /// Active health: false keeps the backend out of selection.
+    pub healthy: AtomicBool,
+    pub in_flight: AtomicU32,
+    /// Prebuilt peer with every timeout set; cloned per request.
+    pub peer: HttpPeer,
+    pub metrics: BackendMetrics,
+    /// Health-check bookkeeping, touched only by the checker task.
+    pub(crate) check_streak: health::Streak,
+}
+
+impl Candidate for Backend {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn in_flight(&self) -> u32 {
+        self.in_flight.load(Relaxed)
+    }
+}
+
+/// A named pool of backends.
+pub struct Pool {
+    pub name: String,
+    pub backends: Vec<Backend>,
+    selector: Selector,
+    pub hash_key: HashKey,
+    pub in_flight: AtomicU32,
+    pub max_concurrent_requests: Option<u32>,
+    pub health_check: Option<HealthCheckSpec>,
+    pub metrics: PoolMetrics,
+}
+
+impl Pool {
+    /// Builds a pool from its validated spec.
+    pub fn new(spec: &UpstreamSpec) -> Self {
+        let weights: Vec<u32> = spec.targets.iter().map(|t| t.weight).collect();
+        let labels: Vec<String> = spec.targets.iter().map(|t| t.address.to_string()).collect();
+        let selector = match spec.selection {
+            Selection::RoundRobin => Selector::round_robin(&weights),
+            Selection::WeightedRoundRobin => Selector::weighted(&weights),
+            Selection::Random => Selector::random(&weights),
+            Selection::ConsistentHash => Selector::consistent_hash(&weights, &labels),
+            Selection::LeastRequests => Selector::least_requests(),
+        };
+        let backends = spec
+            .targets
+            .iter()
+            .zip(labels)
+            .map(|(target, label)| Backend {
+                address: target.address,
+                weight: target.weight,
+                healthy: AtomicBool::new(true),
+                in_flight: AtomicU32::new(0),
+                peer: build_peer(spec, target.address),
+                metrics: BackendMetrics::new(&spec.name, &label),
+                label,
+                check_streak: health::Streak::default(),
+            })
+            .collect();
+        Pool {
+            name: spec.name.clone(),
+            backends,
+            selector,
+            hash_key: spec.hash_key.clone(),
+            in_flight: AtomicU32::new(0),
+            max_concurrent_requests: spec.max_concurrent_requests,
+            health_check: spec.health_check.clone(),
+            metrics: PoolMetrics::new(&spec.name),
+        }
+    }
+
+    /// Whether selection needs the request's hash key (consistent hashing).
+    pub fn needs_key(&self) -> bool {
+        self.selector.needs_key()
+    }
+
+    /// A healthy, non-drained backend that `tried` does not contain.
+    pub fn pick(&self, key: u64, tried: &Tried) -> Option<usize> {
+        self.selector.pick(&self.backends, key, |i| {
+            self.backends[i].healthy.load(Relaxed) && !tried.contains(i)
+        })
+    }
+
+    /// Whether another attempt could find a backend this request has not tried.
+    pub fn has_untried(&self, tried: &Tried) -> bool {
+        self.backends
+            .iter()
+            .enumerate()
+            .any(|(i, b)| b.weight > 0 && b.healthy.load(Relaxed) && !tried.contains(i))
+    }
+
+    /// Whether any backend can take traffic.
+    pub fn is_ready(&self) -> bool {
+        self.backends
+            .iter()
+            .any(|b| b.weight > 0 && b.healthy.load(Relaxed))
+    }
+
+    /// Reserves a request slot in the pool, or None when `max_concurrent_requests` is reached.
+    pub fn acquire(self: &Arc<Self>) -> Option<Lease> {
+        let previous = self.in_flight.fetch_add(1, Relaxed);
+        if let Some(limit) = self.max_concurrent_requests {
+            if previous >= limit {
+                self.in_flight.fetch_sub(1, Relaxed);
+                self.metrics.circuit_open.inc();
+                return None;
+            }
+        }
+        Some(Lease {
+            pool: Arc::clone(self),
+            backend: None,
+        })
+    }
+}
+
+fn build_peer(spec: &UpstreamSpec, address: SocketAddr) -> HttpPeer {
+    let (tls, sni) = match &spec.tls {
+        Some(tls) => (true, tls.sni.clone()),
+        None => (false, String::new()),
+    };
+    let mut peer = HttpPeer::new(address, tls, sni);
+    let options = &mut peer.options;
+    options.connection_timeout = Some(spec.connect_timeout);
+    options.total_connection_timeout = Some(spec.connect_timeout * 2);
+    options.read_timeout = Some(spec.read_timeout);
+    options.write_timeout = Some(spec.write_timeout);
+    options.idle_timeout = Some(spec.idle_timeout);
+    if let Some(tls) = &spec.tls {
+        options.verify_cert = tls.verify;
+        options.verify_hostname = tls.verify;
+    }
+    if spec.http2 {
+        // With TLS, h2 is offered by ALPN with h1 as fallback; without TLS this is h2c (prior knowledge).
+        if spec.tls.is_some() {
+            options.set_http_version(2, 1);
+        } else {
+            options.set_http_version(2, 2);
+        }
+    }
+    peer
+}
+
+/// Backends one request has already tried (small: retries are capped by configuration).
+#[derive(Debug, Default, Clone)]
+pub struct Tried {
+    indices: [u16; 8],
+    len: u8,
+}
+
+impl Tried {
+    /// Remembers `index`; beyond eight attempts the oldest entries still count.
+    pub fn insert(&mut self, index: usize) {
+        let slot = usize::from(self.len) % self.indices.len();
+        self.indices[slot] = index as u16;
+        self.len = self.len.saturating_add(1);
+    }
+
+    /// Whether `index` was tried.
+    pub fn contains(&self, index: usize) -> bool {
+        let used = usize::from(self.len).min(self.indices.len());
+        self.indices[..used].contains(&(index as u16))
+    }
+
+    /// Number of attempts recorded.
+    pub fn count(&self) -> usize {
+        usize::from(self.len)
+    }
+}
+
+/// A reserved slot in a pool (and, once picked, on one backend); released on drop.
+pub struct Lease {
+    pool: Arc<Pool>,
+    backend: Option<usize>,
+}
+
+impl Lease {
+    /// Moves this request's in-flight count to `backend`.
+    pub fn assign(&mut self, backend: usize) {
+        if let Some(previous) = self.backend.replace(backend) {
+            self.pool.backends[previous].in_flight.fetch_sub(1, Relaxed);
+        }
+        self.pool.backends[backend].in_flight.fetch_add(1, Relaxed);
+    }
+
+    /// The pool this lease is in.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// The backend currently assigned.
+    pub fn backend(&self) -> Option<&Backend> {
+        self.backend.map(|i| &self.pool.backends[i])
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(backend) = self.backend {
+            self.pool.backends[backend].in_flight.fetch_sub(1, Relaxed);
+        }
+        self.pool.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tried_remembers_attempts() {
+        let mut tried = Tried::default();
+        assert!(!tried.contains(0));
+        tried.insert(3);
+        tried.insert(0);
+        assert!(tried.contains(3) && tried.contains(0) && !tried.contains(1));
+        assert_eq!(tried.count(), 2);
+    }
+}

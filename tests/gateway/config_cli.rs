@@ -1,0 +1,167 @@
+//! `edgegate check` and configuration errors with file:line:column.
+
+use crate::support::{check, temp_dir};
+use std::path::Path;
+
+fn check_text(yaml: &str) -> (bool, String, String) {
+    let path = temp_dir().join("edgegate.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let result = check(&path);
+    (
+        result.0,
+        result.1,
+        result.2.replace(&format!("{}", path.display()), "FILE"),
+    )
+}
+
+const VALID: &str = "\
+listeners:
+  - { name: http, address: 127.0.0.1:8080 }
+upstreams:
+  users:
+    targets:
+      - { address: 127.0.0.1:9001, weight: 3 }
+routes:
+  - name: users
+    match: { path_prefix: /users }
+    upstream: users
+";
+
+#[test]
+fn every_shipped_config_passes_check() {
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&conf).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let (ok, stdout, stderr) = check(&path);
+            assert!(ok, "{} failed: {stderr}", path.display());
+            assert!(stdout.contains("routes (first match wins):"), "{stdout}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no YAML in conf/");
+}
+
+#[test]
+fn check_prints_a_summary() {
+    let (ok, stdout, _) = check_text(VALID);
+    assert!(ok);
+    assert!(stdout.contains("http://127.0.0.1:8080"), "{stdout}");
+    assert!(stdout.contains("127.0.0.1:9001 weight 3"), "{stdout}");
+    assert!(
+        stdout.contains("users") && stdout.contains("path /users/*"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_reported_with_their_position() {
+    let yaml = VALID.replace(
+        "    match: { path_prefix: /users }",
+        "    match: { path_prefx: /users }",
+    );
+    let (ok, _, stderr) = check_text(&yaml);
+    assert!(!ok);
+    assert!(stderr.starts_with("FILE:9:"), "{stderr}");
+    assert!(stderr.contains("unknown field `path_prefx`"), "{stderr}");
+}
+
+#[test]
+fn a_route_to_a_missing_upstream_names_line_column_and_key() {
+    let yaml = VALID.replace("    upstream: users", "    upstream: orders");
+    let (ok, _, stderr) = check_text(&yaml);
+    assert!(!ok);
+    assert!(
+        stderr
+            .contains("FILE:10:5: routes[0].upstream: no upstream named `orders` (defined: users)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_problem_is_listed_not_just_the_first() {
+    let yaml = VALID
+        .replace(
+            "127.0.0.1:9001, weight: 3",
+            "127.0.0.1:9001, weight: 3 }\n      - { address: nowhere",
+        )
+        .replace("path_prefix: /users", "path_prefix: users")
+        + "    ip_deny: [300.1.1.1/8]\n    timeout: 5 seconds\n";
+    let (ok, _, stderr) = check_text(&yaml);
+    assert!(!ok);
+    for expected in [
+        "FILE:7:11: upstreams.users.targets[1].address: `nowhere` is not an address",
+        "FILE:10:14: routes[0].match.path_prefix: `users` must start with /",
+        "FILE:12:15: routes[0].ip_deny[0]: `300.1.1.1/8` is not a CIDR",
+        "FILE:13:5: routes[0].timeout: duration `5 seconds`",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn sections_of_later_releases_are_rejected_not_ignored() {
+    let yaml = format!("{VALID}rate_limits: {{ store: local }}\n");
+    let (ok, _, stderr) = check_text(&yaml);
+    assert!(!ok);
+    assert!(
+        stderr.contains("FILE:11:1: rate_limits: is not supported yet"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn syntax_errors_have_a_position() {
+    let (ok, _, stderr) = check_text("listeners: [\n  - {name: x\n");
+    assert!(!ok);
+    assert!(stderr.starts_with("FILE:"), "{stderr}");
+    let position: Vec<&str> = stderr.splitn(4, ':').collect();
+    assert!(
+        position[1].parse::<usize>().is_ok() && position[2].parse::<usize>().is_ok(),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let (ok, _, stderr) = check(Path::new("/nonexistent/edgegate.yaml"));
+    assert!(!ok);
+    assert!(
+        stderr.contains("/nonexistent/edgegate.yaml: cannot read"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn version_and_help_work() {
+    let output = std::process::Command::new(crate::support::binary())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("edgegate "));
+    let output = std::process::Command::new(crate::support::binary())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        help.contains("run") && help.contains("check") && help.contains("hash-key"),
+        "{help}"
+    );
+}
+
+#[test]
+fn hash_key_prints_sha256_hex() {
+    let output = std::process::Command::new(crate::support::binary())
+        .args(["hash-key", "foo"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+    );
+}

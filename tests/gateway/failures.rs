@@ -1,0 +1,135 @@
+//! Failures become JSON errors: retries past dead backends, 504 on slow origins, the circuit breaker.
+
+use crate::support::{free_port, Gateway, Origin};
+use std::time::{Duration, Instant};
+
+fn pool_with_dead_backend(live: &Origin, retries: &str) -> (Gateway, String) {
+    let dead = format!("127.0.0.1:{}", free_port());
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  app:\n    selection: round_robin\n    connect_timeout: 500ms\n    targets:\n      - {{ address: \"{dead}\" }}\n      - {{ address: \"{}\" }}\n\
+         routes:\n  - {{ name: all, upstream: app{retries} }}\n",
+        live.addr
+    ));
+    (gw, dead)
+}
+
+#[test]
+fn idempotent_requests_are_retried_past_a_refusing_backend() {
+    let live = Origin::start("live");
+    let (gw, dead) = pool_with_dead_backend(
+        &live,
+        ", retries: { attempts: 2, on: [connect_failure], backoff: 10ms }",
+    );
+    for _ in 0..20 {
+        let response = gw.get("/");
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    assert_eq!(live.hits(), 20);
+    let retries = gw
+        .metric("edgegate_retries_total{reason=\"connect_failure\",route=\"all\"}")
+        .unwrap_or(0.0);
+    let errors = gw.metric(&format!(
+        "edgegate_upstream_requests_total{{backend=\"{dead}\",status=\"error\",upstream=\"app\"}}"
+    ));
+    assert!(retries >= 1.0, "the dead backend was never tried");
+    assert_eq!(errors, Some(retries), "every failed connection was retried");
+}
+
+#[test]
+fn posts_are_not_retried_and_get_a_json_502() {
+    let live = Origin::start("live");
+    let (gw, _) = pool_with_dead_backend(&live, "");
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| gw.request("POST", "/", &[], b"{}").status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 502).count(),
+        2,
+        "{statuses:?}"
+    );
+    let failed = (0..2)
+        .map(|_| gw.request("POST", "/", &[], b"{}"))
+        .find(|r| r.status == 502)
+        .unwrap();
+    let body = failed.json();
+    assert_eq!(body["error"], "bad_gateway");
+    assert_eq!(body["request_id"].as_str(), failed.header("x-request-id"));
+}
+
+#[test]
+fn retries_zero_surfaces_the_connect_failure() {
+    let live = Origin::start("live");
+    let (gw, _) = pool_with_dead_backend(&live, ", retries: { attempts: 0 }");
+    let statuses: Vec<u16> = (0..4).map(|_| gw.get("/").status).collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 502).count(),
+        2,
+        "{statuses:?}"
+    );
+}
+
+#[test]
+fn a_slow_origin_gets_a_json_504() {
+    let slow = Origin::start("slow");
+    slow.set(|b| b.delay = Duration::from_millis(1500));
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  app:\n    read_timeout: 300ms\n    targets: [{{ address: \"{}\" }}]\n\
+         routes:\n  - {{ name: slow, match: {{ path_prefix: /slow }}, upstream: app }}\n  \
+         - {{ name: patient, match: {{ path_prefix: /patient }}, timeout: 5s, upstream: app }}\n",
+        slow.addr
+    ));
+    let started = Instant::now();
+    let response = gw.get("/slow");
+    assert_eq!(response.status, 504);
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.json()["error"], "gateway_timeout");
+    assert_eq!(
+        gw.get("/patient").status,
+        200,
+        "the route timeout overrides the pool's read_timeout"
+    );
+}
+
+#[test]
+fn the_circuit_breaker_refuses_excess_concurrency_at_once() {
+    let slow = Origin::start("slow");
+    slow.set(|b| b.delay = Duration::from_millis(1500));
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  app:\n    max_concurrent_requests: 2\n    targets: [{{ address: \"{}\" }}]\nroutes:\n  - {{ name: all, upstream: app }}\n",
+        slow.addr
+    ));
+    let proxy = gw.proxy;
+    let in_flight: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || crate::support::get(proxy, "/").status))
+        .collect();
+    assert!(crate::support::wait_until(Duration::from_secs(5), || slow
+        .hits()
+        >= 2));
+    let started = Instant::now();
+    let refused = gw.get("/");
+    assert_eq!(refused.status, 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "not refused at once"
+    );
+    assert!(refused.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("too many requests in flight"));
+    for request in in_flight {
+        assert_eq!(request.join().unwrap(), 200);
+    }
+    assert_eq!(
+        gw.metric("edgegate_circuit_open_total{upstream=\"app\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        gw.get("/").status,
+        200,
+        "slots are released when requests finish"
+    );
+}

@@ -1,0 +1,11 @@
+//! Black-box tests: the real `edgegate` binary, real origin servers, ephemeral ports.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+mod admin;
+mod balancing;
+mod config_cli;
+mod failures;
+mod headers;
+mod health;
+mod routing;
+mod support;

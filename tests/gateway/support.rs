@@ -1,0 +1,522 @@
+//! Test support: real origin servers, a raw HTTP/1.1 client, and the real `edgegate` binary
+//! started on ephemeral ports and stopped on drop.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir() -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "edgegate-test-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// What an origin does with the next requests.
+#[derive(Clone, Debug)]
+pub struct Behavior {
+    pub status: u16,
+    pub delay: Duration,
+    pub health_status: u16,
+}
+
+impl Default for Behavior {
+    fn default() -> Self {
+        Behavior {
+            status: 200,
+            delay: Duration::ZERO,
+            health_status: 200,
+        }
+    }
+}
+
+struct OriginState {
+    name: String,
+    behavior: Mutex<Behavior>,
+    hits: AtomicUsize,
+    health_hits: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// A real HTTP/1.1 origin on 127.0.0.1 answering JSON that names it (`x-origin` header too).
+/// `/health` answers `health_status`; everything else `status` after `delay`.
+pub struct Origin {
+    pub addr: SocketAddr,
+    state: Arc<OriginState>,
+    acceptor: Option<thread::JoinHandle<()>>,
+}
+
+impl Origin {
+    /// Starts an origin named `name` on a free port.
+    pub fn start(name: &str) -> Origin {
+        Self::start_on(name, "127.0.0.1:0".parse().unwrap())
+    }
+
+    /// Starts an origin on `addr` (to bring a stopped one back on its port).
+    pub fn start_on(name: &str, addr: SocketAddr) -> Origin {
+        let listener = TcpListener::bind(addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(OriginState {
+            name: name.to_string(),
+            behavior: Mutex::new(Behavior::default()),
+            hits: AtomicUsize::new(0),
+            health_hits: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let shared = Arc::clone(&state);
+        let acceptor = thread::spawn(move || {
+            while !shared.stop.load(SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let state = Arc::clone(&shared);
+                        thread::spawn(move || serve_connection(stream, state));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Origin {
+            addr,
+            state,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// Changes what the origin does from now on.
+    pub fn set(&self, change: impl FnOnce(&mut Behavior)) {
+        change(&mut self.state.behavior.lock().unwrap());
+    }
+
+    /// Requests served, `/health` probes excluded.
+    pub fn hits(&self) -> usize {
+        self.state.hits.load(SeqCst)
+    }
+
+    /// `/health` probes served.
+    pub fn health_hits(&self) -> usize {
+        self.state.health_hits.load(SeqCst)
+    }
+
+    /// Stops accepting: new connections are refused (open ones finish their current request).
+    pub fn stop(mut self) -> SocketAddr {
+        self.halt();
+        self.addr
+    }
+
+    fn halt(&mut self) {
+        self.state.stop.store(true, SeqCst);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+fn serve_connection(stream: TcpStream, state: Arc<OriginState>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let target = parts.next().unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                headers.push((name.trim().to_string(), value.trim().to_string()));
+            }
+        }
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let chunked = headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if chunked && read_chunked(&mut reader).is_none() {
+            return;
+        }
+        let behavior = state.behavior.lock().unwrap().clone();
+        let is_health = target == "/health";
+        let status = if is_health {
+            state.health_hits.fetch_add(1, SeqCst);
+            behavior.health_status
+        } else {
+            state.hits.fetch_add(1, SeqCst);
+            if !behavior.delay.is_zero() {
+                thread::sleep(behavior.delay);
+            }
+            behavior.status
+        };
+        let header_map: BTreeMap<String, String> = headers
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+            .collect();
+        let payload = serde_json::json!({
+            "origin": state.name,
+            "method": method,
+            "target": target,
+            "headers": header_map,
+            "body_bytes": body.len(),
+        })
+        .to_string();
+        let response = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Origin: {}\r\nServer: test-origin\r\n\r\n{payload}",
+            payload.len(),
+            state.name
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+        if headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"))
+        {
+            let _ = writer.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+}
+
+fn read_chunked(reader: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size_line = String::new();
+        reader.read_line(&mut size_line).ok()?;
+        let size = usize::from_str_radix(size_line.trim().split(';').next()?, 16).ok()?;
+        let mut chunk = vec![0u8; size + 2];
+        reader.read_exact(&mut chunk).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request on a new connection and reads the whole response.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    try_request(addr, method, target, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {target} via {addr}: {e}"))
+}
+
+/// `request` that reports I/O failures instead of panicking.
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let mut head = format!("{method} {target} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        head.push_str("Host: test.local\r\n");
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    read_response(&mut BufReader::new(stream), method == "HEAD")
+}
+
+fn read_response(reader: &mut impl BufRead, head_only: bool) -> std::io::Result<Response> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(&format!("bad status line {status_line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_string(), value.trim().to_string()));
+        }
+    }
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _): &&(String, String)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let body = if head_only || status == 204 || status == 304 {
+        Vec::new()
+    } else if let Some(length) = find("content-length") {
+        let mut body = vec![0u8; length.parse().map_err(|_| bad("bad content-length"))?];
+        reader.read_exact(&mut body)?;
+        body
+    } else if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        read_chunked(reader).ok_or_else(|| bad("bad chunked body"))?
+    } else {
+        let mut body = Vec::new();
+        reader.read_to_end(&mut body)?;
+        body
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// GET `target` through `addr`.
+pub fn get(addr: SocketAddr, target: &str) -> Response {
+    request(addr, "GET", target, &[], b"")
+}
+
+/// Polls `condition` every 25 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+    condition()
+}
+
+/// The real `edgegate` binary running a config; killed on drop.
+pub struct Gateway {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    child: Child,
+}
+
+/// The path of the binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_edgegate")
+}
+
+impl Gateway {
+    /// Starts edgegate with `body` (YAML without `listeners`, `admin`, `server`, `access_log`,
+    /// which are filled in with ephemeral ports, two threads and a file access log).
+    pub fn start(body: &str) -> Gateway {
+        Self::start_with_server(body, "")
+    }
+
+    /// Like `start`, with extra `server:` keys (indented two spaces, one per line).
+    pub fn start_with_server(body: &str, server_extra: &str) -> Gateway {
+        let dir = temp_dir();
+        let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = format!(
+            "server:\n  threads: 2\n  pid_file: {dir}/edgegate.pid\n  upgrade_sock: {dir}/upgrade.sock\n  grace_period: 1s\n  shutdown_timeout: 1s\n{server_extra}\
+             listeners:\n  - {{ name: http, address: \"{proxy}\" }}\n\
+             admin: {{ address: \"{admin}\" }}\n\
+             access_log: {{ format: json, path: {dir}/access.log }}\n{body}",
+            dir = dir.display()
+        );
+        let config_path = dir.join("edgegate.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+        let child = Command::new(binary())
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut gateway = Gateway {
+            proxy,
+            admin,
+            dir,
+            child,
+        };
+        gateway.wait_ready();
+        gateway
+    }
+
+    fn wait_ready(&mut self) {
+        let up = wait_until(Duration::from_secs(20), || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("edgegate exited with {status}:\n{}", self.stderr());
+            }
+            try_request(self.admin, "GET", "/health", &[], b"").is_ok_and(|r| r.status == 200)
+                && TcpStream::connect(self.proxy).is_ok()
+        });
+        assert!(up, "edgegate did not start:\n{}", self.stderr());
+    }
+
+    /// What the process logged so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Access-log lines as JSON (waits for the periodic flush).
+    pub fn access_log(&self, at_least: usize) -> Vec<serde_json::Value> {
+        let path = self.dir.join("access.log");
+        let mut lines = Vec::new();
+        wait_until(Duration::from_secs(5), || {
+            lines = std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l:?}: {e}"))
+                })
+                .collect();
+            lines.len() >= at_least
+        });
+        lines
+    }
+
+    /// GET through the proxy.
+    pub fn get(&self, target: &str) -> Response {
+        get(self.proxy, target)
+    }
+
+    /// Any request through the proxy.
+    pub fn request(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        request(self.proxy, method, target, headers, body)
+    }
+
+    /// GET on the admin listener.
+    pub fn admin_get(&self, path: &str) -> Response {
+        get(self.admin, path)
+    }
+
+    /// The Prometheus text from `/metrics`.
+    pub fn metrics(&self) -> String {
+        self.admin_get("/metrics").text()
+    }
+
+    /// The value of the metric line that starts with `series` (name and labels).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.metrics(), series)
+    }
+}
+
+/// Finds `series` (e.g. `edgegate_backend_healthy{upstream="a",backend="b"}`) in Prometheus text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Runs `edgegate check -c path`, returning (success, stdout, stderr).
+pub fn check(path: &Path) -> (bool, String, String) {
+    let output = Command::new(binary())
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
