@@ -3,6 +3,8 @@
 
 use crate::config::{HostPattern, MatchSpec, PathMatch, RouteSpec};
 use http::{HeaderMap, Method};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// The parts of a request that routing looks at.
 #[derive(Debug, Clone, Copy)]
@@ -15,24 +17,167 @@ pub struct RequestView<'a> {
 }
 
 /// Ordered route predicates; `find` returns the index of the first route that matches.
+///
+/// Routes are filed in a trie under the literal path segments every request they match must
+/// start with (`/api/v1` under `api` -> `v1`; a regex under its literal prefix; no path at the
+/// root). A lookup walks the request's segments, so only routes on that walk are evaluated, and
+/// merges their (sorted) index lists so the first route in configuration order still wins.
 #[derive(Debug, Clone)]
 pub struct Router {
     matchers: Vec<MatchSpec>,
+    root: Node,
+}
+
+/// Trie depth limit: deeper literal segments still match, they are just not indexed.
+const MAX_DEPTH: usize = 8;
+
+#[derive(Debug, Clone, Default)]
+struct Node {
+    /// Routes whose literal segments end here, ascending.
+    routes: Vec<u32>,
+    children: HashMap<Box<str>, Node, BuildHasherDefault<Fnv>>,
+}
+
+impl Node {
+    fn child(&self, segment: &str) -> Option<&Node> {
+        if self.children.is_empty() {
+            return None;
+        }
+        self.children.get(segment)
+    }
+
+    fn child_mut(&mut self, segment: &str) -> &mut Node {
+        self.children.entry(segment.into()).or_default()
+    }
+}
+
+/// FNV-1a: path segments are short, where SipHash's setup dominates. Keys come from the
+/// operator's configuration, so hash flooding by clients is not a concern (lookups only probe).
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &byte in bytes {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
 }
 
 impl Router {
     /// Compiles the matchers of `routes`, keeping their order.
     pub fn new(routes: &[RouteSpec]) -> Self {
+        let mut root = Node::default();
+        for (index, route) in routes.iter().enumerate() {
+            let mut node = &mut root;
+            for segment in literal_segments(&route.matcher.path).iter().take(MAX_DEPTH) {
+                node = node.child_mut(segment);
+            }
+            node.routes.push(index as u32);
+        }
         Router {
             matchers: routes.iter().map(|route| route.matcher.clone()).collect(),
+            root,
         }
     }
 
     /// Index of the first matching route.
     pub fn find(&self, request: &RequestView<'_>) -> Option<usize> {
         let host = host_without_port(request.host);
-        self.matchers.iter().position(|m| matches(m, host, request))
+        let mut lists: [&[u32]; MAX_DEPTH + 1] = [&[]; MAX_DEPTH + 1];
+        let mut depth = 0;
+        lists[0] = &self.root.routes;
+        let mut node = &self.root;
+        let path = request.path.as_bytes();
+        // A byte loop: request segments are short, so memchr's setup would cost more than it saves.
+        let mut start = 1;
+        while path.first() == Some(&b'/') && start <= path.len() && depth < MAX_DEPTH {
+            let end = path[start..]
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(path.len(), |p| start + p);
+            match node.child(&request.path[start..end]) {
+                Some(child) => {
+                    node = child;
+                    depth += 1;
+                    lists[depth] = &child.routes;
+                }
+                None => break,
+            }
+            start = end + 1;
+        }
+        // Merge the sorted lists in ascending route order; the first full match wins.
+        let lists = &mut lists[..=depth];
+        loop {
+            let mut best: Option<(usize, u32)> = None;
+            for (slot, list) in lists.iter().enumerate() {
+                if let Some(&first) = list.first() {
+                    if best.is_none_or(|(_, index)| first < index) {
+                        best = Some((slot, first));
+                    }
+                }
+            }
+            let (slot, index) = best?;
+            lists[slot] = &lists[slot][1..];
+            if matches(&self.matchers[index as usize], host, request) {
+                return Some(index as usize);
+            }
+        }
     }
+}
+
+/// The complete path segments every path matched by `rule` begins with.
+fn literal_segments(rule: &PathMatch) -> Vec<String> {
+    let literal: &str = match rule {
+        PathMatch::Any => return Vec::new(),
+        // The last segment of an exact path is complete; so is a segment-bounded prefix.
+        PathMatch::Exact(path) | PathMatch::Prefix(path) => return split_segments(path),
+        PathMatch::Regex(regex) => &regex_literal_prefix(regex.as_str()),
+    };
+    // Only segments followed by `/` inside the literal are complete.
+    match literal.rfind('/') {
+        Some(end) if end > 0 => split_segments(&literal[..end]),
+        _ => Vec::new(),
+    }
+}
+
+fn split_segments(path: &str) -> Vec<String> {
+    match path.strip_prefix('/') {
+        Some("") | None => Vec::new(),
+        Some(rest) => rest.split('/').map(str::to_string).collect(),
+    }
+}
+
+/// The literal text an anchored regex must start with (`^/users/[0-9]+` -> `/users/`), or "".
+fn regex_literal_prefix(pattern: &str) -> String {
+    let Some(body) = pattern.strip_prefix('^') else {
+        return String::new();
+    };
+    if pattern.contains('|') {
+        return String::new();
+    }
+    let mut literal: String = body
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-'))
+        .collect();
+    // A quantifier after the literal makes its last character optional or repeated.
+    if matches!(
+        body[literal.len()..].chars().next(),
+        Some('?' | '*' | '+' | '{')
+    ) {
+        literal.pop();
+    }
+    literal
 }
 
 fn matches(matcher: &MatchSpec, host: &str, request: &RequestView<'_>) -> bool {
@@ -79,8 +224,9 @@ pub fn host_without_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.find(']').map_or(host, |end| &host[..=end]);
     }
-    match host.rfind(':') {
-        Some(colon) if host[colon + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..colon],
+    let digits = host.bytes().rev().take_while(u8::is_ascii_digit).count();
+    match host.len().checked_sub(digits + 1) {
+        Some(colon) if digits > 0 && host.as_bytes()[colon] == b':' => &host[..colon],
         _ => host,
     }
 }
@@ -175,6 +321,41 @@ mod tests {
         assert_eq!(find(&r, "GET", "h", "/", &[("x-flag", "on")]), None);
         assert_eq!(find(&r, "POST", "h", "/", &[("x-flag", "off")]), None);
         assert_eq!(find(&r, "POST", "h", "/", &[]), None);
+    }
+
+    #[test]
+    fn the_index_keeps_first_match_order_across_depths() {
+        let r = router(
+            "  - { name: deep, match: { path_prefix: /a/b/c }, upstream: u }\n  \
+             - { name: any, match: { hosts: [only.example] }, upstream: u }\n  \
+             - { name: shallow, match: { path_prefix: /a }, upstream: u }\n  \
+             - { name: regex, match: { path_regex: '^/a/b/[0-9]+$' }, upstream: u }\n  \
+             - { name: unanchored, match: { path_regex: 'z$' }, upstream: u }\n  \
+             - { name: partial, match: { path_regex: '^/a/bc?' }, upstream: u }\n",
+        );
+        assert_eq!(find(&r, "GET", "h", "/a/b/c/d", &[]), Some(0));
+        assert_eq!(find(&r, "GET", "only.example", "/a/b/c", &[]), Some(0));
+        assert_eq!(find(&r, "GET", "only.example", "/a/x", &[]), Some(1));
+        assert_eq!(find(&r, "GET", "h", "/a/b/7", &[]), Some(2));
+        assert_eq!(find(&r, "GET", "h", "/q/z", &[]), Some(4));
+        assert_eq!(find(&r, "GET", "h", "/b", &[]), None);
+    }
+
+    #[test]
+    fn regex_literal_prefixes_are_conservative() {
+        assert_eq!(regex_literal_prefix("^/users/[0-9]+$"), "/users/");
+        assert_eq!(regex_literal_prefix("^/users?/x"), "/user");
+        assert_eq!(regex_literal_prefix("/users/"), "");
+        assert_eq!(regex_literal_prefix("^/a/|^/b/"), "");
+        assert_eq!(regex_literal_prefix("^(?i)/A/"), "");
+        assert_eq!(
+            literal_segments(&PathMatch::Regex(regex::Regex::new("^/a/bc?").unwrap())),
+            vec!["a"]
+        );
+        assert_eq!(
+            literal_segments(&PathMatch::Exact("/".into())),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Load-test driver: starts two demo origins and edgegate (one worker thread, upstream keepalive,
+# access log off) on free loopback ports, runs wrk against it and prints requests/s, latency
+# percentiles, and the gateway's CPU per request and peak RSS.
+#
+#   benches/wrk/run.sh                         release build, 10 s, 64 connections, GET /
+#   benches/wrk/run.sh --script paths.lua      200 distinct paths through a strip_prefix route
+#   benches/wrk/run.sh --duration 30 --connections 256 --threads 2
+#   benches/wrk/run.sh --binary path/to/edgegate
+#   benches/wrk/run.sh --smoke                 2 s against the debug build; fails on any error
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+duration=10 connections=64 wrk_threads=1 script="" binary="" smoke=0 profile=release
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration="$2"; shift 2 ;;
+    --connections) connections="$2"; shift 2 ;;
+    --threads) wrk_threads="$2"; shift 2 ;;
+    --script) script="$2"; shift 2 ;;
+    --binary) binary="$2"; shift 2 ;;
+    --smoke) smoke=1; duration=2; connections=8; profile=debug; shift ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+"$root/scripts/install-deps.sh" test
+cd "$root"
+if [ "$profile" = release ]; then
+  cargo build --release --bin edgegate --example demo_origin
+else
+  cargo build --bin edgegate --example demo_origin
+fi
+[ -n "$binary" ] || binary="$root/target/$profile/edgegate"
+origin_bin="$root/target/$profile/examples/demo_origin"
+
+tmp="$(mktemp -d /tmp/edgegate-wrk.XXXXXX)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+next_port=$(( 20000 + RANDOM % 20000 ))
+take_port() {  # sets $port (no subshell, so $next_port advances)
+  while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
+  port=$next_port; next_port=$((next_port + 1))
+}
+take_port; origin1=$port; take_port; origin2=$port; take_port; proxy=$port; take_port; admin=$port
+
+"$origin_bin" "127.0.0.1:$origin1" origin-1 2>"$tmp/origin1.log" & pids+=($!)
+"$origin_bin" "127.0.0.1:$origin2" origin-2 2>"$tmp/origin2.log" & pids+=($!)
+cat > "$tmp/edgegate.yaml" <<YAML
+server:
+  threads: 1
+  pid_file: $tmp/edgegate.pid
+  upgrade_sock: $tmp/upgrade.sock
+listeners:
+  - { name: http, address: "127.0.0.1:$proxy" }
+admin: { address: "127.0.0.1:$admin" }
+access_log: { format: off }
+upstreams:
+  origins:
+    selection: round_robin
+    targets:
+      - { address: "127.0.0.1:$origin1" }
+      - { address: "127.0.0.1:$origin2" }
+routes:
+  - { name: api, match: { path_prefix: /api/v1 }, strip_prefix: /api/v1, upstream: origins }
+  - { name: default, upstream: origins }
+YAML
+RUST_LOG=warn "$binary" run -c "$tmp/edgegate.yaml" 2>"$tmp/edgegate.log" & pids+=($!)
+gateway_pid=$!
+for _ in $(seq 1 100); do
+  kill -0 "$gateway_pid" 2>/dev/null || { echo "edgegate exited:"; cat "$tmp/edgegate.log"; exit 1; }
+  curl -fsS "http://127.0.0.1:$admin/ready" >/dev/null 2>&1 && curl -fsS "http://127.0.0.1:$proxy/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$proxy/" >/dev/null || { echo "edgegate did not come up:"; cat "$tmp/edgegate.log"; exit 1; }
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$gateway_pid/stat"; }
+wrk_args=(-t"$wrk_threads" -c"$connections" -d"${duration}s" --latency)
+[ -n "$script" ] && wrk_args+=(-s "$here/$script")
+before=$(cpu_ticks)
+wrk "${wrk_args[@]}" "http://127.0.0.1:$proxy/" > "$tmp/wrk.out"
+after=$(cpu_ticks)
+rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$gateway_pid/status")
+
+requests=$(awk '/requests in/ {print $1}' "$tmp/wrk.out")
+rps=$(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.out")
+pct() { awk -v p="$1" '$1 == p {print $2}' "$tmp/wrk.out"; }
+errors=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {for (i = 4; i <= NF; i += 2) n += $i} END {print n + 0}' "$tmp/wrk.out" | tr -d ',')
+ticks_per_sec=$(getconf CLK_TCK)
+cpu_us_per_req=$(awk -v t=$((after - before)) -v hz="$ticks_per_sec" -v r="$requests" 'BEGIN { if (r > 0) printf "%.1f", t / hz * 1e6 / r; else print "n/a" }')
+
+printf '%-10s %12s %10s %10s %10s %10s %12s %9s %7s\n' profile "requests/s" p50 p90 p99 requests "cpu us/req" "RSS MiB" errors
+printf '%-10s %12s %10s %10s %10s %10s %12s %9s %7s\n' "$profile" "$rps" "$(pct 50%)" "$(pct 90%)" "$(pct 99%)" "$requests" \
+  "$cpu_us_per_req" "$((rss_kib / 1024))" "$errors"
+echo "(wrk -t$wrk_threads -c$connections -d${duration}s${script:+ -s $script}; gateway: 1 worker thread, access log off, 2 demo origins)"
+
+if [ "$smoke" = 1 ]; then
+  [ "${requests:-0}" -gt 0 ] || { echo "smoke: wrk completed no request" >&2; exit 1; }
+  [ "$errors" = 0 ] || { echo "smoke: $errors errors" >&2; cat "$tmp/wrk.out" >&2; exit 1; }
+  echo "smoke: ok"
+fi

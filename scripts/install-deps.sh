@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building and testing edgegate needs on Debian/Ubuntu, only when missing.
+#   scripts/install-deps.sh build        cmake, perl, make, a C compiler (Pingora's build)
+#   scripts/install-deps.sh test         build + redis-server, wrk, curl (test suite, load tests)
+#   scripts/install-deps.sh bench        test + nginx (the reference proxy in load tests)
+set -euo pipefail
+level="${1:-build}"
+
+need=()
+want() { command -v "$1" >/dev/null 2>&1 || need+=("$2"); }
+want cmake cmake
+want perl perl
+want make make
+want cc gcc
+want g++ g++
+if [ "$level" = test ] || [ "$level" = bench ]; then
+  want redis-server redis-server
+  want wrk wrk
+  want curl curl
+fi
+if [ "$level" = bench ]; then
+  want nginx nginx
+fi
+[ "${#need[@]}" -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "install-deps: need root or sudo to install: ${need[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "install-deps: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+if ! $sudo apt-get install -y -qq "${need[@]}" >/dev/null; then
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi

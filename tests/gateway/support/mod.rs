@@ -1,0 +1,161 @@
+//! Test support: the real `edgegate` binary started on ephemeral ports and stopped on drop,
+//! plus the origin servers and client of `origin.rs`.
+
+mod origin;
+
+pub use origin::*;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+/// The real `edgegate` binary running a config; killed on drop.
+pub struct Gateway {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    child: Child,
+}
+
+/// The path of the binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_edgegate")
+}
+
+impl Gateway {
+    /// Starts edgegate with `body` (YAML without `listeners`, `admin`, `server`, `access_log`,
+    /// which are filled in with ephemeral ports, two threads and a file access log).
+    pub fn start(body: &str) -> Gateway {
+        Self::start_with_server(body, "")
+    }
+
+    /// Like `start`, with extra `server:` keys (indented two spaces, one per line).
+    pub fn start_with_server(body: &str, server_extra: &str) -> Gateway {
+        let dir = temp_dir();
+        let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = format!(
+            "server:\n  threads: 2\n  pid_file: {dir}/edgegate.pid\n  upgrade_sock: {dir}/upgrade.sock\n  grace_period: 1s\n  shutdown_timeout: 1s\n{server_extra}\
+             listeners:\n  - {{ name: http, address: \"{proxy}\" }}\n\
+             admin: {{ address: \"{admin}\" }}\n\
+             access_log: {{ format: json, path: {dir}/access.log }}\n{body}",
+            dir = dir.display()
+        );
+        let config_path = dir.join("edgegate.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+        let child = Command::new(binary())
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut gateway = Gateway {
+            proxy,
+            admin,
+            dir,
+            child,
+        };
+        gateway.wait_ready();
+        gateway
+    }
+
+    fn wait_ready(&mut self) {
+        let up = wait_until(Duration::from_secs(20), || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("edgegate exited with {status}:\n{}", self.stderr());
+            }
+            try_request(self.admin, "GET", "/health", &[], b"").is_ok_and(|r| r.status == 200)
+                && TcpStream::connect(self.proxy).is_ok()
+        });
+        assert!(up, "edgegate did not start:\n{}", self.stderr());
+    }
+
+    /// What the process logged so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Access-log lines as JSON (waits for the periodic flush).
+    pub fn access_log(&self, at_least: usize) -> Vec<serde_json::Value> {
+        let path = self.dir.join("access.log");
+        let mut lines = Vec::new();
+        wait_until(Duration::from_secs(5), || {
+            lines = std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l:?}: {e}"))
+                })
+                .collect();
+            lines.len() >= at_least
+        });
+        lines
+    }
+
+    /// GET through the proxy.
+    pub fn get(&self, target: &str) -> Response {
+        get(self.proxy, target)
+    }
+
+    /// Any request through the proxy.
+    pub fn request(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        request(self.proxy, method, target, headers, body)
+    }
+
+    /// GET on the admin listener.
+    pub fn admin_get(&self, path: &str) -> Response {
+        get(self.admin, path)
+    }
+
+    /// The Prometheus text from `/metrics`.
+    pub fn metrics(&self) -> String {
+        self.admin_get("/metrics").text()
+    }
+
+    /// The value of the metric line that starts with `series` (name and labels).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.metrics(), series)
+    }
+}
+
+/// Finds `series` (e.g. `edgegate_backend_healthy{upstream="a",backend="b"}`) in Prometheus text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Runs `edgegate check -c path`, returning (success, stdout, stderr).
+pub fn check(path: &Path) -> (bool, String, String) {
+    let output = Command::new(binary())
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
