@@ -7,11 +7,13 @@
 #   benches/wrk/run.sh --script paths.lua      200 distinct paths through a strip_prefix route
 #   benches/wrk/run.sh --duration 30 --connections 256 --threads 2
 #   benches/wrk/run.sh --binary path/to/edgegate
+#   benches/wrk/run.sh --origin demo           origins: nginx (default when installed; fixed 101-byte
+#                                              body, like ../shared/bench) or demo (examples/demo_origin)
 #   benches/wrk/run.sh --smoke                 2 s against the debug build; fails on any error
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-duration=10 connections=64 wrk_threads=1 script="" binary="" smoke=0 profile=release
+duration=10 connections=64 wrk_threads=1 script="" binary="" smoke=0 profile=release origin=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="$2"; shift 2 ;;
@@ -19,8 +21,9 @@ while [ $# -gt 0 ]; do
     --threads) wrk_threads="$2"; shift 2 ;;
     --script) script="$2"; shift 2 ;;
     --binary) binary="$2"; shift 2 ;;
+    --origin) origin="$2"; shift 2 ;;
     --smoke) smoke=1; duration=2; connections=8; profile=debug; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -52,8 +55,28 @@ take_port() {  # sets $port (no subshell, so $next_port advances)
 }
 take_port; origin1=$port; take_port; origin2=$port; take_port; proxy=$port; take_port; admin=$port
 
-"$origin_bin" "127.0.0.1:$origin1" origin-1 2>"$tmp/origin1.log" & pids+=($!)
-"$origin_bin" "127.0.0.1:$origin2" origin-2 2>"$tmp/origin2.log" & pids+=($!)
+if [ -z "$origin" ]; then
+  if command -v nginx >/dev/null 2>&1 && [ "$smoke" = 0 ]; then origin=nginx; else origin=demo; fi
+fi
+if [ "$origin" = nginx ]; then
+  mkdir -p "$tmp/nginx"
+  cat > "$tmp/nginx.conf" <<NGINX
+daemon off; master_process off; worker_processes 1; pid $tmp/nginx.pid; error_log $tmp/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_requests 1000000; client_body_temp_path $tmp/nginx;
+  proxy_temp_path $tmp/nginx; fastcgi_temp_path $tmp/nginx; uwsgi_temp_path $tmp/nginx; scgi_temp_path $tmp/nginx;
+  server { listen 127.0.0.1:$origin1; location / { default_type application/json; add_header X-Origin origin-1;
+    return 200 '{"origin":"origin-1","message":"hello from the benchmark origin","padding":"xxxxxxxxxxxxxxxx"}'; } }
+  server { listen 127.0.0.1:$origin2; location / { default_type application/json; add_header X-Origin origin-2;
+    return 200 '{"origin":"origin-2","message":"hello from the benchmark origin","padding":"xxxxxxxxxxxxxxxx"}'; } }
+}
+NGINX
+  nginx -p "$tmp" -c "$tmp/nginx.conf" 2>"$tmp/nginx.log" & pids+=($!)
+else
+  "$origin_bin" "127.0.0.1:$origin1" origin-1 2>"$tmp/origin1.log" & pids+=($!)
+  "$origin_bin" "127.0.0.1:$origin2" origin-2 2>"$tmp/origin2.log" & pids+=($!)
+fi
 cat > "$tmp/edgegate.yaml" <<YAML
 server:
   threads: 1
@@ -100,7 +123,7 @@ cpu_us_per_req=$(awk -v t=$((after - before)) -v hz="$ticks_per_sec" -v r="$requ
 printf '%-10s %12s %10s %10s %10s %10s %12s %9s %7s\n' profile "requests/s" p50 p90 p99 requests "cpu us/req" "RSS MiB" errors
 printf '%-10s %12s %10s %10s %10s %10s %12s %9s %7s\n' "$profile" "$rps" "$(pct 50%)" "$(pct 90%)" "$(pct 99%)" "$requests" \
   "$cpu_us_per_req" "$((rss_kib / 1024))" "$errors"
-echo "(wrk -t$wrk_threads -c$connections -d${duration}s${script:+ -s $script}; gateway: 1 worker thread, access log off, 2 demo origins)"
+echo "(wrk -t$wrk_threads -c$connections -d${duration}s${script:+ -s $script}; gateway: 1 worker thread, access log off; origins: 2 x $origin)"
 
 if [ "$smoke" = 1 ]; then
   [ "${requests:-0}" -gt 0 ] || { echo "smoke: wrk completed no request" >&2; exit 1; }

@@ -2,6 +2,7 @@
 
 use super::runtime::{Route, Runtime};
 use crate::upstream::{Lease, Tried};
+use http::HeaderValue;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,47 +10,54 @@ use std::time::{Duration, Instant};
 /// Longest incoming `X-Request-ID` kept as is.
 const MAX_REQUEST_ID: usize = 64;
 
-/// A request id stored inline (no allocation per request).
+/// The request id, kept as the header value it is sent as (cloning it is a reference-count bump).
 #[derive(Clone)]
 pub struct RequestId {
-    bytes: [u8; MAX_REQUEST_ID],
-    len: u8,
+    value: HeaderValue,
+    /// The client sent it, so it is already in the upstream request.
+    pub from_client: bool,
 }
 
 impl RequestId {
     /// Keeps a sane incoming id: 1..=64 characters of `[A-Za-z0-9._:-]`.
-    pub fn from_client(value: &[u8]) -> Option<Self> {
-        let sane = !value.is_empty()
-            && value.len() <= MAX_REQUEST_ID
-            && value
+    pub fn from_client(value: &HeaderValue) -> Option<Self> {
+        let bytes = value.as_bytes();
+        let sane = !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID
+            && bytes
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-        sane.then(|| {
-            let mut bytes = [0u8; MAX_REQUEST_ID];
-            bytes[..value.len()].copy_from_slice(value);
-            RequestId {
-                bytes,
-                len: value.len() as u8,
-            }
+        sane.then(|| RequestId {
+            value: value.clone(),
+            from_client: true,
         })
     }
 
     /// A fresh random id: 32 lower-case hex digits.
     pub fn generate() -> Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut value = rand::random::<u128>();
-        let mut bytes = [0u8; MAX_REQUEST_ID];
-        for slot in bytes[..32].iter_mut() {
-            *slot = HEX[(value & 0xf) as usize];
-            value >>= 4;
+        let mut random = rand::random::<u128>();
+        let mut text = [0u8; 32];
+        for slot in text.iter_mut() {
+            *slot = HEX[(random & 0xf) as usize];
+            random >>= 4;
         }
-        RequestId { bytes, len: 32 }
+        RequestId {
+            // Hex digits are always a valid header value.
+            value: HeaderValue::from_bytes(&text)
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            from_client: false,
+        }
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        // Only ASCII is ever stored, so this never fails.
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+        self.value.to_str().unwrap_or("")
+    }
+
+    /// The id as a header value.
+    pub fn header_value(&self) -> HeaderValue {
+        self.value.clone()
     }
 }
 
@@ -86,8 +94,8 @@ impl RequestCtx {
             runtime,
             started: Instant::now(),
             request_id: RequestId {
-                bytes: [0; MAX_REQUEST_ID],
-                len: 0,
+                value: HeaderValue::from_static(""),
+                from_client: false,
             },
             client_ip: None,
             route: None,
@@ -109,14 +117,13 @@ mod tests {
 
     #[test]
     fn client_ids_are_kept_only_when_sane() {
-        assert_eq!(
-            RequestId::from_client(b"abc-123_x.y:z").unwrap().as_str(),
-            "abc-123_x.y:z"
-        );
-        assert!(RequestId::from_client(b"").is_none());
-        assert!(RequestId::from_client(b"has space").is_none());
-        assert!(RequestId::from_client(b"quote\"").is_none());
-        assert!(RequestId::from_client(&[b'a'; 65]).is_none());
+        let id = |text: &[u8]| RequestId::from_client(&HeaderValue::from_bytes(text).unwrap());
+        assert_eq!(id(b"abc-123_x.y:z").unwrap().as_str(), "abc-123_x.y:z");
+        assert!(id(b"").is_none());
+        assert!(id(b"has space").is_none());
+        assert!(id(b"quote\"").is_none());
+        assert!(id(&[b'a'; 65]).is_none());
+        assert!(id(&[b'a'; 64]).is_some());
     }
 
     #[test]

@@ -12,8 +12,10 @@ use std::time::Instant;
 
 /// Picks the backend for this attempt and returns its peer.
 pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    // Pingora retries a failed reused connection without `fail_to_connect`: count that attempt too.
+    close_attempt(ctx, None);
     let runtime = std::sync::Arc::clone(&ctx.runtime);
-    let Some(route) = ctx.route() else {
+    let Some(route) = ctx.route.and_then(|index| runtime.routes.get(index)) else {
         return Error::e_explain(ErrorType::HTTPStatus(404), "no route matches this request");
     };
     let backoff = route.spec.retries.backoff;

@@ -4,23 +4,26 @@
 use super::ctx::{RequestCtx, RequestId};
 use crate::config::HeaderOps;
 use crate::routing::has_segment_prefix;
-use http::header::HeaderName;
+use http::HeaderValue;
 use ipnet::IpNet;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::net::IpAddr;
 
-/// `X-Request-ID`.
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+// Header names are inserted as `&'static str`: Pingora then keeps the name without copying it
+// (a `HeaderName` argument costs an allocation per insert for non-standard names).
+/// `X-Request-ID` as sent on the wire.
+pub const X_REQUEST_ID: &str = "X-Request-ID";
+const X_FORWARDED_FOR: &str = "X-Forwarded-For";
+const X_FORWARDED_PROTO: &str = "X-Forwarded-Proto";
+const X_FORWARDED_HOST: &str = "X-Forwarded-Host";
+static HTTP: HeaderValue = HeaderValue::from_static("http");
 
 /// Keeps the client's sane `X-Request-ID` or makes a new one.
 pub fn request_id(request: &RequestHeader) -> RequestId {
     request
         .headers
-        .get(&X_REQUEST_ID)
-        .and_then(|value| RequestId::from_client(value.as_bytes()))
+        .get(X_REQUEST_ID)
+        .and_then(RequestId::from_client)
         .unwrap_or_else(RequestId::generate)
 }
 
@@ -37,7 +40,7 @@ pub fn client_ip(
         return Some(peer);
     }
     let mut client = peer;
-    for value in request.headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+    for value in request.headers.get_all(X_FORWARDED_FOR).iter().rev() {
         let Ok(text) = value.to_str() else {
             return Some(client);
         };
@@ -85,26 +88,54 @@ pub fn prepare_upstream_request(
             .any(|net| net.contains(&ip))
     });
     if let Some(peer) = peer {
-        let forwarded = match upstream
-            .headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(existing) if !existing.trim().is_empty() => format!("{existing}, {peer}"),
-            _ => peer.to_string(),
-        };
-        upstream.insert_header(X_FORWARDED_FOR.clone(), forwarded)?;
+        let forwarded = forwarded_for(upstream.headers.get(X_FORWARDED_FOR), peer)?;
+        upstream.insert_header(X_FORWARDED_FOR, forwarded)?;
     }
-    if !peer_trusted || !upstream.headers.contains_key(&X_FORWARDED_PROTO) {
-        upstream.insert_header(X_FORWARDED_PROTO.clone(), "http")?;
+    if !peer_trusted || !upstream.headers.contains_key(X_FORWARDED_PROTO) {
+        upstream.insert_header(X_FORWARDED_PROTO, HTTP.clone())?;
     }
-    if !peer_trusted || !upstream.headers.contains_key(&X_FORWARDED_HOST) {
+    if !peer_trusted || !upstream.headers.contains_key(X_FORWARDED_HOST) {
         if let Some(host) = upstream.headers.get(http::header::HOST).cloned() {
-            upstream.insert_header(X_FORWARDED_HOST.clone(), host)?;
+            upstream.insert_header(X_FORWARDED_HOST, host)?;
         }
     }
-    upstream.insert_header(X_REQUEST_ID.clone(), ctx.request_id.as_str())?;
+    if !ctx.request_id.from_client {
+        upstream.insert_header(X_REQUEST_ID, ctx.request_id.header_value())?;
+    }
     apply_request_ops(upstream, &route.spec.request_headers)
+}
+
+/// `existing, peer` (or just `peer`), formatted without `fmt` machinery into one allocation.
+fn forwarded_for(
+    existing: Option<&HeaderValue>,
+    peer: IpAddr,
+) -> pingora_error::Result<HeaderValue> {
+    let existing = existing
+        .map(HeaderValue::as_bytes)
+        .filter(|e| !e.iter().all(u8::is_ascii_whitespace));
+    let mut value = Vec::with_capacity(existing.map_or(0, |e| e.len() + 2) + 39);
+    if let Some(existing) = existing {
+        value.extend_from_slice(existing);
+        value.extend_from_slice(b", ");
+    }
+    match peer {
+        IpAddr::V4(v4) => {
+            for (index, octet) in v4.octets().iter().enumerate() {
+                if index > 0 {
+                    value.push(b'.');
+                }
+                value.extend_from_slice(itoa::Buffer::new().format(*octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => value.extend_from_slice(v6.to_string().as_bytes()),
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).map_err(|e| {
+        pingora_error::Error::because(
+            pingora_error::ErrorType::InvalidHTTPHeader,
+            "bad X-Forwarded-For",
+            e,
+        )
+    })
 }
 
 fn apply_request_ops(request: &mut RequestHeader, ops: &HeaderOps) -> pingora_error::Result<()> {
@@ -155,7 +186,7 @@ pub fn prepare_response(
             response.insert_header(name.clone(), value.clone())?;
         }
     }
-    response.insert_header(X_REQUEST_ID.clone(), ctx.request_id.as_str())
+    response.insert_header(X_REQUEST_ID, ctx.request_id.header_value())
 }
 
 #[cfg(test)]
@@ -188,6 +219,22 @@ mod tests {
         assert_eq!(client_ip(proxy, &req, &[]), proxy);
         let garbage = request("/", Some("not-an-ip"));
         assert_eq!(client_ip(proxy, &garbage, &trusted), proxy);
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_peer() {
+        let v4: IpAddr = "10.20.3.4".parse().unwrap();
+        assert_eq!(forwarded_for(None, v4).unwrap(), "10.20.3.4");
+        let existing = HeaderValue::from_static("1.1.1.1");
+        assert_eq!(
+            forwarded_for(Some(&existing), v4).unwrap(),
+            "1.1.1.1, 10.20.3.4"
+        );
+        let blank = HeaderValue::from_static("  ");
+        assert_eq!(
+            forwarded_for(Some(&blank), "::1".parse().unwrap()).unwrap(),
+            "::1"
+        );
     }
 
     #[test]

@@ -13,7 +13,6 @@ use pingora_http::RequestHeader;
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Consecutive probe results of one backend.
 #[derive(Debug, Default)]
@@ -220,13 +219,4 @@ impl BackgroundService for HealthChecker {
         }
         while tasks.join_next().await.is_some() {}
     }
-}
-
-/// How long the first pass may take at most: used to tell operators why startup waits.
-pub fn first_pass_bound(pools: &[Arc<Pool>]) -> Duration {
-    pools
-        .iter()
-        .filter_map(|p| p.health_check.as_ref().map(|h| h.timeout * 2))
-        .max()
-        .unwrap_or_default()
 }

@@ -31,12 +31,10 @@ fn status_health_and_metrics_describe_the_gateway() {
     assert_eq!(status["routes"][0], "all");
     assert_eq!(status["config"]["hash"].as_str().unwrap().len(), 16);
 
-    let metrics = gw.metrics();
-    let requests = crate::support::metric_value(
-        &metrics,
+    let metrics = gw.wait_metric(
         "edgegate_requests_total{method=\"GET\",route=\"all\",status=\"2xx\"}",
+        1.0,
     );
-    assert_eq!(requests, Some(1.0), "{metrics}");
     for series in [
         "edgegate_request_duration_seconds_count{route=\"all\"}",
         &format!(
@@ -71,22 +69,13 @@ fn unmatched_requests_and_odd_methods_keep_metric_labels_bounded() {
     ));
     assert_eq!(gw.get("/elsewhere").status, 404);
     assert_eq!(gw.request("BREW", "/api/pot", &[], b"").status, 200);
-    let metrics = gw.metrics();
-    assert_eq!(
-        crate::support::metric_value(
-            &metrics,
-            "edgegate_requests_total{method=\"GET\",route=\"unmatched\",status=\"4xx\"}"
-        ),
-        Some(1.0),
-        "{metrics}"
+    gw.wait_metric(
+        "edgegate_requests_total{method=\"GET\",route=\"unmatched\",status=\"4xx\"}",
+        1.0,
     );
-    assert_eq!(
-        crate::support::metric_value(
-            &metrics,
-            "edgegate_requests_total{method=\"OTHER\",route=\"api\",status=\"2xx\"}"
-        ),
-        Some(1.0),
-        "{metrics}"
+    let metrics = gw.wait_metric(
+        "edgegate_requests_total{method=\"OTHER\",route=\"api\",status=\"2xx\"}",
+        1.0,
     );
     assert!(!metrics.contains("/elsewhere") && !metrics.contains("BREW"));
 }

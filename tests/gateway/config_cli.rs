@@ -29,9 +29,12 @@ routes:
 
 #[test]
 fn every_shipped_config_passes_check() {
-    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut checked = 0;
-    for entry in std::fs::read_dir(&conf).unwrap() {
+    let entries = ["conf", "benches"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(root.join(dir)).unwrap());
+    for entry in entries {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let (ok, stdout, stderr) = check(&path);
@@ -40,7 +43,10 @@ fn every_shipped_config_passes_check() {
             checked += 1;
         }
     }
-    assert!(checked >= 1, "no YAML in conf/");
+    assert!(
+        checked >= 2,
+        "expected conf/edgegate.yaml and benches/proxybench.yaml"
+    );
 }
 
 #[test]

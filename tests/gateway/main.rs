@@ -4,6 +4,7 @@
 mod admin;
 mod balancing;
 mod config_cli;
+mod connections;
 mod failures;
 mod headers;
 mod health;

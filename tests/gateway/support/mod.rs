@@ -13,6 +13,8 @@ use std::time::Duration;
 /// The real `edgegate` binary running a config; killed on drop.
 pub struct Gateway {
     pub proxy: SocketAddr,
+    /// Every proxy listener (the first is `proxy`).
+    pub proxies: Vec<SocketAddr>,
     pub admin: SocketAddr,
     pub dir: PathBuf,
     child: Child,
@@ -32,12 +34,25 @@ impl Gateway {
 
     /// Like `start`, with extra `server:` keys (indented two spaces, one per line).
     pub fn start_with_server(body: &str, server_extra: &str) -> Gateway {
+        Self::start_custom(body, server_extra, 1)
+    }
+
+    /// Like `start_with_server`, with `listener_count` proxy listeners.
+    pub fn start_custom(body: &str, server_extra: &str, listener_count: usize) -> Gateway {
         let dir = temp_dir();
-        let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let proxies: Vec<SocketAddr> = (0..listener_count)
+            .map(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap())
+            .collect();
+        let proxy = proxies[0];
+        let listeners: String = proxies
+            .iter()
+            .enumerate()
+            .map(|(i, address)| format!("  - {{ name: http{i}, address: \"{address}\" }}\n"))
+            .collect();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
             "server:\n  threads: 2\n  pid_file: {dir}/edgegate.pid\n  upgrade_sock: {dir}/upgrade.sock\n  grace_period: 1s\n  shutdown_timeout: 1s\n{server_extra}\
-             listeners:\n  - {{ name: http, address: \"{proxy}\" }}\n\
+             listeners:\n{listeners}\
              admin: {{ address: \"{admin}\" }}\n\
              access_log: {{ format: json, path: {dir}/access.log }}\n{body}",
             dir = dir.display()
@@ -55,6 +70,7 @@ impl Gateway {
             .unwrap();
         let mut gateway = Gateway {
             proxy,
+            proxies,
             admin,
             dir,
             child,
@@ -69,9 +85,29 @@ impl Gateway {
                 panic!("edgegate exited with {status}:\n{}", self.stderr());
             }
             try_request(self.admin, "GET", "/health", &[], b"").is_ok_and(|r| r.status == 200)
-                && TcpStream::connect(self.proxy).is_ok()
+                && self.proxies.iter().all(|p| TcpStream::connect(p).is_ok())
         });
         assert!(up, "edgegate did not start:\n{}", self.stderr());
+    }
+
+    /// Sends `signal` (e.g. "TERM") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut status = None;
+        wait_until(limit, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status
     }
 
     /// What the process logged so far.
@@ -125,6 +161,20 @@ impl Gateway {
     /// The value of the metric line that starts with `series` (name and labels).
     pub fn metric(&self, series: &str) -> Option<f64> {
         metric_value(&self.metrics(), series)
+    }
+}
+
+impl Gateway {
+    /// Polls `/metrics` until `series` has `value` (metrics written in the logging phase land
+    /// just after the client has its response); returns the whole text of the last scrape.
+    pub fn wait_metric(&self, series: &str, value: f64) -> String {
+        let mut text = String::new();
+        let found = wait_until(Duration::from_secs(5), || {
+            text = self.metrics();
+            metric_value(&text, series) == Some(value)
+        });
+        assert!(found, "{series} never reached {value}:\n{text}");
+        text
     }
 }
 

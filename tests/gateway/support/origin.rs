@@ -54,6 +54,7 @@ struct OriginState {
     behavior: Mutex<Behavior>,
     hits: AtomicUsize,
     health_hits: AtomicUsize,
+    connections: AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -81,6 +82,7 @@ impl Origin {
             behavior: Mutex::new(Behavior::default()),
             hits: AtomicUsize::new(0),
             health_hits: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });
         let shared = Arc::clone(&state);
@@ -88,6 +90,7 @@ impl Origin {
             while !shared.stop.load(SeqCst) {
                 match listener.accept() {
                     Ok((stream, _)) => {
+                        shared.connections.fetch_add(1, SeqCst);
                         let state = Arc::clone(&shared);
                         thread::spawn(move || serve_connection(stream, state));
                     }
@@ -110,6 +113,11 @@ impl Origin {
     /// Requests served, `/health` probes excluded.
     pub fn hits(&self) -> usize {
         self.state.hits.load(SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(SeqCst)
     }
 
     /// `/health` probes served.
@@ -306,7 +314,8 @@ pub fn try_request(
     read_response(&mut BufReader::new(stream), method == "HEAD")
 }
 
-fn read_response(reader: &mut impl BufRead, head_only: bool) -> std::io::Result<Response> {
+/// Reads one response from `reader` (a keepalive connection stays usable afterwards).
+pub fn read_response(reader: &mut impl BufRead, head_only: bool) -> std::io::Result<Response> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
     let mut status_line = String::new();
     reader.read_line(&mut status_line)?;
