@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing edgegate needs on Debian/Ubuntu, only when missing.
-#   scripts/install-deps.sh build        cmake, perl, make, a C compiler (Pingora's build)
+#   scripts/install-deps.sh build        cmake, perl, make, a C compiler, pkg-config, OpenSSL headers (Pingora's build)
 #   scripts/install-deps.sh test         build + redis-server, wrk, curl (test suite, load tests)
 #   scripts/install-deps.sh bench        test + nginx (the reference proxy in load tests)
 set -euo pipefail
@@ -13,6 +13,9 @@ want perl perl
 want make make
 want cc gcc
 want g++ g++
+want pkg-config pkg-config
+# openssl-sys finds OpenSSL through pkg-config; the headers come with libssl-dev.
+pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev)
 if [ "$level" = test ] || [ "$level" = bench ]; then
   want redis-server redis-server
   want wrk wrk

@@ -132,6 +132,9 @@ impl Pool {
     }
 }
 
+/// Concurrent requests multiplexed on one h2 connection to a backend.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
+
 fn build_peer(spec: &UpstreamSpec, address: SocketAddr) -> HttpPeer {
     let (tls, sni) = match &spec.tls {
         Some(tls) => (true, tls.sni.clone()),
@@ -155,6 +158,8 @@ fn build_peer(spec: &UpstreamSpec, address: SocketAddr) -> HttpPeer {
         } else {
             options.set_http_version(2, 2);
         }
+        // Pingora's default of one stream per h2 connection would forgo multiplexing.
+        options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
     }
     peer
 }

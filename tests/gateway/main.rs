@@ -8,5 +8,7 @@ mod connections;
 mod failures;
 mod headers;
 mod health;
+mod http2;
 mod routing;
 mod support;
+mod tls;

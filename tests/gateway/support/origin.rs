@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -30,6 +30,13 @@ pub fn temp_dir() -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A byte stream an origin can serve HTTP on (plain TCP or TLS).
+pub trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
+
+/// Wraps an accepted connection in TLS (None: the handshake failed).
+pub type TlsWrap = Arc<dyn Fn(TcpStream) -> Option<Box<dyn ReadWrite>> + Send + Sync>;
 
 /// What an origin does with the next requests.
 #[derive(Clone, Debug)]
@@ -74,6 +81,15 @@ impl Origin {
 
     /// Starts an origin on `addr` (to bring a stopped one back on its port).
     pub fn start_on(name: &str, addr: SocketAddr) -> Origin {
+        Self::start_with(name, addr, None)
+    }
+
+    /// Starts an origin that speaks TLS with `tls` on every connection.
+    pub fn start_tls(name: &str, tls: TlsWrap) -> Origin {
+        Self::start_with(name, "127.0.0.1:0".parse().unwrap(), Some(tls))
+    }
+
+    fn start_with(name: &str, addr: SocketAddr, tls: Option<TlsWrap>) -> Origin {
         let listener = TcpListener::bind(addr).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -92,7 +108,19 @@ impl Origin {
                     Ok((stream, _)) => {
                         shared.connections.fetch_add(1, SeqCst);
                         let state = Arc::clone(&shared);
-                        thread::spawn(move || serve_connection(stream, state));
+                        let tls = tls.clone();
+                        thread::spawn(move || {
+                            let _ = stream.set_nonblocking(false);
+                            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                            match tls {
+                                None => serve_connection(stream, state),
+                                Some(wrap) => {
+                                    if let Some(secured) = wrap(stream) {
+                                        serve_connection(secured, state)
+                                    }
+                                }
+                            }
+                        });
                     }
                     Err(_) => thread::sleep(Duration::from_millis(2)),
                 }
@@ -145,10 +173,8 @@ impl Drop for Origin {
     }
 }
 
-fn serve_connection(stream: TcpStream, state: Arc<OriginState>) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
+fn serve_connection<S: Read + Write>(stream: S, state: Arc<OriginState>) {
+    let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -215,14 +241,13 @@ fn serve_connection(stream: TcpStream, state: Arc<OriginState>) {
             payload.len(),
             state.name
         );
-        if writer.write_all(response.as_bytes()).is_err() {
+        if reader.get_mut().write_all(response.as_bytes()).is_err() {
             return;
         }
         if headers
             .iter()
             .any(|(n, v)| n.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"))
         {
-            let _ = writer.shutdown(Shutdown::Both);
             return;
         }
     }
