@@ -82,6 +82,8 @@ pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
         HttpServer::new_app(AdminApp::new(Arc::clone(&runtime))),
     );
     admin.add_tcp(&admin_address.to_string());
+    // Operator traffic is light; one thread keeps it off the proxy's cores.
+    admin.threads = Some(1);
     server.add_service(admin);
 
     let flushed = Arc::clone(&runtime);

@@ -158,6 +158,8 @@ impl ProxyHttp for Gateway {
             };
         };
         if session.response_written().is_none() {
+            // The connection is not reused after a failure; say so instead of advertising keep-alive.
+            session.set_keepalive(None);
             if let Err(write_error) =
                 respond::send(session, ctx.request_id.as_str(), &rejection).await
             {
