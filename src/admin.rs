@@ -33,16 +33,29 @@ impl AdminApp {
             .pools
             .iter()
             .map(|pool| {
+                let now = pool.now_ms();
                 let backends: Vec<_> = pool
                     .backends
                     .iter()
                     .map(|b| {
-                        json!({
+                        let mut backend = json!({
                             "address": b.label,
                             "weight": b.weight,
                             "healthy": b.healthy.load(Relaxed),
                             "in_flight": b.in_flight.load(Relaxed),
-                        })
+                        });
+                        if pool.outlier_detection.is_some() {
+                            let o = b.outlier.snapshot(now);
+                            backend["outlier"] = json!({
+                                "ejected": o.ejected_for_ms.is_some(),
+                                "ejected_for_ms": o.ejected_for_ms,
+                                "times_ejected": o.times_ejected,
+                                "probation": o.probation,
+                                "consecutive_5xx": o.consecutive_5xx,
+                                "consecutive_gateway_failures": o.consecutive_gateway_failures,
+                            });
+                        }
+                        backend
                     })
                     .collect();
                 json!({
@@ -51,6 +64,8 @@ impl AdminApp {
                     "in_flight": pool.in_flight.load(Relaxed),
                     "max_concurrent_requests": pool.max_concurrent_requests,
                     "health_check": pool.health_check.is_some(),
+                    "outlier_detection": pool.outlier_detection.is_some(),
+                    "panic": pool.in_panic(),
                     "backends": backends,
                 })
             })

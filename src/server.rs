@@ -7,6 +7,7 @@ use crate::gateway::runtime::Runtime;
 use crate::gateway::Gateway;
 use crate::observability::{access_log, metrics};
 use crate::upstream::health::HealthChecker;
+use crate::upstream::outlier::Sweeper;
 use arc_swap::ArcSwap;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -63,6 +64,10 @@ pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
     let health = HealthChecker::new(&runtime.load().pools);
     let health_handle = (!health.is_empty())
         .then(|| server.add_service(background_service("health checks", health)));
+
+    if let Some(sweeper) = Sweeper::new(&runtime.load().pools) {
+        server.add_service(background_service("outlier ejection sweeper", sweeper));
+    }
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,

@@ -65,7 +65,21 @@ pub struct UpstreamSpec {
     pub write_timeout: Duration,
     pub idle_timeout: Duration,
     pub health_check: Option<HealthCheckSpec>,
+    pub outlier_detection: Option<OutlierSpec>,
     pub max_concurrent_requests: Option<u32>,
+}
+
+/// Passive ejection of backends that fail live traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierSpec {
+    /// Any 5xx in a row that ejects (0 = this trigger is off).
+    pub consecutive_5xx: u32,
+    /// Connect errors, timeouts, resets and 502/503/504 in a row that eject (0 = off).
+    pub consecutive_gateway_failures: u32,
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    /// At most this share (0-100) of the pool is ejected at once; one backend always may be.
+    pub max_ejection_percent: u32,
 }
 
 /// One backend of a pool.
@@ -186,7 +200,14 @@ pub struct SplitTarget {
 pub struct RetryPolicy {
     /// Retries after the first attempt.
     pub attempts: u32,
+    /// The connection could not be made (refused, connect timeout, TLS handshake).
     pub on_connect_failure: bool,
+    /// A 502/503/504 answer, or no answer within the read timeout.
+    pub on_gateway_error: bool,
+    /// Any 5xx answer.
+    pub on_5xx: bool,
+    /// The connection broke after the request was sent, before a response.
+    pub on_reset: bool,
     pub backoff: Duration,
 }
 

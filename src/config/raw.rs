@@ -73,7 +73,7 @@ pub struct RawUpstream {
     pub write_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub health_check: Option<RawHealthCheck>,
-    pub outlier_detection: Unsupported,
+    pub outlier_detection: Option<RawOutlierDetection>,
     pub max_concurrent_requests: Option<u32>,
 }
 
@@ -103,6 +103,16 @@ pub struct RawHealthCheck {
     pub timeout: Option<String>,
     pub healthy_threshold: Option<u32>,
     pub unhealthy_threshold: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlierDetection {
+    pub consecutive_5xx: Option<u32>,
+    pub consecutive_gateway_failures: Option<u32>,
+    pub base_ejection_time: Option<String>,
+    pub max_ejection_time: Option<String>,
+    pub max_ejection_percent: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -345,11 +345,6 @@ fn upstream_spec(check: &mut Checker, name: &str, raw: RawUpstream) -> UpstreamS
             "upstream names may use only letters, digits, `-`, `_` and `.`",
         );
     }
-    check.unsupported(
-        format!("{key}.outlier_detection"),
-        &outlier_detection,
-        "passive outlier ejection lands with issue #3",
-    );
 
     if targets.is_empty() {
         check.fail(format!("{key}.targets"), "a pool needs at least one target");
@@ -437,6 +432,8 @@ fn upstream_spec(check: &mut Checker, name: &str, raw: RawUpstream) -> UpstreamS
     });
     let health_check =
         health_check.map(|raw| health_check_spec(check, &format!("{key}.health_check"), raw));
+    let outlier_detection =
+        outlier_detection.map(|raw| outlier_spec(check, &format!("{key}.outlier_detection"), raw));
     if max_concurrent_requests == Some(0) {
         check.fail(
             format!("{key}.max_concurrent_requests"),
@@ -471,8 +468,53 @@ fn upstream_spec(check: &mut Checker, name: &str, raw: RawUpstream) -> UpstreamS
             Duration::from_secs(60),
         ),
         health_check,
+        outlier_detection,
         max_concurrent_requests,
     }
+}
+
+fn outlier_spec(check: &mut Checker, key: &str, raw: RawOutlierDetection) -> OutlierSpec {
+    let RawOutlierDetection {
+        consecutive_5xx,
+        consecutive_gateway_failures,
+        base_ejection_time,
+        max_ejection_time,
+        max_ejection_percent,
+    } = raw;
+    let spec = OutlierSpec {
+        consecutive_5xx: consecutive_5xx.unwrap_or(5),
+        consecutive_gateway_failures: consecutive_gateway_failures.unwrap_or(3),
+        base_ejection_time: check.positive_duration(
+            format!("{key}.base_ejection_time"),
+            &base_ejection_time,
+            Duration::from_secs(30),
+        ),
+        max_ejection_time: check.positive_duration(
+            format!("{key}.max_ejection_time"),
+            &max_ejection_time,
+            Duration::from_secs(300),
+        ),
+        max_ejection_percent: max_ejection_percent.unwrap_or(50),
+    };
+    if spec.consecutive_5xx == 0 && spec.consecutive_gateway_failures == 0 {
+        check.fail(
+            key.to_string(),
+            "both consecutive_5xx and consecutive_gateway_failures are 0: nothing could eject",
+        );
+    }
+    if spec.max_ejection_time < spec.base_ejection_time {
+        check.fail(
+            format!("{key}.max_ejection_time"),
+            "must not be shorter than base_ejection_time",
+        );
+    }
+    if spec.max_ejection_percent > 100 {
+        check.fail(
+            format!("{key}.max_ejection_percent"),
+            "must be between 0 and 100",
+        );
+    }
+    spec
 }
 
 fn health_check_spec(check: &mut Checker, key: &str, raw: RawHealthCheck) -> HealthCheckSpec {
@@ -832,6 +874,9 @@ fn retry_policy(check: &mut Checker, key: &str, raw: Option<RawRetries>) -> Retr
         return RetryPolicy {
             attempts: 1,
             on_connect_failure: true,
+            on_gateway_error: false,
+            on_5xx: false,
+            on_reset: false,
             backoff: Duration::ZERO,
         };
     };
@@ -842,31 +887,31 @@ fn retry_policy(check: &mut Checker, key: &str, raw: Option<RawRetries>) -> Retr
             format!("must be at most {MAX_RETRY_ATTEMPTS}"),
         );
     }
-    let mut on_connect_failure = false;
+    let mut policy = RetryPolicy {
+        attempts,
+        on_connect_failure: false,
+        on_gateway_error: false,
+        on_5xx: false,
+        on_reset: false,
+        backoff: check.duration(format!("{key}.backoff"), &backoff, Duration::ZERO),
+    };
     for (index, condition) in on
         .unwrap_or_else(|| vec!["connect_failure".into()])
         .iter()
         .enumerate()
     {
         match condition.as_str() {
-            "connect_failure" => on_connect_failure = true,
-            "gateway_error" | "5xx" | "reset" => check.fail(
-                format!("{key}.on[{index}]"),
-                format!(
-                    "`{condition}` is not supported yet (lands with outlier detection, issue #3)"
-                ),
-            ),
+            "connect_failure" => policy.on_connect_failure = true,
+            "gateway_error" => policy.on_gateway_error = true,
+            "5xx" => policy.on_5xx = true,
+            "reset" => policy.on_reset = true,
             other => check.fail(
                 format!("{key}.on[{index}]"),
                 format!("`{other}` is not one of: connect_failure, gateway_error, 5xx, reset"),
             ),
         }
     }
-    RetryPolicy {
-        attempts,
-        on_connect_failure,
-        backoff: check.duration(format!("{key}.backoff"), &backoff, Duration::ZERO),
-    }
+    policy
 }
 
 /// Headers whose meaning belongs to the connection or the framing; editing them breaks proxying.

@@ -73,6 +73,8 @@ pub struct UpstreamCtx {
     pub duration: Option<Duration>,
     /// An attempt was sent to a backend and its outcome is not counted yet.
     pub attempt_open: bool,
+    /// The next attempt goes to the same backend (a stale pooled connection failed).
+    pub retry_same_backend: bool,
 }
 
 /// Everything one request carries through the phases.

@@ -1,36 +1,33 @@
-//! Choosing where a request goes: pool (or split branch), circuit breaker, backend, peer
-//! timeouts, and whether a failed connection is retried on another backend.
+//! Choosing where a request goes (pool or split branch, circuit breaker, backend, peer
+//! timeouts), accounting each attempt's outcome, and deciding whether a failed attempt is tried
+//! again on another backend.
 
 use super::ctx::RequestCtx;
-use crate::config::HashKey;
+use crate::config::{HashKey, RetryPolicy};
+use crate::observability::metrics::RetryReason;
+use crate::upstream::outlier::Outcome;
 use crate::upstream::selection::hash_bytes;
 use crate::upstream::Pool;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, Result, RetryType};
 use pingora_http::RequestHeader;
 use std::time::Instant;
 
 /// Picks the backend for this attempt and returns its peer.
 pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-    // Pingora retries a failed reused connection without `fail_to_connect`: count that attempt too.
-    close_attempt(ctx, None);
+    // An attempt still open here ended in an error no other hook reported.
+    close_attempt(ctx, Attempt::Failed);
     let runtime = std::sync::Arc::clone(&ctx.runtime);
     let Some(route) = ctx.route.and_then(|index| runtime.routes.get(index)) else {
         return Error::e_explain(ErrorType::HTTPStatus(404), "no route matches this request");
     };
     let backoff = route.spec.retries.backoff;
     let read_timeout = route.spec.timeout;
-    if ctx.upstream.tried.count() > 0 && !backoff.is_zero() {
+    let same_backend = std::mem::take(&mut ctx.upstream.retry_same_backend);
+    if ctx.upstream.tried.count() > 0 && !backoff.is_zero() && !same_backend {
         tokio::time::sleep(backoff).await;
     }
-    let pool_index = match ctx.upstream.pool {
-        Some(index) => index,
-        None => {
-            let index = route.choose_pool();
-            ctx.upstream.pool = Some(index);
-            index
-        }
-    };
+    let pool_index = *ctx.upstream.pool.get_or_insert_with(|| route.choose_pool());
     let pool = &runtime.pools[pool_index];
     if ctx.upstream.lease.is_none() {
         match pool.acquire() {
@@ -43,12 +40,20 @@ pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Resul
             }
         }
     }
-    let key = if pool.needs_key() {
-        hash_key(pool, request, ctx)
-    } else {
-        0
+    let previous = ctx.upstream.lease.as_ref().and_then(|l| l.backend_index());
+    let picked = match previous {
+        // A stale pooled connection failed: the backend itself is fine, go back to it.
+        Some(index) if same_backend => Some(index),
+        _ => {
+            let key = if pool.needs_key() {
+                hash_key(pool, request, ctx)
+            } else {
+                0
+            };
+            pool.pick(key, &ctx.upstream.tried)
+        }
     };
-    let Some(backend_index) = pool.pick(key, &ctx.upstream.tried) else {
+    let Some(backend_index) = picked else {
         return Error::e_explain(
             ErrorType::HTTPStatus(503),
             format!("no healthy backend in upstream `{}`", pool.name),
@@ -82,52 +87,272 @@ fn hash_key(pool: &Pool, request: &RequestHeader, ctx: &RequestCtx) -> u64 {
     }
 }
 
-/// Decides whether a failed connection is tried again on another backend.
+/// How one attempt ended, for metrics and outlier detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The backend answered with this status.
+    Response(u16),
+    /// The backend failed: connect error, timeout, reset.
+    Failed,
+    /// The attempt ended for reasons that say nothing about the backend (client gone, stale
+    /// pooled connection).
+    Abandoned,
+}
+
+/// Counts the outcome of the open attempt once.
+pub fn close_attempt(ctx: &mut RequestCtx, attempt: Attempt) {
+    if !std::mem::take(&mut ctx.upstream.attempt_open) {
+        return;
+    }
+    let Some(lease) = ctx.upstream.lease.as_ref() else {
+        return;
+    };
+    let status = match attempt {
+        Attempt::Response(status) => Some(status),
+        Attempt::Failed | Attempt::Abandoned => None,
+    };
+    if let (Some(backend), Some(index)) = (lease.backend(), lease.backend_index()) {
+        backend.metrics.observe(status);
+        match attempt {
+            Attempt::Response(status) => lease.pool().record(index, Outcome::from_status(status)),
+            Attempt::Failed => lease.pool().record(index, Outcome::GatewayFailure),
+            Attempt::Abandoned => {}
+        }
+    }
+    if let (Some(_), Some(started)) = (status, ctx.upstream.picked_at) {
+        let elapsed = started.elapsed();
+        lease
+            .pool()
+            .metrics
+            .upstream_duration
+            .observe(elapsed.as_secs_f64());
+        ctx.upstream.duration = Some(elapsed);
+    }
+    ctx.upstream.status = status;
+}
+
+/// Why an attempt failed, as far as retrying is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection: refused, connect timeout, TLS handshake failure. Nothing was sent.
+    Connect,
+    /// Sent, but no answer within the timeout.
+    Timeout,
+    /// Sent, then the connection broke before a response.
+    Reset,
+    /// The backend answered with this 5xx.
+    Status(u16),
+}
+
+/// The retry condition of `policy` that `failure` meets, if retrying is allowed at all: within
+/// `attempts`, the request body can be replayed, and either nothing was sent yet or the method
+/// is idempotent (a POST that reached a backend is never sent twice).
+pub fn retry_reason(
+    policy: &RetryPolicy,
+    failure: Failure,
+    idempotent: bool,
+    replayable: bool,
+    retries_done: u32,
+) -> Option<RetryReason> {
+    let reason = match failure {
+        Failure::Connect if policy.on_connect_failure => RetryReason::ConnectFailure,
+        Failure::Timeout if policy.on_gateway_error => RetryReason::GatewayError,
+        Failure::Reset if policy.on_reset => RetryReason::Reset,
+        Failure::Status(502..=504) if policy.on_gateway_error => RetryReason::GatewayError,
+        Failure::Status(500..=599) if policy.on_5xx => RetryReason::ServerError,
+        _ => return None,
+    };
+    let sent = failure != Failure::Connect;
+    (retries_done < policy.attempts && replayable && (idempotent || !sent)).then_some(reason)
+}
+
+/// Decides (and counts) a retry for `failure`.
+fn decide_retry(
+    request: &RequestHeader,
+    ctx: &mut RequestCtx,
+    failure: Failure,
+    replayable: bool,
+) -> bool {
+    let Some(route) = ctx.route() else {
+        return false;
+    };
+    let Some(reason) = retry_reason(
+        &route.spec.retries,
+        failure,
+        request.method.is_idempotent(),
+        replayable,
+        ctx.upstream.retries,
+    ) else {
+        return false;
+    };
+    let untried = ctx
+        .upstream
+        .lease
+        .as_ref()
+        .is_some_and(|lease| lease.pool().has_untried(&ctx.upstream.tried));
+    if !untried {
+        return false;
+    }
+    route.metrics.retried(reason);
+    ctx.upstream.retries += 1;
+    true
+}
+
+/// `fail_to_connect`: the backend could not be reached.
 pub fn on_connect_failure(
     request: &RequestHeader,
     ctx: &mut RequestCtx,
+    replayable: bool,
     mut error: Box<Error>,
 ) -> Box<Error> {
-    close_attempt(ctx, None);
-    let retry = ctx.route().is_some_and(|route| {
-        let policy = &route.spec.retries;
-        policy.on_connect_failure
-            && ctx.upstream.retries < policy.attempts
-            && request.method.is_idempotent()
-            && ctx
-                .upstream
-                .lease
-                .as_ref()
-                .is_some_and(|lease| lease.pool().has_untried(&ctx.upstream.tried))
-    });
-    if retry {
-        ctx.upstream.retries += 1;
-        if let Some(route) = ctx.route() {
-            route.metrics.retried_after_connect_failure();
-        }
-    }
+    close_attempt(ctx, Attempt::Failed);
+    let retry = decide_retry(request, ctx, Failure::Connect, replayable);
     error.set_retry(retry);
     error
 }
 
-/// Counts the outcome of the open attempt (`None` = no response) once.
-pub fn close_attempt(ctx: &mut RequestCtx, status: Option<u16>) {
-    if !std::mem::take(&mut ctx.upstream.attempt_open) {
-        return;
+/// `error_while_proxy`: the exchange failed after the connection was made (or reused).
+pub fn on_proxy_error(
+    request: &RequestHeader,
+    ctx: &mut RequestCtx,
+    replayable: bool,
+    client_reused: bool,
+    mut error: Box<Error>,
+) -> Box<Error> {
+    if matches!(error.etype(), ErrorType::HTTPStatus(_))
+        && matches!(error.retry, RetryType::Decided(true))
+    {
+        return error; // raised by `on_response` to retry a 5xx; already decided and counted
     }
-    if let Some(lease) = ctx.upstream.lease.as_ref() {
-        if let Some(backend) = lease.backend() {
-            backend.metrics.observe(status);
-        }
-        if let (Some(_), Some(started)) = (status, ctx.upstream.picked_at) {
-            let elapsed = started.elapsed();
-            lease
-                .pool()
-                .metrics
-                .upstream_duration
-                .observe(elapsed.as_secs_f64());
-            ctx.upstream.duration = Some(elapsed);
+    if error.esource() != &ErrorSource::Upstream {
+        close_attempt(ctx, Attempt::Abandoned);
+        error.set_retry(false);
+        return error;
+    }
+    // A pooled connection the backend had already closed: not the backend's fault, and safe to
+    // send again on a fresh connection (Pingora's own rule for idempotent, replayable requests).
+    let stale = client_reused && matches!(error.retry, RetryType::ReusedOnly);
+    if stale && request.method.is_idempotent() && replayable {
+        close_attempt(ctx, Attempt::Abandoned);
+        ctx.upstream.retry_same_backend = true;
+        error.set_retry(true);
+        return error;
+    }
+    close_attempt(ctx, Attempt::Failed);
+    let failure = match error.etype() {
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Timeout,
+        _ => Failure::Reset,
+    };
+    let retry = decide_retry(request, ctx, failure, replayable);
+    error.set_retry(retry);
+    error
+}
+
+/// `upstream_response_filter`: counts the answer; a 5xx the route retries becomes a retryable
+/// error (the response was not sent downstream yet).
+pub fn on_response(
+    request: &RequestHeader,
+    ctx: &mut RequestCtx,
+    status: u16,
+    replayable: bool,
+) -> Result<()> {
+    close_attempt(ctx, Attempt::Response(status));
+    if status >= 500 && decide_retry(request, ctx, Failure::Status(status), replayable) {
+        let mut error = Error::explain(
+            ErrorType::HTTPStatus(status),
+            format!("the upstream answered {status}; retrying on another backend"),
+        );
+        error.set_retry(true);
+        return Err(error);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn policy(on: &[&str], attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            attempts,
+            on_connect_failure: on.contains(&"connect_failure"),
+            on_gateway_error: on.contains(&"gateway_error"),
+            on_5xx: on.contains(&"5xx"),
+            on_reset: on.contains(&"reset"),
+            backoff: Duration::ZERO,
         }
     }
-    ctx.upstream.status = status;
+
+    #[test]
+    fn each_condition_covers_its_failures() {
+        let gateway = policy(&["gateway_error"], 2);
+        assert_eq!(
+            retry_reason(&gateway, Failure::Status(503), true, true, 0),
+            Some(RetryReason::GatewayError)
+        );
+        assert_eq!(
+            retry_reason(&gateway, Failure::Timeout, true, true, 0),
+            Some(RetryReason::GatewayError)
+        );
+        assert_eq!(
+            retry_reason(&gateway, Failure::Status(500), true, true, 0),
+            None
+        );
+        assert_eq!(
+            retry_reason(&gateway, Failure::Connect, true, true, 0),
+            None
+        );
+        let any = policy(&["5xx", "reset"], 2);
+        assert_eq!(
+            retry_reason(&any, Failure::Status(500), true, true, 0),
+            Some(RetryReason::ServerError)
+        );
+        assert_eq!(
+            retry_reason(&any, Failure::Status(502), true, true, 0),
+            Some(RetryReason::ServerError)
+        );
+        assert_eq!(
+            retry_reason(&any, Failure::Reset, true, true, 0),
+            Some(RetryReason::Reset)
+        );
+    }
+
+    #[test]
+    fn attempts_is_a_hard_cap() {
+        let connect = policy(&["connect_failure"], 2);
+        assert!(retry_reason(&connect, Failure::Connect, true, true, 1).is_some());
+        assert!(retry_reason(&connect, Failure::Connect, true, true, 2).is_none());
+        assert!(retry_reason(
+            &policy(&["connect_failure"], 0),
+            Failure::Connect,
+            true,
+            true,
+            0
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn a_sent_non_idempotent_request_is_never_retried() {
+        let all = policy(&["connect_failure", "gateway_error", "5xx", "reset"], 3);
+        assert!(
+            retry_reason(&all, Failure::Connect, false, true, 0).is_some(),
+            "nothing was sent"
+        );
+        for sent in [Failure::Timeout, Failure::Reset, Failure::Status(503)] {
+            assert!(
+                retry_reason(&all, sent, false, true, 0).is_none(),
+                "{sent:?}"
+            );
+            assert!(
+                retry_reason(&all, sent, true, true, 0).is_some(),
+                "{sent:?}"
+            );
+        }
+        assert!(
+            retry_reason(&all, Failure::Connect, true, false, 0).is_none(),
+            "body not replayable"
+        );
+    }
 }

@@ -110,7 +110,21 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         error: Box<Error>,
     ) -> Box<Error> {
-        dispatch::on_connect_failure(session.req_header(), ctx, error)
+        let replayable = !session.as_ref().retry_buffer_truncated();
+        dispatch::on_connect_failure(session.req_header(), ctx, replayable, error)
+    }
+
+    /// A failure after connecting: outlier accounting, then the route's retry policy.
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        error: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let replayable = !session.as_ref().retry_buffer_truncated();
+        dispatch::on_proxy_error(session.req_header(), ctx, replayable, client_reused, error)
     }
 
     /// Prefix stripping, X-Forwarded-*, request id, configured request header edits.
@@ -123,15 +137,16 @@ impl ProxyHttp for Gateway {
         forwarding::prepare_upstream_request(upstream_request, ctx, peer_ip(session))
     }
 
-    /// The backend answered: count the attempt.
+    /// The backend answered: count the attempt (and retry a 5xx when the route says so).
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        dispatch::close_attempt(ctx, Some(upstream_response.status.as_u16()));
-        Ok(())
+        let replayable = !session.as_ref().retry_buffer_truncated();
+        let status = upstream_response.status.as_u16();
+        dispatch::on_response(session.req_header(), ctx, status, replayable)
     }
 
     /// Configured response header edits and the request id.
@@ -173,8 +188,8 @@ impl ProxyHttp for Gateway {
     }
 
     /// Metrics and the access-log line.
-    async fn logging(&self, session: &mut Session, _error: Option<&Error>, ctx: &mut RequestCtx) {
-        report::finish(session, ctx);
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        report::finish(session, ctx, error);
     }
 }
 

@@ -1,15 +1,24 @@
 //! The `logging` phase: one metrics update and one access-log line per request.
 
 use super::ctx::RequestCtx;
-use super::dispatch::close_attempt;
+use super::dispatch::{close_attempt, Attempt};
 use super::forwarding::request_host;
 use crate::observability::access_log::Entry;
 use pingora_proxy::Session;
 use std::time::SystemTime;
 
 /// Records the finished request.
-pub fn finish(session: &Session, ctx: &mut RequestCtx) {
-    close_attempt(ctx, None);
+pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_error::Error>) {
+    let upstream_failed =
+        error.is_some_and(|e| e.esource() == &pingora_error::ErrorSource::Upstream);
+    close_attempt(
+        ctx,
+        if upstream_failed {
+            Attempt::Failed
+        } else {
+            Attempt::Abandoned
+        },
+    );
     let request = session.req_header();
     let status = session.response_written().map(|r| r.status.as_u16());
     let elapsed = ctx.started.elapsed();

@@ -2,6 +2,7 @@
 //! default Prometheus registry; handles are resolved when routes and pools are built, so the
 //! request path never looks a label set up by name.
 
+use crate::upstream::outlier::Reason;
 use http::Method;
 use prometheus::{
     register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, Histogram,
@@ -22,6 +23,10 @@ struct Families {
     backend_healthy: IntGaugeVec,
     retries: IntCounterVec,
     circuit_open: IntCounterVec,
+    backend_ejected: IntGaugeVec,
+    ejections: IntCounterVec,
+    pool_panic: IntGaugeVec,
+    pool_panic_requests: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -72,6 +77,30 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         &["upstream"]
     )
     .expect("register edgegate_circuit_open_total"),
+    backend_ejected: register_int_gauge_vec!(
+        "edgegate_backend_ejected",
+        "1 while outlier detection has the backend ejected",
+        &["upstream", "backend"]
+    )
+    .expect("register edgegate_backend_ejected"),
+    ejections: register_int_counter_vec!(
+        "edgegate_ejections_total",
+        "Backends ejected by outlier detection, by reason",
+        &["upstream", "backend", "reason"]
+    )
+    .expect("register edgegate_ejections_total"),
+    pool_panic: register_int_gauge_vec!(
+        "edgegate_pool_panic",
+        "1 while no backend of the pool is healthy and not ejected, so ejection is ignored",
+        &["upstream"]
+    )
+    .expect("register edgegate_pool_panic"),
+    pool_panic_requests: register_int_counter_vec!(
+        "edgegate_pool_panic_requests_total",
+        "Requests sent to an ejected backend because the pool was in panic mode",
+        &["upstream"]
+    )
+    .expect("register edgegate_pool_panic_requests_total"),
     build_info: register_int_gauge_vec!(
         "edgegate_build_info",
         "Always 1; labels name the build",
@@ -109,12 +138,40 @@ fn method_index(method: &Method) -> usize {
         .unwrap_or(9)
 }
 
+/// Why an attempt was retried on another backend (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    ConnectFailure,
+    GatewayError,
+    ServerError,
+    Reset,
+}
+
+impl RetryReason {
+    const ALL: [RetryReason; 4] = [
+        RetryReason::ConnectFailure,
+        RetryReason::GatewayError,
+        RetryReason::ServerError,
+        RetryReason::Reset,
+    ];
+
+    /// The metric label, as written in `retries.on`.
+    pub fn label(self) -> &'static str {
+        match self {
+            RetryReason::ConnectFailure => "connect_failure",
+            RetryReason::GatewayError => "gateway_error",
+            RetryReason::ServerError => "5xx",
+            RetryReason::Reset => "reset",
+        }
+    }
+}
+
 /// Counters for one route, created on first use of each (method, status class) pair.
 pub struct RouteMetrics {
     route: String,
     requests: [[OnceLock<IntCounter>; 6]; 10],
     pub duration: Histogram,
-    retries_connect_failure: IntCounter,
+    retries: [OnceLock<IntCounter>; 4],
 }
 
 impl RouteMetrics {
@@ -124,9 +181,7 @@ impl RouteMetrics {
             route: route.to_string(),
             requests: Default::default(),
             duration: FAMILIES.request_duration.with_label_values(&[route]),
-            retries_connect_failure: FAMILIES
-                .retries
-                .with_label_values(&[route, "connect_failure"]),
+            retries: Default::default(),
         }
     }
 
@@ -143,26 +198,59 @@ impl RouteMetrics {
         self.duration.observe(seconds);
     }
 
-    /// Counts one retry after a connect failure.
-    pub fn retried_after_connect_failure(&self) {
-        self.retries_connect_failure.inc();
+    /// Counts one retry.
+    pub fn retried(&self, reason: RetryReason) {
+        let index = RetryReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.retries[index]
+            .get_or_init(|| {
+                FAMILIES
+                    .retries
+                    .with_label_values(&[&self.route, reason.label()])
+            })
+            .inc();
     }
+}
+
+/// Ejection handles of a backend whose pool has outlier detection.
+struct EjectionMetrics {
+    ejected: IntGauge,
+    ejections: [IntCounter; 3],
 }
 
 /// Handles for one backend.
 pub struct BackendMetrics {
     pub healthy: IntGauge,
     responses: [IntCounter; 6],
+    ejection: Option<EjectionMetrics>,
 }
 
 impl BackendMetrics {
-    /// Handles for `backend` of `upstream`; the health gauge starts at 1.
-    pub fn new(upstream: &str, backend: &str) -> Self {
+    /// Handles for `backend` of `upstream`; the health gauge starts at 1. Ejection series exist
+    /// only when the pool has outlier detection.
+    pub fn new(upstream: &str, backend: &str, outlier_detection: bool) -> Self {
         let healthy = FAMILIES
             .backend_healthy
             .with_label_values(&[upstream, backend]);
         healthy.set(1);
+        let ejection = outlier_detection.then(|| {
+            let ejected = FAMILIES
+                .backend_ejected
+                .with_label_values(&[upstream, backend]);
+            ejected.set(0);
+            EjectionMetrics {
+                ejected,
+                ejections: Reason::ALL.map(|reason| {
+                    FAMILIES
+                        .ejections
+                        .with_label_values(&[upstream, backend, reason.label()])
+                }),
+            }
+        });
         BackendMetrics {
+            ejection,
             healthy,
             responses: STATUS_CLASSES.map(|class| {
                 FAMILIES
@@ -176,12 +264,30 @@ impl BackendMetrics {
     pub fn observe(&self, status: Option<u16>) {
         self.responses[status_class(status)].inc();
     }
+
+    /// Counts an ejection for `reason`.
+    pub fn ejected(&self, reason: Reason) {
+        if let Some(metrics) = &self.ejection {
+            metrics.ejected.set(1);
+            let index = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+            metrics.ejections[index].inc();
+        }
+    }
+
+    /// The backend's ejection ended.
+    pub fn returned(&self) {
+        if let Some(metrics) = &self.ejection {
+            metrics.ejected.set(0);
+        }
+    }
 }
 
 /// Handles for one pool.
 pub struct PoolMetrics {
     pub circuit_open: IntCounter,
     pub upstream_duration: Histogram,
+    pub panic: IntGauge,
+    pub panic_requests: IntCounter,
 }
 
 impl PoolMetrics {
@@ -190,6 +296,8 @@ impl PoolMetrics {
         PoolMetrics {
             circuit_open: FAMILIES.circuit_open.with_label_values(&[upstream]),
             upstream_duration: FAMILIES.upstream_duration.with_label_values(&[upstream]),
+            panic: FAMILIES.pool_panic.with_label_values(&[upstream]),
+            panic_requests: FAMILIES.pool_panic_requests.with_label_values(&[upstream]),
         }
     }
 }

@@ -2,15 +2,19 @@
 //! circuit breaker. Active health checks live in `health`.
 
 pub mod health;
+pub mod outlier;
 pub mod selection;
 
-use crate::config::{HashKey, HealthCheckSpec, Selection, UpstreamSpec};
+use crate::config::{HashKey, HealthCheckSpec, OutlierSpec, Selection, UpstreamSpec};
 use crate::observability::metrics::{BackendMetrics, PoolMetrics};
+use log::{info, warn};
+use outlier::{Change, Outcome, OutlierState};
 use pingora_core::upstreams::peer::HttpPeer;
 use selection::{Candidate, Selector};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// One backend of a pool and its live state.
 pub struct Backend {
@@ -24,6 +28,8 @@ pub struct Backend {
     /// Prebuilt peer with every timeout set; cloned per request.
     pub peer: HttpPeer,
     pub metrics: BackendMetrics,
+    /// Passive health from live traffic (used when the pool has `outlier_detection`).
+    pub outlier: OutlierState,
     /// Health-check bookkeeping, touched only by the checker task.
     pub(crate) check_streak: health::Streak,
 }
@@ -46,6 +52,11 @@ pub struct Pool {
     pub in_flight: AtomicU32,
     pub max_concurrent_requests: Option<u32>,
     pub health_check: Option<HealthCheckSpec>,
+    pub outlier_detection: Option<OutlierSpec>,
+    /// Epoch of the millisecond clock that ejection times use.
+    clock: Instant,
+    /// No backend is healthy and not ejected: ejection is being ignored.
+    panic: AtomicBool,
     pub metrics: PoolMetrics,
 }
 
@@ -71,7 +82,8 @@ impl Pool {
                 healthy: AtomicBool::new(true),
                 in_flight: AtomicU32::new(0),
                 peer: build_peer(spec, target.address),
-                metrics: BackendMetrics::new(&spec.name, &label),
+                metrics: BackendMetrics::new(&spec.name, &label, spec.outlier_detection.is_some()),
+                outlier: OutlierState::default(),
                 label,
                 check_streak: health::Streak::default(),
             })
@@ -84,8 +96,21 @@ impl Pool {
             in_flight: AtomicU32::new(0),
             max_concurrent_requests: spec.max_concurrent_requests,
             health_check: spec.health_check.clone(),
+            outlier_detection: spec.outlier_detection.clone(),
+            clock: Instant::now(),
+            panic: AtomicBool::new(false),
             metrics: PoolMetrics::new(&spec.name),
         }
+    }
+
+    /// Milliseconds on the pool's ejection clock (never 0, which means "not ejected").
+    pub fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64 + 1
+    }
+
+    fn in_rotation(&self, index: usize, now: u64) -> bool {
+        let backend = &self.backends[index];
+        backend.weight > 0 && backend.healthy.load(Relaxed) && !backend.outlier.is_ejected(now)
     }
 
     /// Whether selection needs the request's hash key (consistent hashing).
@@ -93,19 +118,140 @@ impl Pool {
         self.selector.needs_key()
     }
 
-    /// A healthy, non-drained backend that `tried` does not contain.
+    /// A healthy, non-drained, non-ejected backend that `tried` does not contain. When no
+    /// backend at all is healthy and not ejected, ejection is ignored (panic mode) rather than
+    /// failing every request; unhealthy backends stay out either way.
     pub fn pick(&self, key: u64, tried: &Tried) -> Option<usize> {
-        self.selector.pick(&self.backends, key, |i| {
+        let now = if self.outlier_detection.is_some() {
+            self.now_ms()
+        } else {
+            0
+        };
+        let picked = self.selector.pick(&self.backends, key, |i| {
+            self.in_rotation(i, now) && !tried.contains(i)
+        });
+        if picked.is_some() || self.outlier_detection.is_none() {
+            self.set_panic(false);
+            return picked;
+        }
+        if (0..self.backends.len()).any(|i| self.in_rotation(i, now)) {
+            self.set_panic(false);
+            return None; // every backend in rotation was already tried by this request
+        }
+        let picked = self.selector.pick(&self.backends, key, |i| {
             self.backends[i].healthy.load(Relaxed) && !tried.contains(i)
-        })
+        });
+        if picked.is_some() {
+            self.set_panic(true);
+            self.metrics.panic_requests.inc();
+        }
+        picked
+    }
+
+    fn set_panic(&self, panic: bool) {
+        if self.panic.load(Relaxed) != panic && self.panic.swap(panic, Relaxed) != panic {
+            self.metrics.panic.set(i64::from(panic));
+            if panic {
+                warn!("upstream {}: every backend is ejected or unhealthy; panic mode: ignoring ejection", self.name);
+            } else {
+                info!("upstream {}: leaves panic mode", self.name);
+            }
+        }
+    }
+
+    /// Whether the pool is in panic mode.
+    pub fn in_panic(&self) -> bool {
+        self.panic.load(Relaxed)
     }
 
     /// Whether another attempt could find a backend this request has not tried.
     pub fn has_untried(&self, tried: &Tried) -> bool {
-        self.backends
+        let now = if self.outlier_detection.is_some() {
+            self.now_ms()
+        } else {
+            0
+        };
+        let untried = |eligible: &dyn Fn(usize) -> bool| {
+            (0..self.backends.len()).any(|i| eligible(i) && !tried.contains(i))
+        };
+        if (0..self.backends.len()).any(|i| self.in_rotation(i, now)) {
+            untried(&|i| self.in_rotation(i, now))
+        } else {
+            untried(&|i| self.backends[i].weight > 0 && self.backends[i].healthy.load(Relaxed))
+        }
+    }
+
+    /// Feeds one attempt's outcome to the backend's outlier state and acts on it.
+    pub fn record(&self, index: usize, outcome: Outcome) {
+        let Some(spec) = &self.outlier_detection else {
+            return;
+        };
+        let backend = &self.backends[index];
+        let now = self.now_ms();
+        self.end_ejection_if_expired(backend, now);
+        match backend.outlier.record(outcome, spec) {
+            Change::None => {}
+            Change::Restored => info!(
+                "upstream {} backend {}: passed probation, fresh again",
+                self.name, backend.label
+            ),
+            Change::WantsEjection(reason) => {
+                if !self.may_eject_another(spec, now) {
+                    log::debug!(
+                        "upstream {} backend {}: not ejected, max_ejection_percent reached",
+                        self.name,
+                        backend.label
+                    );
+                    return;
+                }
+                if let Some((until, times)) = backend.outlier.eject(now, spec) {
+                    backend.metrics.ejected(reason);
+                    warn!(
+                        "upstream {} backend {}: ejected for {} ms ({}, ejection #{times})",
+                        self.name,
+                        backend.label,
+                        until - now,
+                        reason.label()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Never more than `max_ejection_percent` of the pool out, but one backend always may be.
+    fn may_eject_another(&self, spec: &OutlierSpec, now: u64) -> bool {
+        let total = self.backends.len();
+        let ejected = self
+            .backends
             .iter()
-            .enumerate()
-            .any(|(i, b)| b.weight > 0 && b.healthy.load(Relaxed) && !tried.contains(i))
+            .filter(|b| b.outlier.is_ejected(now))
+            .count();
+        if total <= 1 {
+            return false;
+        }
+        ejected == 0 || (ejected + 1) * 100 <= spec.max_ejection_percent as usize * total
+    }
+
+    fn end_ejection_if_expired(&self, backend: &Backend, now: u64) {
+        if backend.outlier.end_expired(now) {
+            backend.metrics.returned();
+            info!(
+                "upstream {} backend {}: ejection over, back on probation",
+                self.name, backend.label
+            );
+        }
+    }
+
+    /// Returns every backend whose ejection time is over (run periodically, so returns are
+    /// logged and visible in metrics even without traffic).
+    pub fn sweep_ejections(&self) {
+        if self.outlier_detection.is_none() {
+            return;
+        }
+        let now = self.now_ms();
+        for backend in &self.backends {
+            self.end_ejection_if_expired(backend, now);
+        }
     }
 
     /// Whether any backend can take traffic.
@@ -209,6 +355,11 @@ impl Lease {
     /// The pool this lease is in.
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
+    }
+
+    /// The index of the backend currently assigned.
+    pub fn backend_index(&self) -> Option<usize> {
+        self.backend
     }
 
     /// The backend currently assigned.

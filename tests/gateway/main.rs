@@ -9,6 +9,7 @@ mod failures;
 mod headers;
 mod health;
 mod http2;
+mod resilience;
 mod routing;
 mod support;
 mod tls;
