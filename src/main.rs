@@ -113,9 +113,14 @@ fn summary(model: &Model) -> String {
             .map_or("no health check".to_string(), |h| {
                 format!("health check every {:?}", h.interval)
             });
+        let outlier = if upstream.outlier_detection.is_some() {
+            ", outlier detection"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "  {} ({:?}, {check})",
+            "  {} ({:?}, {check}{outlier})",
             upstream.name, upstream.selection
         );
         for target in &upstream.targets {

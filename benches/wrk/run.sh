@@ -38,41 +38,15 @@ fi
 [ -n "$binary" ] || binary="$root/target/$profile/edgegate"
 origin_bin="$root/target/$profile/examples/demo_origin"
 
-tmp="$(mktemp -d /tmp/edgegate-wrk.XXXXXX)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-next_port=$(( 20000 + RANDOM % 20000 ))
-take_port() {  # sets $port (no subshell, so $next_port advances)
-  while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
-  port=$next_port; next_port=$((next_port + 1))
-}
+source "$here/lib.sh"
 take_port; origin1=$port; take_port; origin2=$port; take_port; proxy=$port; take_port; admin=$port
 
 if [ -z "$origin" ]; then
   if command -v nginx >/dev/null 2>&1 && [ "$smoke" = 0 ]; then origin=nginx; else origin=demo; fi
 fi
 if [ "$origin" = nginx ]; then
-  mkdir -p "$tmp/nginx"
-  cat > "$tmp/nginx.conf" <<NGINX
-daemon off; master_process off; worker_processes 1; pid $tmp/nginx.pid; error_log $tmp/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off; keepalive_requests 1000000; client_body_temp_path $tmp/nginx;
-  proxy_temp_path $tmp/nginx; fastcgi_temp_path $tmp/nginx; uwsgi_temp_path $tmp/nginx; scgi_temp_path $tmp/nginx;
-  server { listen 127.0.0.1:$origin1; location / { default_type application/json; add_header X-Origin origin-1;
-    return 200 '{"origin":"origin-1","message":"hello from the benchmark origin","padding":"xxxxxxxxxxxxxxxx"}'; } }
-  server { listen 127.0.0.1:$origin2; location / { default_type application/json; add_header X-Origin origin-2;
-    return 200 '{"origin":"origin-2","message":"hello from the benchmark origin","padding":"xxxxxxxxxxxxxxxx"}'; } }
-}
-NGINX
-  nginx -p "$tmp" -c "$tmp/nginx.conf" 2>"$tmp/nginx.log" & pids+=($!)
+  start_nginx_origin origin-1 "$origin1"
+  start_nginx_origin origin-2 "$origin2"
 else
   "$origin_bin" "127.0.0.1:$origin1" origin-1 2>"$tmp/origin1.log" & pids+=($!)
   "$origin_bin" "127.0.0.1:$origin2" origin-2 2>"$tmp/origin2.log" & pids+=($!)
@@ -96,14 +70,7 @@ routes:
   - { name: api, match: { path_prefix: /api/v1 }, strip_prefix: /api/v1, upstream: origins }
   - { name: default, upstream: origins }
 YAML
-RUST_LOG=warn "$binary" run -c "$tmp/edgegate.yaml" 2>"$tmp/edgegate.log" & pids+=($!)
-gateway_pid=$!
-for _ in $(seq 1 100); do
-  kill -0 "$gateway_pid" 2>/dev/null || { echo "edgegate exited:"; cat "$tmp/edgegate.log"; exit 1; }
-  curl -fsS "http://127.0.0.1:$admin/ready" >/dev/null 2>&1 && curl -fsS "http://127.0.0.1:$proxy/" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fsS "http://127.0.0.1:$proxy/" >/dev/null || { echo "edgegate did not come up:"; cat "$tmp/edgegate.log"; exit 1; }
+start_edgegate "$binary" "$tmp/edgegate.yaml"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$gateway_pid/stat"; }
 wrk_args=(-t"$wrk_threads" -c"$connections" -d"${duration}s" --latency)
@@ -116,7 +83,7 @@ rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$gateway_pid/status")
 requests=$(awk '/requests in/ {print $1}' "$tmp/wrk.out")
 rps=$(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.out")
 pct() { awk -v p="$1" '$1 == p {print $2}' "$tmp/wrk.out"; }
-errors=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {for (i = 4; i <= NF; i += 2) n += $i} END {print n + 0}' "$tmp/wrk.out" | tr -d ',')
+errors=$(wrk_errors "$tmp/wrk.out")
 ticks_per_sec=$(getconf CLK_TCK)
 cpu_us_per_req=$(awk -v t=$((after - before)) -v hz="$ticks_per_sec" -v r="$requests" 'BEGIN { if (r > 0) printf "%.1f", t / hz * 1e6 / r; else print "n/a" }')
 

@@ -171,3 +171,27 @@ fn hash_key_prints_sha256_hex() {
         "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
     );
 }
+
+#[test]
+fn outlier_detection_and_retry_conditions_are_validated() {
+    let yaml = VALID.replace(
+        "      - { address: 127.0.0.1:9001, weight: 3 }\n",
+        "      - { address: 127.0.0.1:9001, weight: 3 }\n    outlier_detection: { base_ejection_time: 1m, max_ejection_time: 10s, max_ejection_percent: 150 }\n",
+    ) + "    retries: { attempts: 9, on: [connect_failure, teapot] }\n";
+    let (ok, _, stderr) = check_text(&yaml);
+    assert!(!ok);
+    for expected in [
+        "FILE:7:50: upstreams.users.outlier_detection.max_ejection_time: must not be shorter than base_ejection_time",
+        "upstreams.users.outlier_detection.max_ejection_percent: must be between 0 and 100",
+        "routes[0].retries.attempts: must be at most 5",
+        "routes[0].retries.on[1]: `teapot` is not one of: connect_failure, gateway_error, 5xx, reset",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
+    let (ok, stdout, _) = check_text(&VALID.replace(
+        "      - { address: 127.0.0.1:9001, weight: 3 }\n",
+        "      - { address: 127.0.0.1:9001, weight: 3 }\n    outlier_detection: {}\n",
+    ));
+    assert!(ok);
+    assert!(stdout.contains("outlier detection"), "{stdout}");
+}

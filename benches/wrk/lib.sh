@@ -1,0 +1,54 @@
+# Shared helpers of the wrk scripts (sourced, not run). Everything started is tracked by PID
+# in $pids and stopped by `cleanup`; only loopback addresses are used.
+
+tmp="$(mktemp -d /tmp/edgegate-wrk.XXXXXX)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+next_port=$(( 20000 + RANDOM % 20000 ))
+# Sets $port to a free loopback port (no subshell, so $next_port advances).
+take_port() {
+  while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
+  port=$next_port; next_port=$((next_port + 1))
+}
+
+# start_nginx_origin NAME PORT: one single-process nginx answering a fixed ~100-byte JSON body.
+start_nginx_origin() {
+  local name="$1" listen="$2" dir="$tmp/nginx-$1"
+  mkdir -p "$dir"
+  cat > "$dir/nginx.conf" <<NGINX
+daemon off; master_process off; worker_processes 1; pid $dir/nginx.pid; error_log $dir/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_requests 1000000; client_body_temp_path $dir;
+  proxy_temp_path $dir; fastcgi_temp_path $dir; uwsgi_temp_path $dir; scgi_temp_path $dir;
+  server { listen 127.0.0.1:$listen; location / { default_type application/json; add_header X-Origin $name;
+    return 200 '{"origin":"$name","message":"hello from the benchmark origin","padding":"xxxxxxxxxxxxxxxx"}'; } }
+}
+NGINX
+  nginx -p "$dir" -c "$dir/nginx.conf" 2>"$dir/stderr.log" & pids+=($!)
+  origin_pid=$!
+}
+
+# start_edgegate BINARY CONFIG: starts the gateway, waits until the proxy answers on $proxy.
+start_edgegate() {
+  RUST_LOG=warn "$1" run -c "$2" 2>"$tmp/edgegate.log" & pids+=($!)
+  gateway_pid=$!
+  for _ in $(seq 1 100); do
+    kill -0 "$gateway_pid" 2>/dev/null || { echo "edgegate exited:" >&2; cat "$tmp/edgegate.log" >&2; exit 1; }
+    curl -fsS "http://127.0.0.1:$proxy/" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "edgegate did not come up:" >&2; cat "$tmp/edgegate.log" >&2; exit 1
+}
+
+# wrk_errors FILE: non-2xx/3xx responses plus socket errors in a wrk report.
+wrk_errors() {
+  awk '/Non-2xx/ {n += $NF} /Socket errors/ {for (i = 4; i <= NF; i += 2) n += $i} END {print n + 0}' "$1" | tr -d ','
+}
