@@ -1,6 +1,7 @@
 //! edgegate: an edge proxy and API gateway on Pingora.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod gateway;
 pub mod observability;

@@ -41,6 +41,33 @@ enum Command {
     },
     /// Print the SHA-256 hex of an API key, as stored in `auth.api_keys`.
     HashKey { key: String },
+    /// Mint a signed JWT for testing (prints it).
+    Token {
+        /// HS256/384/512, RS*, PS*, ES256/384 or EdDSA.
+        #[arg(long, default_value = "HS256")]
+        alg: String,
+        /// File holding the HS* shared secret.
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+        /// PEM private key for RS*, PS*, ES* and EdDSA.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        #[arg(long)]
+        sub: Option<String>,
+        #[arg(long)]
+        iss: Option<String>,
+        #[arg(long)]
+        aud: Option<String>,
+        /// NAME=VALUE (repeatable); a value with commas becomes an array.
+        #[arg(long = "claim")]
+        claims: Vec<String>,
+        /// Lifetime, like 1h or 30m.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// `kid` header (for JWKS providers).
+        #[arg(long)]
+        kid: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,18 +89,62 @@ fn main() -> ExitCode {
             }
         },
         Command::HashKey { key } => {
-            use sha2::Digest;
-            let digest = sha2::Sha256::digest(key.as_bytes());
-            println!(
-                "{}",
-                digest
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            );
+            println!("{}", edgegate::auth::api_key::hash_key_hex(&key));
             ExitCode::SUCCESS
         }
+        Command::Token {
+            alg,
+            secret_file,
+            key_file,
+            sub,
+            iss,
+            aud,
+            claims,
+            ttl,
+            kid,
+        } => match token(alg, secret_file, key_file, sub, iss, aud, claims, &ttl, kid) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("edgegate token: {message}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+#[allow(clippy::too_many_arguments)] // one per CLI flag
+fn token(
+    algorithm: String,
+    secret_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    subject: Option<String>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    claims: Vec<String>,
+    ttl: &str,
+    kid: Option<String>,
+) -> Result<String, String> {
+    let key_path = secret_file
+        .or(key_file)
+        .ok_or("give --secret-file (HS*) or --key-file (a PEM private key)")?;
+    let mut key = std::fs::read(&key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
+    while matches!(key.last(), Some(b'\n' | b'\r')) {
+        key.pop();
+    }
+    let ttl = config::units::parse_duration(ttl)?;
+    edgegate::auth::mint::mint(&edgegate::auth::mint::MintRequest {
+        algorithm,
+        key,
+        subject,
+        issuer,
+        audience,
+        claims,
+        ttl,
+        kid,
+    })
 }
 
 fn run(path: &std::path::Path, daemon: bool, upgrade: bool) -> ExitCode {

@@ -27,8 +27,8 @@ pub struct RunOptions {
 /// Why the server could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot open the access log: {0}")]
-    AccessLog(#[from] std::io::Error),
+    #[error(transparent)]
+    Runtime(#[from] crate::gateway::runtime::BuildError),
 }
 
 fn whole_seconds(duration: Duration) -> u64 {

@@ -18,6 +18,7 @@ pub struct Model {
     pub listeners: Vec<ListenerSpec>,
     pub admin_address: SocketAddr,
     pub access_log: AccessLogSpec,
+    pub auth: AuthSpec,
     /// Indexed by `RouteTarget` and `SplitTarget`.
     pub upstreams: Vec<UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
@@ -152,6 +153,7 @@ pub struct RouteSpec {
     pub response_headers: HeaderOps,
     pub ip_allow: Vec<IpNet>,
     pub ip_deny: Vec<IpNet>,
+    pub auth: Option<RouteAuthSpec>,
 }
 
 /// The request predicates of a route; every present one must hold.
@@ -216,4 +218,83 @@ pub struct RetryPolicy {
 pub struct HeaderOps {
     pub set: Vec<(HeaderName, HeaderValue)>,
     pub remove: Vec<HeaderName>,
+}
+
+/// Authentication providers, resolved at load (keys read, algorithms parsed).
+#[derive(Debug, Clone, Default)]
+pub struct AuthSpec {
+    /// Indexed by `AuthMethod::Jwt`.
+    pub jwt_providers: Vec<JwtProviderSpec>,
+    pub api_keys: Option<ApiKeysSpec>,
+}
+
+/// One JWT issuer the gateway trusts.
+#[derive(Debug, Clone)]
+pub struct JwtProviderSpec {
+    pub name: String,
+    pub issuer: Option<String>,
+    /// Empty: `aud` not checked.
+    pub audiences: Vec<String>,
+    /// The only algorithms accepted (never `none`; all of the key's family).
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub keys: KeyMaterial,
+    pub clock_skew: Duration,
+    pub require_claims: Vec<String>,
+    pub token_from: Vec<TokenSource>,
+    /// Claim -> request header sent upstream.
+    pub forward_claims: Vec<(String, HeaderName)>,
+    pub tier_claim: String,
+    pub strip_token: bool,
+}
+
+/// Where a provider's verification keys come from.
+#[derive(Debug, Clone)]
+pub enum KeyMaterial {
+    /// HS* shared secret.
+    Secret(Vec<u8>),
+    /// A PEM public key (RSA, EC or Ed25519).
+    PublicKeyPem(Vec<u8>),
+    /// A JWK set (JSON), keys indexed by `kid`.
+    Jwks(String),
+}
+
+/// Where a token is looked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Bearer <token>` in this header.
+    Header(HeaderName),
+    Cookie(String),
+    Query(String),
+}
+
+/// API keys: only their SHA-256 is kept.
+#[derive(Debug, Clone)]
+pub struct ApiKeysSpec {
+    pub header: HeaderName,
+    pub keys: Vec<ApiKeySpec>,
+}
+
+/// One consumer's key.
+#[derive(Debug, Clone)]
+pub struct ApiKeySpec {
+    pub consumer: String,
+    pub sha256: [u8; 32],
+    pub tier: Option<String>,
+}
+
+/// A route's authentication and authorization requirements.
+#[derive(Debug, Clone)]
+pub struct RouteAuthSpec {
+    /// Any one of these authenticates the request.
+    pub methods: Vec<AuthMethod>,
+    pub require_roles: Vec<String>,
+    pub require_scopes: Vec<String>,
+}
+
+/// One way to authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// Index into `AuthSpec::jwt_providers`.
+    Jwt(usize),
+    ApiKey,
 }

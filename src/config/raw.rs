@@ -18,11 +18,74 @@ pub struct RawConfig {
     pub access_log: Option<RawAccessLog>,
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
-    pub auth: Unsupported,
+    pub auth: Option<RawAuth>,
     pub rate_limits: Unsupported,
     pub cache: Unsupported,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub jwt: Option<RawJwt>,
+    pub api_keys: Option<RawApiKeys>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    #[serde(default)]
+    pub providers: BTreeMap<String, RawJwtProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtProvider {
+    pub issuer: Option<String>,
+    pub audiences: Option<Vec<String>>,
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    pub jwks_url: Option<String>,
+    pub jwks_file: Option<String>,
+    pub public_key_file: Option<String>,
+    pub secret_file: Option<String>,
+    pub secret_env: Option<String>,
+    pub jwks_refresh: Option<String>,
+    pub clock_skew: Option<String>,
+    pub require_claims: Option<Vec<String>>,
+    pub token_from: Option<Vec<String>>,
+    pub forward_claims: Option<BTreeMap<String, String>>,
+    pub tier_claim: Option<String>,
+    pub strip_token: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKeys {
+    pub header: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<RawApiKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    pub consumer: String,
+    pub sha256: String,
+    pub tier: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteAuth {
+    pub jwt: Option<String>,
+    pub api_key: Option<bool>,
+    pub any_of: Option<Vec<String>>,
+    #[serde(default)]
+    pub require_roles: Vec<String>,
+    #[serde(default)]
+    pub require_scopes: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,7 +187,7 @@ pub struct RawRoute {
     pub upstream: Option<String>,
     pub split: Option<Vec<RawSplit>>,
     pub strip_prefix: Option<String>,
-    pub auth: Unsupported,
+    pub auth: Option<RawRouteAuth>,
     pub rate_limits: Unsupported,
     pub cache: Unsupported,
     pub timeout: Option<String>,

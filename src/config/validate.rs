@@ -17,12 +17,17 @@ const MAX_RETRY_ATTEMPTS: u32 = 5;
 
 type Problems = Vec<(String, String)>;
 
-struct Checker {
+/// Collects validation problems; shared with `auth.rs`.
+pub(super) struct Checker {
     problems: Problems,
 }
 
 impl Checker {
-    fn fail(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn problem_count(&self) -> usize {
+        self.problems.len()
+    }
+
+    pub(super) fn fail(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.problems.push((key.into(), message.into()));
     }
 
@@ -100,7 +105,7 @@ impl Checker {
         }
     }
 
-    fn header_name(&mut self, key: String, text: &str) -> Option<HeaderName> {
+    pub(super) fn header_name(&mut self, key: String, text: &str) -> Option<HeaderName> {
         match HeaderName::from_bytes(text.as_bytes()) {
             Ok(name) => Some(name),
             Err(_) => {
@@ -144,7 +149,6 @@ pub fn validate(raw: RawConfig, source: &Path, source_hash: u64) -> Result<Model
         routes,
     } = raw;
 
-    check.unsupported("auth".into(), &auth, "authentication lands with issue #4");
     check.unsupported(
         "rate_limits".into(),
         &rate_limits,
@@ -180,6 +184,8 @@ pub fn validate(raw: RawConfig, source: &Path, source_hash: u64) -> Result<Model
         upstream_specs.push(spec);
     }
 
+    let auth = super::auth::auth_spec(&mut check, auth);
+
     let mut route_names = HashSet::new();
     let mut route_specs = Vec::with_capacity(routes.len());
     for (index, route) in routes.into_iter().enumerate() {
@@ -190,7 +196,7 @@ pub fn validate(raw: RawConfig, source: &Path, source_hash: u64) -> Result<Model
                 format!("route name `{}` is used twice", route.name),
             );
         }
-        if let Some(spec) = route_spec(&mut check, &key, route, &upstream_index) {
+        if let Some(spec) = route_spec(&mut check, &key, route, &upstream_index, &auth) {
             route_specs.push(spec);
         }
     }
@@ -208,6 +214,7 @@ pub fn validate(raw: RawConfig, source: &Path, source_hash: u64) -> Result<Model
         listeners,
         admin_address,
         access_log,
+        auth,
         upstreams: upstream_specs,
         routes: route_specs,
     })
@@ -609,6 +616,7 @@ fn route_spec(
     key: &str,
     raw: RawRoute,
     upstreams: &HashMap<String, usize>,
+    auth_spec: &AuthSpec,
 ) -> Option<RouteSpec> {
     let RawRoute {
         name,
@@ -635,11 +643,7 @@ fn route_spec(
             "route names must be non-empty and use only letters, digits, `-`, `_` and `.`",
         );
     }
-    check.unsupported(
-        format!("{key}.auth"),
-        &auth,
-        "authentication lands with issue #4",
-    );
+    let auth = super::auth::route_auth(check, &format!("{key}.auth"), auth, auth_spec);
     check.unsupported(
         format!("{key}.rate_limits"),
         &rate_limits,
@@ -744,6 +748,7 @@ fn route_spec(
         response_headers,
         ip_allow,
         ip_deny,
+        auth,
     })
 }
 

@@ -1,4 +1,5 @@
-//! `request_filter`'s ordered short-circuit checks: header size -> route -> IP lists -> body size.
+//! `request_filter`'s ordered short-circuit checks: header size -> route -> IP lists -> body size
+//! -> authentication -> roles and scopes.
 //! Each returns a value; only the phase code writes the response.
 
 use super::ctx::RequestCtx;
@@ -9,7 +10,8 @@ use std::net::IpAddr;
 
 /// The outcome of the admission checks.
 pub enum Verdict {
-    Continue,
+    /// Proceed; with the identity when the route requires authentication.
+    Continue(Option<crate::auth::Authenticated>),
     Reject(Rejection),
 }
 
@@ -39,7 +41,20 @@ pub fn check(request: &RequestHeader, ctx: &RequestCtx) -> Verdict {
             ));
         }
     }
-    Verdict::Continue
+    let Some(auth) = &spec.auth else {
+        return Verdict::Continue(None);
+    };
+    match ctx.runtime.auth.check(auth, request) {
+        Ok(authenticated) => Verdict::Continue(Some(authenticated)),
+        Err(failure) => {
+            route.metrics.auth_failed(failure.reason_index());
+            let mut rejection = Rejection::new(failure.status(), failure.description());
+            if failure.status() == 401 {
+                rejection.challenge = Some(failure.description());
+            }
+            Verdict::Reject(rejection)
+        }
+    }
 }
 
 /// Deny list first, then the allow list (empty = everyone).

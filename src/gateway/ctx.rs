@@ -85,6 +85,8 @@ pub struct RequestCtx {
     pub client_ip: Option<IpAddr>,
     pub route: Option<usize>,
     pub header_bytes: usize,
+    /// Set when the route requires authentication and it succeeded.
+    pub auth: Option<crate::auth::Authenticated>,
     pub body_bytes: u64,
     pub upstream: UpstreamCtx,
 }
@@ -102,6 +104,7 @@ impl RequestCtx {
             client_ip: None,
             route: None,
             header_bytes: 0,
+            auth: None,
             body_bytes: 0,
             upstream: UpstreamCtx::default(),
         }

@@ -78,6 +78,21 @@ pub fn prepare_upstream_request(
     let Some(route) = ctx.route() else {
         return Ok(());
     };
+    // Identity headers come only from the gateway: a client's copies never reach a backend.
+    for name in ctx.runtime.auth.spoofable_headers() {
+        upstream.remove_header(name);
+    }
+    if let Some(auth) = &ctx.auth {
+        for (name, value) in &auth.identity.forwarded {
+            upstream.insert_header(name.clone(), value.clone())?;
+        }
+        let provider = auth.provider.and_then(|i| ctx.runtime.auth.provider(i));
+        if let (Some(provider), Some(source)) = (provider, &auth.source) {
+            if provider.spec.strip_token {
+                crate::auth::strip_token(upstream, source)?;
+            }
+        }
+    }
     if let Some(prefix) = &route.spec.strip_prefix {
         strip_prefix(upstream, prefix)?;
     }

@@ -67,7 +67,10 @@ impl ProxyHttp for Gateway {
     /// Short-circuit checks in order; a rejection is answered here and never reaches a backend.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         match admission::check(session.req_header(), ctx) {
-            Verdict::Continue => Ok(false),
+            Verdict::Continue(auth) => {
+                ctx.auth = auth;
+                Ok(false)
+            }
             Verdict::Reject(rejection) => {
                 respond::send(session, ctx.request_id.as_str(), &rejection).await?;
                 Ok(true)

@@ -46,5 +46,9 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
         backend: lease.and_then(|l| l.backend()).map(|b| b.label.as_str()),
         upstream_status: ctx.upstream.status,
         upstream_duration_ms: ctx.upstream.duration.map(|d| d.as_secs_f64() * 1e3),
+        consumer: ctx
+            .auth
+            .as_ref()
+            .and_then(|a| a.identity.consumer.as_deref()),
     });
 }

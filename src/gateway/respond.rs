@@ -12,6 +12,8 @@ use std::borrow::Cow;
 pub struct Rejection {
     pub status: u16,
     pub message: Cow<'static, str>,
+    /// For 401: the `WWW-Authenticate` error description.
+    pub challenge: Option<&'static str>,
 }
 
 impl Rejection {
@@ -20,6 +22,7 @@ impl Rejection {
         Rejection {
             status,
             message: message.into(),
+            challenge: None,
         }
     }
 }
@@ -68,6 +71,12 @@ pub async fn send(
     header.insert_header(super::forwarding::X_REQUEST_ID, request_id)?;
     if rejection.status == 503 {
         header.insert_header(http::header::RETRY_AFTER, "1")?;
+    }
+    if let Some(description) = rejection.challenge {
+        header.insert_header(
+            http::header::WWW_AUTHENTICATE,
+            format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
+        )?;
     }
     session
         .write_response_header(Box::new(header), false)

@@ -1,6 +1,7 @@
 //! The compiled, immutable snapshot the request path reads: routes, pools, settings.
 //! Built once from a [`Model`]; a reload builds a new one and swaps it in.
 
+use crate::auth::Authenticator;
 use crate::config::{Model, RouteSpec, RouteTarget};
 use crate::observability::access_log::AccessLog;
 use crate::observability::metrics::RouteMetrics;
@@ -49,12 +50,23 @@ pub struct Runtime {
     pub max_request_header_size: usize,
     pub trusted_proxies: Vec<IpNet>,
     pub access_log: Arc<AccessLog>,
+    pub auth: Authenticator,
+}
+
+/// Why a snapshot could not be built from a valid model.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot open the access log: {0}")]
+    AccessLog(#[from] std::io::Error),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::jwt::BuildError),
 }
 
 impl Runtime {
-    /// Compiles `model`; opening the access log is the only thing that can fail.
-    pub fn build(model: Model) -> std::io::Result<Self> {
+    /// Compiles `model` (opens the access log, parses authentication keys).
+    pub fn build(model: Model) -> Result<Self, BuildError> {
         let access_log = Arc::new(AccessLog::open(&model.access_log)?);
+        let auth = Authenticator::new(&model.auth)?;
         let pools: Vec<Arc<Pool>> = model
             .upstreams
             .iter()
@@ -95,6 +107,7 @@ impl Runtime {
             max_request_header_size: model.server.max_request_header_size,
             trusted_proxies: model.server.trusted_proxies.clone(),
             access_log,
+            auth,
             model,
         })
     }

@@ -32,6 +32,7 @@ pub struct Entry<'a> {
     pub backend: Option<&'a str>,
     pub upstream_status: Option<u16>,
     pub upstream_duration_ms: Option<f64>,
+    pub consumer: Option<&'a str>,
 }
 
 type Sink = Mutex<BufWriter<Box<dyn Write + Send>>>;
@@ -138,6 +139,7 @@ fn format_entry(out: &mut String, e: &Entry<'_>) {
         ("route", e.route),
         ("upstream", e.upstream),
         ("backend", e.backend),
+        ("consumer", e.consumer),
     ] {
         let _ = write!(out, ",\"{key}\":");
         match value {
@@ -243,6 +245,7 @@ mod tests {
                 backend: None,
                 upstream_status: Some(200),
                 upstream_duration_ms: None,
+                consumer: Some("alice"),
             },
         );
         assert!(line.ends_with('\n'));

@@ -22,6 +22,7 @@ struct Families {
     upstream_duration: HistogramVec,
     backend_healthy: IntGaugeVec,
     retries: IntCounterVec,
+    auth_failures: IntCounterVec,
     circuit_open: IntCounterVec,
     backend_ejected: IntGaugeVec,
     ejections: IntCounterVec,
@@ -71,6 +72,12 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         &["route", "reason"]
     )
     .expect("register edgegate_retries_total"),
+    auth_failures: register_int_counter_vec!(
+        "edgegate_auth_failures_total",
+        "Requests refused by authentication (401) or authorization (403), by route and reason",
+        &["route", "reason"]
+    )
+    .expect("register edgegate_auth_failures_total"),
     circuit_open: register_int_counter_vec!(
         "edgegate_circuit_open_total",
         "Requests refused with 503 because the pool had max_concurrent_requests in flight",
@@ -172,6 +179,7 @@ pub struct RouteMetrics {
     requests: [[OnceLock<IntCounter>; 6]; 10],
     pub duration: Histogram,
     retries: [OnceLock<IntCounter>; 4],
+    auth_failures: [OnceLock<IntCounter>; 10],
 }
 
 impl RouteMetrics {
@@ -182,6 +190,7 @@ impl RouteMetrics {
             requests: Default::default(),
             duration: FAMILIES.request_duration.with_label_values(&[route]),
             retries: Default::default(),
+            auth_failures: Default::default(),
         }
     }
 
@@ -196,6 +205,19 @@ impl RouteMetrics {
             })
             .inc();
         self.duration.observe(seconds);
+    }
+
+    /// Counts one authentication or authorization failure (`reason` indexes `Failure::REASONS`).
+    pub fn auth_failed(&self, reason: usize) {
+        let reasons = crate::auth::Failure::REASONS;
+        let reason = reason.min(reasons.len() - 1);
+        self.auth_failures[reason]
+            .get_or_init(|| {
+                FAMILIES
+                    .auth_failures
+                    .with_label_values(&[&self.route, reasons[reason]])
+            })
+            .inc();
     }
 
     /// Counts one retry.

@@ -1,0 +1,376 @@
+//! Authentication (JWT providers, API keys) and authorization (roles, scopes) for routes with an
+//! `auth` block. Everything is prepared at load: keys parsed, the spoofable header list built.
+
+pub mod api_key;
+mod cache;
+pub mod jwt;
+pub mod mint;
+
+use crate::config::{AuthMethod, AuthSpec, RouteAuthSpec, TokenSource};
+use api_key::ApiKeys;
+use http::{HeaderName, HeaderValue};
+use jwt::JwtVerifier;
+use pingora_http::RequestHeader;
+use std::sync::Arc;
+
+/// Who the request is, once authenticated.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// JWT `sub` or the API key's consumer.
+    pub consumer: Option<String>,
+    /// JWT `tier_claim` or the API key's tier.
+    pub tier: Option<String>,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    /// Headers sent upstream (`forward_claims`), built once per verified token.
+    pub forwarded: Vec<(HeaderName, HeaderValue)>,
+    /// The JWT's `exp`.
+    pub expires: Option<u64>,
+}
+
+/// Why a request was not let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Missing,
+    Malformed(&'static str),
+    BadSignature,
+    Expired,
+    NotYetValid,
+    WrongIssuer,
+    WrongAudience,
+    UnknownKid,
+    UnknownApiKey,
+    Forbidden(&'static str),
+}
+
+impl Failure {
+    /// Every `reason` label, in a fixed order.
+    pub const REASONS: [&'static str; 10] = [
+        "missing",
+        "malformed",
+        "bad_signature",
+        "expired",
+        "not_yet_valid",
+        "wrong_issuer",
+        "wrong_audience",
+        "unknown_kid",
+        "unknown_api_key",
+        "forbidden",
+    ];
+
+    /// Index into `REASONS`.
+    pub fn reason_index(self) -> usize {
+        match self {
+            Failure::Missing => 0,
+            Failure::Malformed(_) => 1,
+            Failure::BadSignature => 2,
+            Failure::Expired => 3,
+            Failure::NotYetValid => 4,
+            Failure::WrongIssuer => 5,
+            Failure::WrongAudience => 6,
+            Failure::UnknownKid => 7,
+            Failure::UnknownApiKey => 8,
+            Failure::Forbidden(_) => 9,
+        }
+    }
+
+    /// 401 for authentication failures, 403 for authorization ones.
+    pub fn status(self) -> u16 {
+        if matches!(self, Failure::Forbidden(_)) {
+            403
+        } else {
+            401
+        }
+    }
+
+    /// A sentence for the client: says what is wrong, never echoes the token or a secret.
+    pub fn description(self) -> &'static str {
+        match self {
+            Failure::Missing => "no credentials were presented",
+            Failure::Malformed(why) | Failure::Forbidden(why) => why,
+            Failure::BadSignature => "the token signature or algorithm is not accepted",
+            Failure::Expired => "the token has expired",
+            Failure::NotYetValid => "the token is not valid yet",
+            Failure::WrongIssuer => "the token was issued by an untrusted issuer",
+            Failure::WrongAudience => "the token is not meant for this audience",
+            Failure::UnknownKid => "the token was signed with an unknown key",
+            Failure::UnknownApiKey => "the API key is not valid",
+        }
+    }
+
+    /// How telling this failure is: a bad presented credential beats a missing one.
+    fn weight(self) -> u8 {
+        match self {
+            Failure::Missing => 0,
+            _ => 1,
+        }
+    }
+}
+
+/// A successful authentication and where its token was found.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub identity: Arc<Identity>,
+    /// The JWT provider that verified it (None: API key).
+    pub provider: Option<usize>,
+    /// Where the token was (for `strip_token`).
+    pub source: Option<TokenSource>,
+}
+
+/// Every provider and key of the configuration.
+pub struct Authenticator {
+    providers: Vec<JwtVerifier>,
+    api_keys: Option<ApiKeys>,
+    /// Headers that only the gateway may set upstream (every `forward_claims` target).
+    spoofable: Vec<HeaderName>,
+}
+
+impl Authenticator {
+    /// Prepares every provider of `spec`.
+    pub fn new(spec: &AuthSpec) -> Result<Self, jwt::BuildError> {
+        let providers = spec
+            .jwt_providers
+            .iter()
+            .map(JwtVerifier::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut spoofable: Vec<HeaderName> = spec
+            .jwt_providers
+            .iter()
+            .flat_map(|p| p.forward_claims.iter().map(|(_, header)| header.clone()))
+            .collect();
+        spoofable.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        spoofable.dedup();
+        Ok(Authenticator {
+            providers,
+            api_keys: spec.api_keys.as_ref().map(ApiKeys::new),
+            spoofable,
+        })
+    }
+
+    /// Headers stripped from every request before it goes upstream.
+    pub fn spoofable_headers(&self) -> &[HeaderName] {
+        &self.spoofable
+    }
+
+    /// The provider with this index.
+    pub fn provider(&self, index: usize) -> Option<&JwtVerifier> {
+        self.providers.get(index)
+    }
+
+    /// Authenticates by any of the route's methods, then checks roles and scopes.
+    pub fn check(
+        &self,
+        route: &RouteAuthSpec,
+        request: &RequestHeader,
+    ) -> Result<Authenticated, Failure> {
+        let mut worst = Failure::Missing;
+        for method in &route.methods {
+            let attempt = match *method {
+                AuthMethod::Jwt(index) => self.try_jwt(index, request),
+                AuthMethod::ApiKey => self.try_api_key(request),
+            };
+            match attempt {
+                Ok(authenticated) => {
+                    authorize(route, &authenticated.identity)?;
+                    return Ok(authenticated);
+                }
+                Err(failure) if failure.weight() > worst.weight() => worst = failure,
+                Err(_) => {}
+            }
+        }
+        Err(worst)
+    }
+
+    fn try_jwt(&self, index: usize, request: &RequestHeader) -> Result<Authenticated, Failure> {
+        let provider = self.providers.get(index).ok_or(Failure::Missing)?;
+        let (token, source) =
+            find_token(&provider.spec.token_from, request).ok_or(Failure::Missing)?;
+        let identity = provider.verify(token)?;
+        Ok(Authenticated {
+            identity,
+            provider: Some(index),
+            source: Some(source.clone()),
+        })
+    }
+
+    fn try_api_key(&self, request: &RequestHeader) -> Result<Authenticated, Failure> {
+        let keys = self.api_keys.as_ref().ok_or(Failure::Missing)?;
+        let presented = request.headers.get(&keys.header).ok_or(Failure::Missing)?;
+        let identity = keys
+            .identify(presented.as_bytes())
+            .ok_or(Failure::UnknownApiKey)?;
+        Ok(Authenticated {
+            identity,
+            provider: None,
+            source: None,
+        })
+    }
+}
+
+fn authorize(route: &RouteAuthSpec, identity: &Identity) -> Result<(), Failure> {
+    if !route
+        .require_roles
+        .iter()
+        .all(|role| identity.roles.contains(role))
+    {
+        return Err(Failure::Forbidden("a required role is missing"));
+    }
+    if !route
+        .require_scopes
+        .iter()
+        .all(|scope| identity.scopes.contains(scope))
+    {
+        return Err(Failure::Forbidden("a required scope is missing"));
+    }
+    Ok(())
+}
+
+/// The first token found in `sources`, in order.
+pub fn find_token<'a, 's>(
+    sources: &'s [TokenSource],
+    request: &'a RequestHeader,
+) -> Option<(&'a str, &'s TokenSource)> {
+    sources.iter().find_map(|source| {
+        let token = match source {
+            TokenSource::Header(name) => request.headers.get_all(name).iter().find_map(|value| {
+                let value = value.to_str().ok()?.trim();
+                let (scheme, token) = value.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            }),
+            TokenSource::Cookie(name) => request
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(';'))
+                .find_map(|pair| {
+                    let (key, value) = pair.trim().split_once('=')?;
+                    (key == name).then_some(value)
+                }),
+            TokenSource::Query(name) => request.uri.query().and_then(|query| {
+                query.split('&').find_map(|pair| {
+                    let (key, value) = pair.split_once('=')?;
+                    (key == name).then_some(value)
+                })
+            }),
+        }?;
+        (!token.is_empty()).then_some((token, source))
+    })
+}
+
+/// Removes the token from where it was found (`strip_token`).
+pub fn strip_token(request: &mut RequestHeader, source: &TokenSource) -> pingora_error::Result<()> {
+    match source {
+        TokenSource::Header(name) => {
+            request.remove_header(name);
+        }
+        TokenSource::Cookie(cookie) => {
+            let kept: Vec<String> = request
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(';'))
+                .map(str::trim)
+                .filter(|pair| pair.split_once('=').is_none_or(|(key, _)| key != cookie))
+                .map(str::to_string)
+                .collect();
+            request.remove_header(&http::header::COOKIE);
+            if !kept.is_empty() {
+                request.insert_header(http::header::COOKIE, kept.join("; "))?;
+            }
+        }
+        TokenSource::Query(parameter) => {
+            let Some(query) = request.uri.query() else {
+                return Ok(());
+            };
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|pair| pair.split_once('=').map_or(*pair, |(key, _)| key) != parameter)
+                .collect();
+            let mut target = request.uri.path().to_string();
+            if !kept.is_empty() {
+                target.push('?');
+                target.push_str(&kept.join("&"));
+            }
+            let uri = http::Uri::try_from(target).map_err(|e| {
+                pingora_error::Error::because(
+                    pingora_error::ErrorType::InternalError,
+                    "strip_token",
+                    e,
+                )
+            })?;
+            request.set_uri(uri);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut request = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
+        for (name, value) in headers {
+            request.append_header(name.to_string(), *value).unwrap();
+        }
+        request
+    }
+
+    #[test]
+    fn tokens_are_found_in_order_of_sources() {
+        let sources = vec![
+            TokenSource::Header(http::header::AUTHORIZATION),
+            TokenSource::Cookie("access_token".into()),
+            TokenSource::Query("access_token".into()),
+        ];
+        let r = request(
+            "/?a=1&access_token=q.q.q",
+            &[("Cookie", "x=1; access_token=c.c.c")],
+        );
+        assert_eq!(find_token(&sources, &r).map(|(t, _)| t), Some("c.c.c"));
+        let r = request("/?access_token=q.q.q", &[("Authorization", "bearer h.h.h")]);
+        assert_eq!(
+            find_token(&sources, &r).map(|(t, _)| t),
+            Some("h.h.h"),
+            "scheme is case-insensitive"
+        );
+        let r = request(
+            "/?access_token=q.q.q",
+            &[("Authorization", "Basic Zm9vOmJhcg==")],
+        );
+        assert_eq!(find_token(&sources, &r).map(|(t, _)| t), Some("q.q.q"));
+        assert!(find_token(&sources, &request("/", &[])).is_none());
+    }
+
+    #[test]
+    fn stripping_removes_only_the_token() {
+        let mut r = request("/p?a=1&access_token=t&b=2", &[]);
+        strip_token(&mut r, &TokenSource::Query("access_token".into())).unwrap();
+        assert_eq!(r.uri.to_string(), "/p?a=1&b=2");
+        let mut r = request("/", &[("Cookie", "x=1; access_token=t; y=2")]);
+        strip_token(&mut r, &TokenSource::Cookie("access_token".into())).unwrap();
+        assert_eq!(r.headers.get("cookie").unwrap(), "x=1; y=2");
+    }
+
+    #[test]
+    fn roles_and_scopes_must_all_be_present() {
+        let route = RouteAuthSpec {
+            methods: vec![],
+            require_roles: vec!["admin".into()],
+            require_scopes: vec!["read:users".into()],
+        };
+        let mut identity = Identity {
+            roles: vec!["admin".into()],
+            scopes: vec!["read:users".into(), "write:users".into()],
+            ..Identity::default()
+        };
+        assert_eq!(authorize(&route, &identity), Ok(()));
+        identity.roles.clear();
+        assert_eq!(
+            authorize(&route, &identity).map_err(Failure::status),
+            Err(403)
+        );
+    }
+}
