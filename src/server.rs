@@ -2,6 +2,7 @@
 //! the admin service, the health checker (which the proxy waits for) and the log flusher.
 
 use crate::admin::AdminApp;
+use crate::auth::jwks::Refresher;
 use crate::config::Model;
 use crate::gateway::runtime::Runtime;
 use crate::gateway::Gateway;
@@ -65,6 +66,9 @@ pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
     let health_handle = (!health.is_empty())
         .then(|| server.add_service(background_service("health checks", health)));
 
+    if let Some(refresher) = Refresher::new(runtime.load().auth.remote_key_sets()) {
+        server.add_service(background_service("JWKS refresher", refresher));
+    }
     if let Some(sweeper) = Sweeper::new(&runtime.load().pools) {
         server.add_service(background_service("outlier ejection sweeper", sweeper));
     }

@@ -44,6 +44,15 @@ impl TokenCache {
         (now <= entry.valid_until).then(|| Arc::clone(&entry.identity))
     }
 
+    /// Forgets every token (the keys they were verified with may be gone).
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            if let Ok(mut shard) = shard.lock() {
+                shard.clear();
+            }
+        }
+    }
+
     /// Remembers a verified token until `valid_until`.
     pub fn insert(&self, token: &str, valid_until: u64, identity: &Arc<Identity>) {
         let Ok(mut shard) = self.shard(token).lock() else {

@@ -3,6 +3,7 @@
 //! Verified tokens are cached until their `exp`, so hot clients skip signature checks.
 
 use super::cache::TokenCache;
+use super::jwks::RemoteJwks;
 use super::{Failure, Identity};
 use crate::config::{JwtProviderSpec, KeyMaterial};
 use http::{HeaderName, HeaderValue};
@@ -21,6 +22,8 @@ enum Keys {
     One(DecodingKey),
     /// JWKS: by `kid`; a token without `kid` is tried against the only key when there is one.
     ByKid(HashMap<String, DecodingKey>),
+    /// A JWKS fetched from a URL in the background.
+    Remote(Arc<RemoteJwks>),
 }
 
 /// A provider ready to verify tokens.
@@ -29,6 +32,8 @@ pub struct JwtVerifier {
     keys: Keys,
     validation: Validation,
     cache: TokenCache,
+    /// The remote key-set generation the cache was filled under.
+    cache_generation: std::sync::atomic::AtomicU64,
 }
 
 /// Why a provider could not be built (validation already checked the keys, so this is rare).
@@ -70,6 +75,9 @@ impl JwtVerifier {
                 }
                 Keys::ByKid(by_kid)
             }
+            KeyMaterial::JwksUrl { url, refresh } => {
+                Keys::Remote(Arc::new(RemoteJwks::new(&spec.name, url.clone(), *refresh)))
+            }
         };
         let mut validation = Validation::new(spec.algorithms.first().copied().unwrap_or_default());
         validation.algorithms = spec.algorithms.clone();
@@ -94,6 +102,7 @@ impl JwtVerifier {
             keys,
             validation,
             cache: TokenCache::new(),
+            cache_generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -104,6 +113,14 @@ impl JwtVerifier {
         }
         let now = unix_now();
         let skew = self.spec.clock_skew.as_secs();
+        if let Keys::Remote(remote) = &self.keys {
+            // A reloaded key set may have dropped a key: tokens it verified must be checked again.
+            use std::sync::atomic::Ordering::Relaxed;
+            let generation = remote.generation();
+            if self.cache_generation.swap(generation, Relaxed) != generation {
+                self.cache.clear();
+            }
+        }
         if let Some(identity) = self.cache.get(token, now.saturating_sub(skew)) {
             return Ok(identity);
         }
@@ -124,13 +141,14 @@ impl JwtVerifier {
         let skew = self.spec.clock_skew.as_secs();
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| Failure::Malformed("the token is not a JWT"))?;
+        let remote_keys;
         let key = match &self.keys {
             Keys::One(key) => key,
-            Keys::ByKid(keys) => match header.kid.as_deref() {
-                Some(kid) => keys.get(kid).ok_or(Failure::UnknownKid)?,
-                None if keys.len() == 1 => keys.values().next().ok_or(Failure::UnknownKid)?,
-                None => return Err(Failure::UnknownKid),
-            },
+            Keys::ByKid(keys) => by_kid(keys, header.kid.as_deref())?,
+            Keys::Remote(remote) => {
+                remote_keys = remote.keys().ok_or(Failure::KeysUnavailable)?;
+                by_kid(&remote_keys, header.kid.as_deref())?
+            }
         };
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
             .map_err(classify)?;
@@ -174,6 +192,27 @@ impl JwtVerifier {
             forwarded,
             expires: claims.get("exp").and_then(Value::as_u64),
         }
+    }
+}
+
+impl JwtVerifier {
+    /// The remote key set, when this provider fetches one.
+    pub fn remote(&self) -> Option<&Arc<RemoteJwks>> {
+        match &self.keys {
+            Keys::Remote(remote) => Some(remote),
+            _ => None,
+        }
+    }
+}
+
+fn by_kid<'k>(
+    keys: &'k HashMap<String, DecodingKey>,
+    kid: Option<&str>,
+) -> Result<&'k DecodingKey, Failure> {
+    match kid {
+        Some(kid) => keys.get(kid).ok_or(Failure::UnknownKid),
+        None if keys.len() == 1 => keys.values().next().ok_or(Failure::UnknownKid),
+        None => Err(Failure::UnknownKid),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod api_key;
 mod cache;
+pub mod jwks;
 pub mod jwt;
 pub mod mint;
 
@@ -41,11 +42,13 @@ pub enum Failure {
     UnknownKid,
     UnknownApiKey,
     Forbidden(&'static str),
+    /// The provider's remote key set has not loaded yet (503, not the client's fault).
+    KeysUnavailable,
 }
 
 impl Failure {
     /// Every `reason` label, in a fixed order.
-    pub const REASONS: [&'static str; 10] = [
+    pub const REASONS: [&'static str; 11] = [
         "missing",
         "malformed",
         "bad_signature",
@@ -56,6 +59,7 @@ impl Failure {
         "unknown_kid",
         "unknown_api_key",
         "forbidden",
+        "keys_unavailable",
     ];
 
     /// Index into `REASONS`.
@@ -71,15 +75,16 @@ impl Failure {
             Failure::UnknownKid => 7,
             Failure::UnknownApiKey => 8,
             Failure::Forbidden(_) => 9,
+            Failure::KeysUnavailable => 10,
         }
     }
 
     /// 401 for authentication failures, 403 for authorization ones.
     pub fn status(self) -> u16 {
-        if matches!(self, Failure::Forbidden(_)) {
-            403
-        } else {
-            401
+        match self {
+            Failure::Forbidden(_) => 403,
+            Failure::KeysUnavailable => 503,
+            _ => 401,
         }
     }
 
@@ -95,6 +100,9 @@ impl Failure {
             Failure::WrongAudience => "the token is not meant for this audience",
             Failure::UnknownKid => "the token was signed with an unknown key",
             Failure::UnknownApiKey => "the API key is not valid",
+            Failure::KeysUnavailable => {
+                "the signing keys to verify this token are not available yet"
+            }
         }
     }
 
@@ -150,6 +158,28 @@ impl Authenticator {
     /// Headers stripped from every request before it goes upstream.
     pub fn spoofable_headers(&self) -> &[HeaderName] {
         &self.spoofable
+    }
+
+    /// Every remote key set (for the background refresher).
+    pub fn remote_key_sets(&self) -> Vec<Arc<jwks::RemoteJwks>> {
+        self.providers
+            .iter()
+            .filter_map(|p| p.remote().cloned())
+            .collect()
+    }
+
+    /// After an unknown `kid`: refetch the route's remote key sets (rate-limited, single-flight).
+    /// True when any of them has newer keys, so verification is worth trying again.
+    pub async fn refetch_for_unknown_kid(&self, route: &RouteAuthSpec) -> bool {
+        let mut refreshed = false;
+        for method in &route.methods {
+            if let AuthMethod::Jwt(index) = method {
+                if let Some(remote) = self.providers.get(*index).and_then(JwtVerifier::remote) {
+                    refreshed |= remote.refetch_for_unknown_kid().await;
+                }
+            }
+        }
+        refreshed
     }
 
     /// The provider with this index.

@@ -46,17 +46,8 @@ fn jwt_provider(check: &mut Checker, name: &str, raw: RawJwtProvider) -> Option<
         strip_token,
     } = raw;
     let before = check.problem_count();
-    if jwks_url.is_some() {
-        check.fail(
-            format!("{key}.jwks_url"),
-            "is not supported yet by this edgegate release (use jwks_file, public_key_file, secret_file or secret_env)",
-        );
-    }
-    if jwks_refresh.is_some() {
-        check.fail(
-            format!("{key}.jwks_refresh"),
-            "only applies to jwks_url, which is not supported yet",
-        );
+    if jwks_refresh.is_some() && jwks_url.is_none() {
+        check.fail(format!("{key}.jwks_refresh"), "only applies to jwks_url");
     }
     let sources = [
         jwks_url.is_some(),
@@ -65,13 +56,15 @@ fn jwt_provider(check: &mut Checker, name: &str, raw: RawJwtProvider) -> Option<
         secret_file.is_some(),
         secret_env.is_some(),
     ];
-    if sources.iter().filter(|&&s| s).count() != 1 && jwks_url.is_none() {
+    if sources.iter().filter(|&&s| s).count() != 1 {
         check.fail(
             key.clone(),
-            "needs exactly one key source: jwks_file, public_key_file, secret_file or secret_env",
+            "needs exactly one key source: jwks_url, jwks_file, public_key_file, secret_file or secret_env",
         );
     }
-    let keys = if let Some(path) = &secret_file {
+    let keys = if let Some(url) = &jwks_url {
+        jwks_url_source(check, &key, url, &jwks_refresh)
+    } else if let Some(path) = &secret_file {
         read_file(check, &format!("{key}.secret_file"), path)
             .map(|bytes| KeyMaterial::Secret(trim_newline(bytes)))
     } else if let Some(variable) = &secret_env {
@@ -169,6 +162,40 @@ fn jwt_provider(check: &mut Checker, name: &str, raw: RawJwtProvider) -> Option<
     })
 }
 
+fn jwks_url_source(
+    check: &mut Checker,
+    key: &str,
+    url: &str,
+    refresh: &Option<String>,
+) -> Option<KeyMaterial> {
+    let refresh = match refresh {
+        None => Duration::from_secs(600),
+        Some(text) => match parse_duration(text) {
+            Ok(duration) if duration >= Duration::from_secs(1) => duration,
+            Ok(_) => {
+                check.fail(format!("{key}.jwks_refresh"), "must be at least 1s");
+                return None;
+            }
+            Err(message) => {
+                check.fail(format!("{key}.jwks_refresh"), message);
+                return None;
+            }
+        },
+    };
+    match url.parse::<http::Uri>() {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
+            Some(KeyMaterial::JwksUrl { url: uri, refresh })
+        }
+        _ => {
+            check.fail(
+                format!("{key}.jwks_url"),
+                format!("`{url}` is not an http:// or https:// URL"),
+            );
+            None
+        }
+    }
+}
+
 fn read_file(check: &mut Checker, key: &str, path: &str) -> Option<Vec<u8>> {
     match std::fs::read(path) {
         Ok(bytes) => Some(bytes),
@@ -212,6 +239,12 @@ fn check_key_fits_algorithms(
             };
             vec![family]
         }
+        // The remote set is unknown at load; it may only ever verify public-key algorithms.
+        KeyMaterial::JwksUrl { .. } => vec![
+            AlgorithmFamily::Rsa,
+            AlgorithmFamily::Ec,
+            AlgorithmFamily::Ed,
+        ],
         KeyMaterial::Jwks(json) => match serde_json::from_str::<JwkSet>(json) {
             Ok(set) if !set.keys.is_empty() => {
                 let mut families = Vec::new();

@@ -256,6 +256,8 @@ pub enum KeyMaterial {
     PublicKeyPem(Vec<u8>),
     /// A JWK set (JSON), keys indexed by `kid`.
     Jwks(String),
+    /// A JWK set fetched from this URL every `refresh`.
+    JwksUrl { url: http::Uri, refresh: Duration },
 }
 
 /// Where a token is looked for.

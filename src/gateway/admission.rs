@@ -13,6 +13,8 @@ pub enum Verdict {
     /// Proceed; with the identity when the route requires authentication.
     Continue(Option<crate::auth::Authenticated>),
     Reject(Rejection),
+    /// Authentication or authorization failed (the phase may refetch keys and check again).
+    AuthFailed(crate::auth::Failure),
 }
 
 /// Runs every check in order; the first failure wins.
@@ -46,15 +48,17 @@ pub fn check(request: &RequestHeader, ctx: &RequestCtx) -> Verdict {
     };
     match ctx.runtime.auth.check(auth, request) {
         Ok(authenticated) => Verdict::Continue(Some(authenticated)),
-        Err(failure) => {
-            route.metrics.auth_failed(failure.reason_index());
-            let mut rejection = Rejection::new(failure.status(), failure.description());
-            if failure.status() == 401 {
-                rejection.challenge = Some(failure.description());
-            }
-            Verdict::Reject(rejection)
-        }
+        Err(failure) => Verdict::AuthFailed(failure),
     }
+}
+
+/// The answer to a final authentication failure (401 carries the `WWW-Authenticate` challenge).
+pub fn auth_rejection(failure: crate::auth::Failure) -> Rejection {
+    let mut rejection = Rejection::new(failure.status(), failure.description());
+    if failure.status() == 401 {
+        rejection.challenge = Some(failure.description());
+    }
+    rejection
 }
 
 /// Deny list first, then the allow list (empty = everyone).

@@ -66,16 +66,32 @@ impl ProxyHttp for Gateway {
 
     /// Short-circuit checks in order; a rejection is answered here and never reaches a backend.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        match admission::check(session.req_header(), ctx) {
-            Verdict::Continue(auth) => {
-                ctx.auth = auth;
-                Ok(false)
-            }
-            Verdict::Reject(rejection) => {
-                respond::send(session, ctx.request_id.as_str(), &rejection).await?;
-                Ok(true)
+        let mut verdict = admission::check(session.req_header(), ctx);
+        if let Verdict::AuthFailed(crate::auth::Failure::UnknownKid) = verdict {
+            // A key rotation may have happened: refetch once (rate-limited) and look again.
+            let runtime = Arc::clone(&ctx.runtime);
+            let route_auth = ctx.route().and_then(|r| r.spec.auth.as_ref());
+            if let Some(route_auth) = route_auth {
+                if runtime.auth.refetch_for_unknown_kid(route_auth).await {
+                    verdict = admission::check(session.req_header(), ctx);
+                }
             }
         }
+        let rejection = match verdict {
+            Verdict::Continue(auth) => {
+                ctx.auth = auth;
+                return Ok(false);
+            }
+            Verdict::Reject(rejection) => rejection,
+            Verdict::AuthFailed(failure) => {
+                if let Some(route) = ctx.route() {
+                    route.metrics.auth_failed(failure.reason_index());
+                }
+                admission::auth_rejection(failure)
+            }
+        };
+        respond::send(session, ctx.request_id.as_str(), &rejection).await?;
+        Ok(true)
     }
 
     /// Enforces `max_body_size` on bodies without (or lying about) Content-Length.

@@ -179,7 +179,7 @@ pub struct RouteMetrics {
     requests: [[OnceLock<IntCounter>; 6]; 10],
     pub duration: Histogram,
     retries: [OnceLock<IntCounter>; 4],
-    auth_failures: [OnceLock<IntCounter>; 10],
+    auth_failures: [OnceLock<IntCounter>; 11],
 }
 
 impl RouteMetrics {

@@ -470,3 +470,151 @@ fn auth_configuration_mistakes_are_reported() {
         assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
     }
 }
+
+/// An RSA key as a JWK with `kid`, and its private PEM for signing.
+fn rsa_jwk(kid: &str) -> (serde_json::Value, Vec<u8>) {
+    use base64::Engine as _;
+    let rsa = Rsa::generate(2048).unwrap();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let jwk = serde_json::json!({
+        "kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
+        "n": b64.encode(rsa.n().to_vec()), "e": b64.encode(rsa.e().to_vec()),
+    });
+    let private = PKey::from_rsa(rsa)
+        .unwrap()
+        .private_key_to_pem_pkcs8()
+        .unwrap();
+    (jwk, private)
+}
+
+fn jwks(keys: &[&serde_json::Value]) -> String {
+    serde_json::json!({ "keys": keys }).to_string()
+}
+
+fn kid_token(kid: &str, private_pem: &[u8]) -> String {
+    mint(&MintRequest {
+        algorithm: "RS256".into(),
+        key: private_pem.to_vec(),
+        subject: Some("alice".into()),
+        ttl: Duration::from_secs(600),
+        kid: Some(kid.into()),
+        ..MintRequest::default()
+    })
+    .unwrap()
+}
+
+fn jwks_gateway(url: &str, refresh: &str, app: &Origin, env: &[(&str, &str)]) -> Gateway {
+    Gateway::start_with_env(
+        &format!(
+            "auth:\n  jwt:\n    providers:\n      remote: {{ algorithms: [RS256], jwks_url: \"{url}\", jwks_refresh: {refresh} }}\n\
+             upstreams:\n  app: {{ targets: [{{ address: \"{}\" }}] }}\n\
+             routes:\n  - {{ name: r, upstream: app, auth: {{ jwt: remote }} }}\n",
+            app.addr
+        ),
+        env,
+    )
+}
+
+fn status_with(gw: &Gateway, token: &str) -> u16 {
+    gw.request("GET", "/", &[("Authorization", &bearer(token))], b"")
+        .status
+}
+
+#[test]
+fn a_rotated_jwks_is_picked_up_on_an_unknown_kid_without_restart() {
+    let app = Origin::start("app");
+    let (key_a, private_a) = rsa_jwk("a");
+    let (key_b, private_b) = rsa_jwk("b");
+    let keys = Origin::start("jwks");
+    keys.set(|b| b.body = Some(jwks(&[&key_a])));
+    let gw = jwks_gateway(&format!("http://{}/jwks.json", keys.addr), "1h", &app, &[]);
+    let token_a = kid_token("a", &private_a);
+    assert!(crate::support::wait_until(
+        Duration::from_secs(10),
+        || status_with(&gw, &token_a) == 200
+    ));
+    let fetches = keys.hits();
+
+    keys.set(|b| b.body = Some(jwks(&[&key_a, &key_b])));
+    assert_eq!(
+        status_with(&gw, &kid_token("b", &private_b)),
+        200,
+        "the new kid works at once"
+    );
+    assert_eq!(keys.hits(), fetches + 1, "one refetch");
+    assert_eq!(
+        status_with(&gw, &token_a),
+        200,
+        "the old kid keeps working while published"
+    );
+
+    let unknown = kid_token("zzz", &private_b);
+    let response = gw.request("GET", "/", &[("Authorization", &bearer(&unknown))], b"");
+    assert_unauthorized(&response, "unknown kid");
+    assert_eq!(keys.hits(), fetches + 1, "at most one refetch per 30 s");
+    gw.wait_metric(
+        "edgegate_auth_failures_total{reason=\"unknown_kid\",route=\"r\"}",
+        1.0,
+    );
+}
+
+#[test]
+fn the_gateway_starts_without_its_jwks_and_keeps_the_last_good_set() {
+    let app = Origin::start("app");
+    let (key_a, private_a) = rsa_jwk("a");
+    let (key_b, private_b) = rsa_jwk("b");
+    let port = crate::support::free_port();
+    let gw = jwks_gateway(
+        &format!("http://127.0.0.1:{port}/jwks.json"),
+        "1s",
+        &app,
+        &[],
+    );
+    let (token_a, token_b) = (kid_token("a", &private_a), kid_token("b", &private_b));
+    let early = gw.request("GET", "/", &[("Authorization", &bearer(&token_a))], b"");
+    assert_eq!(early.status, 503, "keys not loaded yet: {}", early.text());
+    assert_eq!(early.json()["error"], "service_unavailable");
+
+    let keys = Origin::start_on("jwks", format!("127.0.0.1:{port}").parse().unwrap());
+    keys.set(|b| b.body = Some(jwks(&[&key_a])));
+    assert!(crate::support::wait_until(
+        Duration::from_secs(10),
+        || status_with(&gw, &token_a) == 200
+    ));
+
+    keys.set(|b| b.body = Some(jwks(&[&key_b])));
+    assert!(
+        crate::support::wait_until(Duration::from_secs(10), || status_with(&gw, &token_a)
+            == 401),
+        "a removed kid stops working after the next refresh"
+    );
+    assert_eq!(status_with(&gw, &token_b), 200);
+
+    keys.set(|b| b.status = 500);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        status_with(&gw, &token_b),
+        200,
+        "a failed refresh keeps the last good set"
+    );
+    assert!(gw.stderr().contains("keeping the previous keys"));
+}
+
+#[test]
+fn jwks_urls_work_over_https() {
+    let app = Origin::start("app");
+    let (key_a, private_a) = rsa_jwk("a");
+    let (cert, tls_key) = crate::tls::self_signed("localhost");
+    let dir = temp_dir();
+    let ca = write(&dir, "ca.pem", &cert.to_pem().unwrap());
+    let keys = crate::tls::tls_origin_with("jwks", cert, tls_key);
+    keys.set(|b| b.body = Some(jwks(&[&key_a])));
+    let url = format!("https://localhost:{}/jwks.json", keys.addr.port());
+    let gw = jwks_gateway(&url, "1h", &app, &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    let token = kid_token("a", &private_a);
+    assert!(
+        crate::support::wait_until(Duration::from_secs(10), || status_with(&gw, &token) == 200),
+        "{}",
+        gw.stderr()
+    );
+}

@@ -11,7 +11,7 @@ use openssl::x509::{X509NameBuilder, X509};
 use std::sync::Arc;
 
 /// A self-signed certificate for `host`.
-fn self_signed(host: &str) -> (X509, PKey<Private>) {
+pub fn self_signed(host: &str) -> (X509, PKey<Private>) {
     let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
     let mut name = X509NameBuilder::new().unwrap();
     name.append_entry_by_text("CN", host).unwrap();
@@ -38,6 +38,11 @@ fn self_signed(host: &str) -> (X509, PKey<Private>) {
 
 fn tls_origin(name: &str) -> Origin {
     let (cert, key) = self_signed("origin.test");
+    tls_origin_with(name, cert, key)
+}
+
+/// An origin speaking TLS with `cert`.
+pub fn tls_origin_with(name: &str, cert: X509, key: PKey<Private>) -> Origin {
     let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
     acceptor.set_certificate(&cert).unwrap();
     acceptor.set_private_key(&key).unwrap();

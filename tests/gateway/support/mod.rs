@@ -39,6 +39,20 @@ impl Gateway {
 
     /// Like `start_with_server`, with `listener_count` proxy listeners.
     pub fn start_custom(body: &str, server_extra: &str, listener_count: usize) -> Gateway {
+        Self::launch(body, server_extra, listener_count, &[])
+    }
+
+    /// Like `start`, with extra environment variables for the process.
+    pub fn start_with_env(body: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::launch(body, "", 1, env)
+    }
+
+    fn launch(
+        body: &str,
+        server_extra: &str,
+        listener_count: usize,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = temp_dir();
         let proxies: Vec<SocketAddr> = (0..listener_count)
             .map(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap())
@@ -64,6 +78,7 @@ impl Gateway {
             .args(["run", "-c"])
             .arg(&config_path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

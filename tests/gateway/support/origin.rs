@@ -44,6 +44,8 @@ pub struct Behavior {
     pub status: u16,
     pub delay: Duration,
     pub health_status: u16,
+    /// Served instead of the JSON echo when set.
+    pub body: Option<String>,
 }
 
 impl Default for Behavior {
@@ -52,6 +54,7 @@ impl Default for Behavior {
             status: 200,
             delay: Duration::ZERO,
             health_status: 200,
+            body: None,
         }
     }
 }
@@ -228,14 +231,17 @@ fn serve_connection<S: Read + Write>(stream: S, state: Arc<OriginState>) {
             .iter()
             .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
             .collect();
-        let payload = serde_json::json!({
-            "origin": state.name,
-            "method": method,
-            "target": target,
-            "headers": header_map,
-            "body_bytes": body.len(),
-        })
-        .to_string();
+        let payload = match &behavior.body {
+            Some(body) => body.clone(),
+            None => serde_json::json!({
+                "origin": state.name,
+                "method": method,
+                "target": target,
+                "headers": header_map,
+                "body_bytes": body.len(),
+            })
+            .to_string(),
+        };
         let response = format!(
             "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Origin: {}\r\nServer: test-origin\r\n\r\n{payload}",
             payload.len(),
