@@ -34,15 +34,7 @@ for i in 1 2 3; do
   start_nginx_origin "origin-$i" "$port"; origin_pids+=("$origin_pid")
 done
 take_port; proxy=$port; take_port; admin=$port
-cat > "$tmp/edgegate.yaml" <<YAML
-server:
-  threads: 1
-  pid_file: $tmp/edgegate.pid
-  upgrade_sock: $tmp/upgrade.sock
-listeners:
-  - { name: http, address: "127.0.0.1:$proxy" }
-admin: { address: "127.0.0.1:$admin" }
-access_log: { format: off }
+{ config_preamble; cat <<YAML
 upstreams:
   origins:
     selection: round_robin
@@ -59,6 +51,7 @@ routes:
     upstream: origins
     retries: { attempts: 2, on: [connect_failure, gateway_error, reset] }
 YAML
+} > "$tmp/edgegate.yaml"
 start_edgegate "$binary" "$tmp/edgegate.yaml"
 
 wrk -t1 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$proxy/" > "$tmp/wrk.out" &

@@ -52,3 +52,18 @@ start_edgegate() {
 wrk_errors() {
   awk '/Non-2xx/ {n += $NF} /Socket errors/ {for (i = 4; i <= NF; i += 2) n += $i} END {print n + 0}' "$1" | tr -d ','
 }
+
+# config_preamble: the server/listener/admin/access-log part of a load-test config
+# (one worker thread, access log off) for $proxy and $admin.
+config_preamble() {
+  cat <<YAML
+server:
+  threads: 1
+  pid_file: $tmp/edgegate.pid
+  upgrade_sock: $tmp/upgrade.sock
+listeners:
+  - { name: http, address: "127.0.0.1:$proxy" }
+admin: { address: "127.0.0.1:$admin" }
+access_log: { format: off }
+YAML
+}

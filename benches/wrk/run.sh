@@ -51,15 +51,7 @@ else
   "$origin_bin" "127.0.0.1:$origin1" origin-1 2>"$tmp/origin1.log" & pids+=($!)
   "$origin_bin" "127.0.0.1:$origin2" origin-2 2>"$tmp/origin2.log" & pids+=($!)
 fi
-cat > "$tmp/edgegate.yaml" <<YAML
-server:
-  threads: 1
-  pid_file: $tmp/edgegate.pid
-  upgrade_sock: $tmp/upgrade.sock
-listeners:
-  - { name: http, address: "127.0.0.1:$proxy" }
-admin: { address: "127.0.0.1:$admin" }
-access_log: { format: off }
+{ config_preamble; cat <<YAML
 upstreams:
   origins:
     selection: round_robin
@@ -70,6 +62,7 @@ routes:
   - { name: api, match: { path_prefix: /api/v1 }, strip_prefix: /api/v1, upstream: origins }
   - { name: default, upstream: origins }
 YAML
+} > "$tmp/edgegate.yaml"
 start_edgegate "$binary" "$tmp/edgegate.yaml"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$gateway_pid/stat"; }
