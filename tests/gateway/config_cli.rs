@@ -40,7 +40,10 @@ fn every_shipped_config_passes_check() {
             let output = std::process::Command::new(crate::support::binary())
                 .args(["check", "-c"])
                 .arg(&path)
-                .env("EDGEGATE_BENCH_JWT_SECRET", "a-secret-for-the-benchmark-config-0123456789")
+                .env(
+                    "EDGEGATE_BENCH_JWT_SECRET",
+                    "a-secret-for-the-benchmark-config-0123456789",
+                )
                 .output()
                 .unwrap();
             let (ok, stdout, stderr) = (
