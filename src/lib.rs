@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod gateway;
 pub mod observability;
+pub mod ratelimit;
 pub mod routing;
 pub mod server;
 pub mod upstream;

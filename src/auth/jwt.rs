@@ -191,6 +191,7 @@ impl JwtVerifier {
             },
             forwarded,
             expires: claims.get("exp").and_then(Value::as_u64),
+            claims,
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct Identity {
     pub forwarded: Vec<(HeaderName, HeaderValue)>,
     /// The JWT's `exp`.
     pub expires: Option<u64>,
+    /// Every claim of the JWT (empty for API keys), for `claim:NAME` rate-limit keys.
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Why a request was not let through.

@@ -3,6 +3,7 @@
 
 mod auth;
 mod model;
+mod ratelimit;
 mod raw;
 mod source_map;
 pub mod units;

@@ -19,6 +19,7 @@ pub struct Model {
     pub admin_address: SocketAddr,
     pub access_log: AccessLogSpec,
     pub auth: AuthSpec,
+    pub rate_limits: RateLimitSpec,
     /// Indexed by `RouteTarget` and `SplitTarget`.
     pub upstreams: Vec<UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
@@ -154,6 +155,8 @@ pub struct RouteSpec {
     pub ip_allow: Vec<IpNet>,
     pub ip_deny: Vec<IpNet>,
     pub auth: Option<RouteAuthSpec>,
+    /// Indexes into `RateLimitSpec::policies`; every one must admit the request.
+    pub rate_limits: Vec<usize>,
 }
 
 /// The request predicates of a route; every present one must hold.
@@ -299,4 +302,51 @@ pub enum AuthMethod {
     /// Index into `AuthSpec::jwt_providers`.
     Jwt(usize),
     ApiKey,
+}
+
+/// Rate-limit policies (in-process store).
+#[derive(Debug, Clone)]
+pub struct RateLimitSpec {
+    /// Bound of the local store; least recently used keys go first.
+    pub max_keys: usize,
+    pub policies: Vec<PolicySpec>,
+}
+
+impl Default for RateLimitSpec {
+    fn default() -> Self {
+        RateLimitSpec {
+            max_keys: 1_000_000,
+            policies: Vec::new(),
+        }
+    }
+}
+
+/// One named policy.
+#[derive(Debug, Clone)]
+pub struct PolicySpec {
+    pub name: String,
+    pub algorithm: crate::ratelimit::algorithm::Algorithm,
+    /// The parts of the key, in order (one part, or a composite).
+    pub key: Vec<KeyPart>,
+    pub limit: u64,
+    pub window: Duration,
+    /// Bucket capacity (token/leaky buckets; default: the effective limit).
+    pub burst: Option<u64>,
+    /// Tier -> limit.
+    pub tiers: Vec<(String, u64)>,
+    /// Count and report, never reject.
+    pub shadow: bool,
+}
+
+/// One component of a rate-limit key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    Global,
+    /// IPv4 address, or the /64 of an IPv6 address.
+    ClientIp,
+    /// JWT subject or API-key consumer; the client IP when anonymous.
+    Consumer,
+    Route,
+    Header(HeaderName),
+    Claim(String),
 }

@@ -19,10 +19,40 @@ pub struct RawConfig {
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
     pub auth: Option<RawAuth>,
-    pub rate_limits: Unsupported,
+    pub rate_limits: Option<RawRateLimits>,
     pub cache: Unsupported,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimits {
+    pub store: Option<String>,
+    pub redis: Unsupported,
+    pub max_keys: Option<u64>,
+    #[serde(default)]
+    pub policies: BTreeMap<String, RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub algorithm: String,
+    pub key: RawPolicyKey,
+    pub limit: u64,
+    pub window: String,
+    pub burst: Option<u64>,
+    pub tiers: Option<BTreeMap<String, u64>>,
+    pub shadow: Option<bool>,
+}
+
+/// `key: client_ip` or `key: [consumer, header:X-Tenant]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPolicyKey {
+    One(String),
+    Composite(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,7 +218,7 @@ pub struct RawRoute {
     pub split: Option<Vec<RawSplit>>,
     pub strip_prefix: Option<String>,
     pub auth: Option<RawRouteAuth>,
-    pub rate_limits: Unsupported,
+    pub rate_limits: Option<Vec<String>>,
     pub cache: Unsupported,
     pub timeout: Option<String>,
     pub retries: Option<RawRetries>,

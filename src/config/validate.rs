@@ -150,11 +150,6 @@ pub fn validate(raw: RawConfig, source: &Path, source_hash: u64) -> Result<Model
     } = raw;
 
     check.unsupported(
-        "rate_limits".into(),
-        &rate_limits,
-        "rate limiting lands with issue #5",
-    );
-    check.unsupported(
         "cache".into(),
         &cache,
         "response caching lands with issue #6",
@@ -185,6 +180,7 @@ pub fn validate(raw: RawConfig, source: &Path, source_hash: u64) -> Result<Model
     }
 
     let auth = super::auth::auth_spec(&mut check, auth);
+    let rate_limits = super::ratelimit::rate_limit_spec(&mut check, rate_limits);
 
     let mut route_names = HashSet::new();
     let mut route_specs = Vec::with_capacity(routes.len());
@@ -196,7 +192,14 @@ pub fn validate(raw: RawConfig, source: &Path, source_hash: u64) -> Result<Model
                 format!("route name `{}` is used twice", route.name),
             );
         }
-        if let Some(spec) = route_spec(&mut check, &key, route, &upstream_index, &auth) {
+        if let Some(spec) = route_spec(
+            &mut check,
+            &key,
+            route,
+            &upstream_index,
+            &auth,
+            &rate_limits,
+        ) {
             route_specs.push(spec);
         }
     }
@@ -215,6 +218,7 @@ pub fn validate(raw: RawConfig, source: &Path, source_hash: u64) -> Result<Model
         admin_address,
         access_log,
         auth,
+        rate_limits,
         upstreams: upstream_specs,
         routes: route_specs,
     })
@@ -617,6 +621,7 @@ fn route_spec(
     raw: RawRoute,
     upstreams: &HashMap<String, usize>,
     auth_spec: &AuthSpec,
+    rate_limit_spec: &RateLimitSpec,
 ) -> Option<RouteSpec> {
     let RawRoute {
         name,
@@ -644,10 +649,11 @@ fn route_spec(
         );
     }
     let auth = super::auth::route_auth(check, &format!("{key}.auth"), auth, auth_spec);
-    check.unsupported(
-        format!("{key}.rate_limits"),
-        &rate_limits,
-        "rate limiting lands with issue #5",
+    let rate_limits = super::ratelimit::route_policies(
+        check,
+        &format!("{key}.rate_limits"),
+        rate_limits,
+        rate_limit_spec,
     );
     check.unsupported(
         format!("{key}.cache"),
@@ -749,6 +755,7 @@ fn route_spec(
         ip_allow,
         ip_deny,
         auth,
+        rate_limits,
     })
 }
 

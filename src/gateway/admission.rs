@@ -1,5 +1,5 @@
 //! `request_filter`'s ordered short-circuit checks: header size -> route -> IP lists -> body size
-//! -> authentication -> roles and scopes.
+//! -> authentication -> roles and scopes -> rate limits.
 //! Each returns a value; only the phase code writes the response.
 
 use super::ctx::RequestCtx;
@@ -10,11 +10,21 @@ use std::net::IpAddr;
 
 /// The outcome of the admission checks.
 pub enum Verdict {
-    /// Proceed; with the identity when the route requires authentication.
-    Continue(Option<crate::auth::Authenticated>),
+    /// Proceed.
+    Continue(Admitted),
     Reject(Rejection),
     /// Authentication or authorization failed (the phase may refetch keys and check again).
     AuthFailed(crate::auth::Failure),
+    /// A rate-limit policy refused the request.
+    RateLimited(crate::ratelimit::Report),
+}
+
+/// What an admitted request carries on.
+pub struct Admitted {
+    /// The identity, when the route requires authentication.
+    pub auth: Option<crate::auth::Authenticated>,
+    /// The policy its rate-limit headers describe, on limited routes.
+    pub ratelimit: Option<crate::ratelimit::Report>,
 }
 
 /// Runs every check in order; the first failure wins.
@@ -43,12 +53,46 @@ pub fn check(request: &RequestHeader, ctx: &RequestCtx) -> Verdict {
             ));
         }
     }
-    let Some(auth) = &spec.auth else {
-        return Verdict::Continue(None);
+    let auth = match &spec.auth {
+        None => None,
+        Some(route_auth) => match ctx.runtime.auth.check(route_auth, request) {
+            Ok(authenticated) => Some(authenticated),
+            Err(failure) => return Verdict::AuthFailed(failure),
+        },
     };
-    match ctx.runtime.auth.check(auth, request) {
-        Ok(authenticated) => Verdict::Continue(Some(authenticated)),
-        Err(failure) => Verdict::AuthFailed(failure),
+    if spec.rate_limits.is_empty() {
+        return Verdict::Continue(Admitted {
+            auth,
+            ratelimit: None,
+        });
+    }
+    let limiter = &ctx.runtime.limiter;
+    let outcome = limiter.check(
+        &spec.rate_limits,
+        &crate::ratelimit::KeyInput {
+            route: ctx.route.unwrap_or(0),
+            client_ip: ctx.client_ip,
+            identity: auth.as_ref().map(|a| a.identity.as_ref()),
+            headers: &request.headers,
+        },
+    );
+    if let Some(slot) = outcome.limited_slot {
+        if let Some(policy) = spec
+            .rate_limits
+            .get(slot)
+            .and_then(|&i| limiter.policies.get(i))
+        {
+            route
+                .metrics
+                .rate_limited(slot, &policy.name, outcome.allowed);
+        }
+    }
+    match outcome.report {
+        Some(report) if !outcome.allowed => Verdict::RateLimited(report),
+        report => Verdict::Continue(Admitted {
+            auth,
+            ratelimit: report,
+        }),
     }
 }
 

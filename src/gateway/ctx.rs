@@ -87,6 +87,8 @@ pub struct RequestCtx {
     pub header_bytes: usize,
     /// Set when the route requires authentication and it succeeded.
     pub auth: Option<crate::auth::Authenticated>,
+    /// The rate-limit policy the response headers describe (limited routes).
+    pub ratelimit: Option<crate::ratelimit::Report>,
     pub body_bytes: u64,
     pub upstream: UpstreamCtx,
 }
@@ -105,6 +107,7 @@ impl RequestCtx {
             route: None,
             header_bytes: 0,
             auth: None,
+            ratelimit: None,
             body_bytes: 0,
             upstream: UpstreamCtx::default(),
         }

@@ -201,6 +201,11 @@ pub fn prepare_response(
             response.insert_header(name.clone(), value.clone())?;
         }
     }
+    if let Some(report) = &ctx.ratelimit {
+        for (name, value) in crate::ratelimit::headers(&ctx.runtime.limiter, report) {
+            response.insert_header(name, value)?;
+        }
+    }
     response.insert_header(X_REQUEST_ID, ctx.request_id.header_value())
 }
 

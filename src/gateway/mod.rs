@@ -18,6 +18,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use respond::Rejection;
 use runtime::Runtime;
 use std::sync::Arc;
 
@@ -77,12 +78,20 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        let rejection = match verdict {
-            Verdict::Continue(auth) => {
-                ctx.auth = auth;
+        let mut rejection = match verdict {
+            Verdict::Continue(admitted) => {
+                ctx.auth = admitted.auth;
+                ctx.ratelimit = admitted.ratelimit;
                 return Ok(false);
             }
             Verdict::Reject(rejection) => rejection,
+            Verdict::RateLimited(report) => {
+                ctx.ratelimit = Some(report);
+                Rejection::new(
+                    429,
+                    "too many requests: a rate limit of this route is reached",
+                )
+            }
             Verdict::AuthFailed(failure) => {
                 if let Some(route) = ctx.route() {
                     route.metrics.auth_failed(failure.reason_index());
@@ -90,6 +99,9 @@ impl ProxyHttp for Gateway {
                 admission::auth_rejection(failure)
             }
         };
+        if let Some(report) = &ctx.ratelimit {
+            rejection.headers = crate::ratelimit::headers(&ctx.runtime.limiter, report);
+        }
         respond::send(session, ctx.request_id.as_str(), &rejection).await?;
         Ok(true)
     }
@@ -185,7 +197,7 @@ impl ProxyHttp for Gateway {
         error: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let Some(rejection) = respond::classify(error) else {
+        let Some(mut rejection) = respond::classify(error) else {
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
@@ -194,6 +206,9 @@ impl ProxyHttp for Gateway {
         if session.response_written().is_none() {
             // The connection is not reused after a failure; say so instead of advertising keep-alive.
             session.set_keepalive(None);
+            if let Some(report) = &ctx.ratelimit {
+                rejection.headers = crate::ratelimit::headers(&ctx.runtime.limiter, report);
+            }
             if let Err(write_error) =
                 respond::send(session, ctx.request_id.as_str(), &rejection).await
             {

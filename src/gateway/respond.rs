@@ -14,6 +14,8 @@ pub struct Rejection {
     pub message: Cow<'static, str>,
     /// For 401: the `WWW-Authenticate` error description.
     pub challenge: Option<&'static str>,
+    /// More headers (rate-limit headers on limited routes).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl Rejection {
@@ -23,6 +25,7 @@ impl Rejection {
             status,
             message: message.into(),
             challenge: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -71,6 +74,9 @@ pub async fn send(
     header.insert_header(super::forwarding::X_REQUEST_ID, request_id)?;
     if rejection.status == 503 {
         header.insert_header(http::header::RETRY_AFTER, "1")?;
+    }
+    for (name, value) in &rejection.headers {
+        header.insert_header(name.clone(), value.clone())?;
     }
     if let Some(description) = rejection.challenge {
         header.insert_header(

@@ -51,6 +51,7 @@ pub struct Runtime {
     pub trusted_proxies: Vec<IpNet>,
     pub access_log: Arc<AccessLog>,
     pub auth: Authenticator,
+    pub limiter: crate::ratelimit::Limiter,
 }
 
 /// Why a snapshot could not be built from a valid model.
@@ -67,6 +68,7 @@ impl Runtime {
     pub fn build(model: Model) -> Result<Self, BuildError> {
         let access_log = Arc::new(AccessLog::open(&model.access_log)?);
         let auth = Authenticator::new(&model.auth)?;
+        let limiter = crate::ratelimit::Limiter::new(&model.rate_limits);
         let pools: Vec<Arc<Pool>> = model
             .upstreams
             .iter()
@@ -92,7 +94,7 @@ impl Runtime {
                 };
                 Route {
                     spec: spec.clone(),
-                    metrics: RouteMetrics::new(&spec.name),
+                    metrics: RouteMetrics::new(&spec.name, spec.rate_limits.len()),
                     split,
                 }
             })
@@ -102,12 +104,13 @@ impl Runtime {
             router: Router::new(&model.routes),
             routes,
             pools,
-            unmatched: RouteMetrics::new("unmatched"),
+            unmatched: RouteMetrics::new("unmatched", 0),
             keepalive_secs: (!keepalive.is_zero()).then(|| keepalive.as_secs().max(1)),
             max_request_header_size: model.server.max_request_header_size,
             trusted_proxies: model.server.trusted_proxies.clone(),
             access_log,
             auth,
+            limiter,
             model,
         })
     }

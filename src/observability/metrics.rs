@@ -23,6 +23,8 @@ struct Families {
     backend_healthy: IntGaugeVec,
     retries: IntCounterVec,
     auth_failures: IntCounterVec,
+    rate_limited: IntCounterVec,
+    rate_limited_shadow: IntCounterVec,
     circuit_open: IntCounterVec,
     backend_ejected: IntGaugeVec,
     ejections: IntCounterVec,
@@ -72,6 +74,18 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         &["route", "reason"]
     )
     .expect("register edgegate_retries_total"),
+    rate_limited: register_int_counter_vec!(
+        "edgegate_rate_limited_total",
+        "Requests answered 429 by a rate-limit policy",
+        &["route", "policy"]
+    )
+    .expect("register edgegate_rate_limited_total"),
+    rate_limited_shadow: register_int_counter_vec!(
+        "edgegate_rate_limited_shadow_total",
+        "Requests a shadow-mode policy would have answered 429 (let through)",
+        &["route", "policy"]
+    )
+    .expect("register edgegate_rate_limited_shadow_total"),
     auth_failures: register_int_counter_vec!(
         "edgegate_auth_failures_total",
         "Requests refused by authentication (401) or authorization (403), by route and reason",
@@ -180,17 +194,20 @@ pub struct RouteMetrics {
     pub duration: Histogram,
     retries: [OnceLock<IntCounter>; 4],
     auth_failures: [OnceLock<IntCounter>; 11],
+    /// Per policy slot of the route: [enforced, shadow].
+    rate_limited: Vec<[OnceLock<IntCounter>; 2]>,
 }
 
 impl RouteMetrics {
     /// Handles for `route` ("unmatched" for requests that matched no route).
-    pub fn new(route: &str) -> Self {
+    pub fn new(route: &str, policies: usize) -> Self {
         RouteMetrics {
             route: route.to_string(),
             requests: Default::default(),
             duration: FAMILIES.request_duration.with_label_values(&[route]),
             retries: Default::default(),
             auth_failures: Default::default(),
+            rate_limited: (0..policies).map(|_| Default::default()).collect(),
         }
     }
 
@@ -217,6 +234,21 @@ impl RouteMetrics {
                     .auth_failures
                     .with_label_values(&[&self.route, reasons[reason]])
             })
+            .inc();
+    }
+
+    /// Counts one request limited by the route's policy in `slot` (`shadow`: let through).
+    pub fn rate_limited(&self, slot: usize, policy: &str, shadow: bool) {
+        let Some(counters) = self.rate_limited.get(slot) else {
+            return;
+        };
+        let family = if shadow {
+            &FAMILIES.rate_limited_shadow
+        } else {
+            &FAMILIES.rate_limited
+        };
+        counters[usize::from(shadow)]
+            .get_or_init(|| family.with_label_values(&[&self.route, policy]))
             .inc();
     }
 

@@ -124,11 +124,11 @@ fn every_problem_is_listed_not_just_the_first() {
 
 #[test]
 fn sections_of_later_releases_are_rejected_not_ignored() {
-    let yaml = format!("{VALID}rate_limits: {{ store: local }}\n");
+    let yaml = format!("{VALID}cache: {{ max_size: 1MiB }}\n");
     let (ok, _, stderr) = check_text(&yaml);
     assert!(!ok);
     assert!(
-        stderr.contains("FILE:11:1: rate_limits: is not supported yet"),
+        stderr.contains("FILE:11:1: cache: is not supported yet"),
         "{stderr}"
     );
 }

@@ -10,6 +10,7 @@ mod failures;
 mod headers;
 mod health;
 mod http2;
+mod ratelimit;
 mod resilience;
 mod routing;
 mod support;

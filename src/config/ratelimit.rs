@@ -1,0 +1,181 @@
+//! Validation of `rate_limits` and of route `rate_limits`.
+
+use super::model::*;
+use super::raw::*;
+use super::units::parse_duration;
+use super::validate::Checker;
+use crate::ratelimit::algorithm::Algorithm;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Validates the top-level `rate_limits` section.
+pub(super) fn rate_limit_spec(check: &mut Checker, raw: Option<RawRateLimits>) -> RateLimitSpec {
+    let Some(RawRateLimits {
+        store,
+        redis,
+        max_keys,
+        policies,
+    }) = raw
+    else {
+        return RateLimitSpec::default();
+    };
+    match store.as_deref().unwrap_or("local") {
+        "local" => {}
+        "redis" => check.fail(
+            "rate_limits.store",
+            "`redis` is not supported yet by this edgegate release (use `local`)",
+        ),
+        other => check.fail(
+            "rate_limits.store",
+            format!("`{other}` is not one of: local, redis"),
+        ),
+    }
+    if redis.is_some() {
+        check.fail(
+            "rate_limits.redis",
+            "is not supported yet by this edgegate release; remove it",
+        );
+    }
+    let max_keys = max_keys.unwrap_or(1_000_000);
+    if !(1_000..=100_000_000).contains(&max_keys) {
+        check.fail("rate_limits.max_keys", "must be between 1000 and 100000000");
+    }
+    let mut specs = Vec::with_capacity(policies.len());
+    for (name, policy) in policies {
+        if let Some(spec) = policy_spec(check, &name, policy) {
+            specs.push(spec);
+        }
+    }
+    RateLimitSpec {
+        max_keys: max_keys as usize,
+        policies: specs,
+    }
+}
+
+fn policy_spec(check: &mut Checker, name: &str, raw: RawPolicy) -> Option<PolicySpec> {
+    let key = format!("rate_limits.policies.{name}");
+    let RawPolicy {
+        algorithm,
+        key: raw_key,
+        limit,
+        window,
+        burst,
+        tiers,
+        shadow,
+    } = raw;
+    let before = check.problem_count();
+    let algorithm = match algorithm.as_str() {
+        "fixed_window" => Algorithm::FixedWindow,
+        "sliding_window" => Algorithm::SlidingWindow,
+        "token_bucket" => Algorithm::TokenBucket,
+        "leaky_bucket" => Algorithm::LeakyBucket,
+        other => {
+            check.fail(
+                format!("{key}.algorithm"),
+                format!("`{other}` is not one of: fixed_window, sliding_window, token_bucket, leaky_bucket"),
+            );
+            Algorithm::FixedWindow
+        }
+    };
+    let parts = match raw_key {
+        RawPolicyKey::One(part) => vec![part],
+        RawPolicyKey::Composite(parts) => parts,
+    };
+    if parts.is_empty() {
+        check.fail(format!("{key}.key"), "name at least one key part");
+    }
+    let mut key_parts = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let parsed = match part.split_once(':') {
+            None => match part.as_str() {
+                "global" => Some(KeyPart::Global),
+                "client_ip" => Some(KeyPart::ClientIp),
+                "consumer" => Some(KeyPart::Consumer),
+                "route" => Some(KeyPart::Route),
+                _ => None,
+            },
+            Some(("header", name)) => check
+                .header_name(format!("{key}.key"), name)
+                .map(KeyPart::Header),
+            Some(("claim", name)) if !name.is_empty() => Some(KeyPart::Claim(name.to_string())),
+            _ => None,
+        };
+        match parsed {
+            Some(part) => key_parts.push(part),
+            None => check.fail(
+                format!("{key}.key"),
+                format!("`{part}` is not one of: global, client_ip, consumer, route, header:NAME, claim:NAME"),
+            ),
+        }
+    }
+    if limit == 0 {
+        check.fail(format!("{key}.limit"), "must be at least 1");
+    }
+    let window = match parse_duration(&window) {
+        Ok(window) if window >= Duration::from_millis(100) => window,
+        Ok(_) => {
+            check.fail(format!("{key}.window"), "must be at least 100ms");
+            Duration::from_secs(1)
+        }
+        Err(message) => {
+            check.fail(format!("{key}.window"), message);
+            Duration::from_secs(1)
+        }
+    };
+    if let Some(burst) = burst {
+        if !matches!(algorithm, Algorithm::TokenBucket | Algorithm::LeakyBucket) {
+            check.fail(
+                format!("{key}.burst"),
+                "only applies to token_bucket and leaky_bucket",
+            );
+        } else if burst == 0 {
+            check.fail(format!("{key}.burst"), "must be at least 1");
+        }
+    }
+    let tiers: Vec<(String, u64)> = tiers.unwrap_or_default().into_iter().collect();
+    for (tier, tier_limit) in &tiers {
+        if *tier_limit == 0 {
+            check.fail(format!("{key}.tiers.{tier}"), "must be at least 1");
+        }
+    }
+    (check.problem_count() == before).then(|| PolicySpec {
+        name: name.to_string(),
+        algorithm,
+        key: key_parts,
+        limit,
+        window,
+        burst,
+        tiers,
+        shadow: shadow.unwrap_or(false),
+    })
+}
+
+/// Resolves a route's `rate_limits` to policy indexes.
+pub(super) fn route_policies(
+    check: &mut Checker,
+    key: &str,
+    raw: Option<Vec<String>>,
+    spec: &RateLimitSpec,
+) -> Vec<usize> {
+    let index: HashMap<&str, usize> = spec
+        .policies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i))
+        .collect();
+    let mut policies = Vec::new();
+    for (position, name) in raw.unwrap_or_default().iter().enumerate() {
+        match index.get(name.as_str()) {
+            Some(&policy) if !policies.contains(&policy) => policies.push(policy),
+            Some(_) => check.fail(
+                format!("{key}[{position}]"),
+                format!("`{name}` is listed twice"),
+            ),
+            None => check.fail(
+                format!("{key}[{position}]"),
+                format!("no policy named `{name}` under rate_limits.policies"),
+            ),
+        }
+    }
+    policies
+}

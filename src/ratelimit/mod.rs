@@ -1,0 +1,359 @@
+//! Rate limiting: the algorithms as pure state transitions (`algorithm`), the in-process store
+//! (`store`), and the limiter that applies a route's policies to a request: every policy must
+//! admit it, and a rejection gives back what the other policies had granted.
+
+pub mod algorithm;
+pub mod store;
+
+use crate::auth::Identity;
+use crate::config::{KeyPart, PolicySpec, RateLimitSpec};
+use algorithm::{decide, forget_after_ms, refund, Decision, Quota};
+use http::HeaderMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::IpAddr;
+use store::LocalStore;
+
+/// What a request is keyed by.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyInput<'a> {
+    pub route: usize,
+    pub client_ip: Option<IpAddr>,
+    pub identity: Option<&'a Identity>,
+    pub headers: &'a HeaderMap,
+}
+
+/// The policy that the rate-limit headers describe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    pub policy: usize,
+    pub decision: Decision,
+}
+
+/// The limiter's answer for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// False only when an enforcing policy rejected the request.
+    pub allowed: bool,
+    /// The rejecting policy, or the one closest to its limit.
+    pub report: Option<Report>,
+    /// Position (in the route's list) of a policy that would have rejected: shadow or enforcing.
+    pub limited_slot: Option<usize>,
+}
+
+/// All policies and their shared store.
+pub struct Limiter {
+    pub policies: Vec<PolicySpec>,
+    store: LocalStore,
+    /// Two independent keyed hashes make a 128-bit key: collisions are not a practical concern.
+    hashers: (RandomState, RandomState),
+}
+
+impl Limiter {
+    /// A limiter for `spec` with an empty store.
+    pub fn new(spec: &RateLimitSpec) -> Self {
+        Limiter {
+            policies: spec.policies.clone(),
+            store: LocalStore::new(spec.max_keys),
+            hashers: (RandomState::new(), RandomState::new()),
+        }
+    }
+
+    /// Applies the route's `policies` (indexes) to one request.
+    pub fn check(&self, policies: &[usize], input: &KeyInput<'_>) -> Outcome {
+        let now = self.store.now_ms();
+        // Admitted so far: (policy, key) to refund if a later policy rejects.
+        let mut admitted: [(usize, u128); 8] = [(0, 0); 8];
+        let mut admitted_len = 0;
+        let mut report: Option<Report> = None;
+        let mut limited_slot = None;
+        for (slot, &index) in policies.iter().enumerate() {
+            let Some(policy) = self.policies.get(index) else {
+                continue;
+            };
+            let quota = quota(policy, input.identity);
+            let key = self.key(index, policy, input);
+            let forget = forget_after_ms(policy.algorithm, quota);
+            let decision = self.store.update(key, now, forget, |state| {
+                let (decision, next) = decide(policy.algorithm, quota, *state, now);
+                *state = next;
+                decision
+            });
+            let candidate = Report {
+                policy: index,
+                decision,
+            };
+            if !decision.allowed {
+                limited_slot.get_or_insert(slot);
+                if !policy.shadow {
+                    for &(policy, key) in &admitted[..admitted_len] {
+                        let spec = &self.policies[policy];
+                        let forget = forget_after_ms(spec.algorithm, quota_of(spec));
+                        self.store.update(key, now, forget, |state| {
+                            *state = refund(spec.algorithm, *state)
+                        });
+                    }
+                    return Outcome {
+                        allowed: false,
+                        report: Some(candidate),
+                        limited_slot,
+                    };
+                }
+            } else if admitted_len < admitted.len() {
+                admitted[admitted_len] = (index, key);
+                admitted_len += 1;
+            }
+            if report.is_none_or(|current| closer_to_limit(&candidate.decision, &current.decision))
+            {
+                report = Some(candidate);
+            }
+        }
+        Outcome {
+            allowed: true,
+            report,
+            limited_slot,
+        }
+    }
+
+    fn key(&self, index: usize, policy: &PolicySpec, input: &KeyInput<'_>) -> u128 {
+        let mut first = self.hashers.0.build_hasher();
+        let mut second = self.hashers.1.build_hasher();
+        let mut write = |bytes: &[u8]| {
+            bytes.hash(&mut first);
+            bytes.hash(&mut second);
+        };
+        write(&(index as u64).to_le_bytes());
+        write(&(input.route as u64).to_le_bytes());
+        for part in &policy.key {
+            match part {
+                KeyPart::Global => write(b"g"),
+                KeyPart::Route => write(b"r"),
+                KeyPart::ClientIp => write_ip(&mut write, input.client_ip),
+                KeyPart::Consumer => match input.identity.and_then(|i| i.consumer.as_deref()) {
+                    Some(consumer) => {
+                        write(b"c");
+                        write(consumer.as_bytes());
+                    }
+                    // Anonymous requests are limited per client, never "unlimited because no key".
+                    None => write_ip(&mut write, input.client_ip),
+                },
+                KeyPart::Header(name) => {
+                    write(b"h");
+                    write(input.headers.get(name).map_or(&b""[..], |v| v.as_bytes()));
+                }
+                KeyPart::Claim(claim) => {
+                    write(b"m");
+                    match input.identity.and_then(|i| i.claims.get(claim)) {
+                        Some(serde_json::Value::String(text)) => write(text.as_bytes()),
+                        Some(other) => write(other.to_string().as_bytes()),
+                        None => write(b""),
+                    }
+                }
+            }
+        }
+        (u128::from(first.finish()) << 64) | u128::from(second.finish())
+    }
+}
+
+/// IPv4 as is; IPv6 by its /64 (one subscriber usually holds a whole /64).
+fn write_ip(write: &mut impl FnMut(&[u8]), ip: Option<IpAddr>) {
+    match ip {
+        Some(IpAddr::V4(v4)) => {
+            write(b"4");
+            write(&v4.octets());
+        }
+        Some(IpAddr::V6(v6)) => {
+            write(b"6");
+            write(&v6.octets()[..8]);
+        }
+        None => write(b"-"),
+    }
+}
+
+/// The policy's numbers for this consumer's tier.
+fn quota(policy: &PolicySpec, identity: Option<&Identity>) -> Quota {
+    let tier = identity.and_then(|i| i.tier.as_deref());
+    let limit = tier
+        .and_then(|tier| policy.tiers.iter().find(|(name, _)| name == tier))
+        .map_or(policy.limit, |(_, limit)| *limit);
+    Quota {
+        limit,
+        window_ms: policy.window.as_millis() as u64,
+        burst: policy.burst.unwrap_or(limit),
+    }
+}
+
+fn quota_of(policy: &PolicySpec) -> Quota {
+    quota(policy, None)
+}
+
+/// The rate-limit response headers for `report` (legacy `X-RateLimit-*` and the IETF pair).
+pub fn headers(limiter: &Limiter, report: &Report) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    use http::{HeaderName, HeaderValue};
+    let Some(policy) = limiter.policies.get(report.policy) else {
+        return Vec::new();
+    };
+    let d = &report.decision;
+    let window = policy.window.as_secs().max(1);
+    let number = |n: u64| HeaderValue::from(n);
+    let mut headers = vec![
+        (
+            HeaderName::from_static("x-ratelimit-limit"),
+            number(d.limit),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-remaining"),
+            number(d.remaining),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-reset"),
+            number(d.reset_secs),
+        ),
+    ];
+    let policy_value = format!("\"{}\";q={};w={window}", policy.name, d.limit);
+    let state_value = format!("\"{}\";r={};t={}", policy.name, d.remaining, d.reset_secs);
+    for (name, value) in [
+        ("ratelimit-policy", policy_value),
+        ("ratelimit", state_value),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.push((HeaderName::from_static(name), value));
+        }
+    }
+    if !d.allowed {
+        headers.push((http::header::RETRY_AFTER, number(d.retry_after_secs.max(1))));
+    }
+    headers
+}
+
+/// remaining/limit of `a` below that of `b` (compared without division).
+fn closer_to_limit(a: &Decision, b: &Decision) -> bool {
+    u128::from(a.remaining) * u128::from(b.limit.max(1))
+        < u128::from(b.remaining) * u128::from(a.limit.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::algorithm::Algorithm;
+    use std::time::Duration;
+
+    fn policy(name: &str, limit: u64, key: Vec<KeyPart>, shadow: bool) -> PolicySpec {
+        PolicySpec {
+            name: name.into(),
+            algorithm: Algorithm::FixedWindow,
+            key,
+            limit,
+            window: Duration::from_secs(60),
+            burst: None,
+            tiers: vec![("gold".into(), 5)],
+            shadow,
+        }
+    }
+
+    fn limiter(policies: Vec<PolicySpec>) -> Limiter {
+        Limiter::new(&RateLimitSpec {
+            max_keys: 10_000,
+            policies,
+        })
+    }
+
+    fn input<'a>(ip: &str, identity: Option<&'a Identity>, headers: &'a HeaderMap) -> KeyInput<'a> {
+        KeyInput {
+            route: 0,
+            client_ip: ip.parse().ok(),
+            identity,
+            headers,
+        }
+    }
+
+    #[test]
+    fn a_rejection_refunds_the_other_policies() {
+        let headers = HeaderMap::new();
+        let l = limiter(vec![
+            policy("wide", 3, vec![KeyPart::Global], false),
+            policy("narrow", 1, vec![KeyPart::ClientIp], false),
+        ]);
+        let a = input("10.0.0.1", None, &headers);
+        assert!(l.check(&[0, 1], &a).allowed);
+        let rejected = l.check(&[0, 1], &a);
+        assert!(!rejected.allowed);
+        assert_eq!(rejected.report.map(|r| r.policy), Some(1));
+        // The global policy did not pay for the rejected request: two more clients fit.
+        assert!(l.check(&[0, 1], &input("10.0.0.2", None, &headers)).allowed);
+        assert!(l.check(&[0, 1], &input("10.0.0.3", None, &headers)).allowed);
+        assert!(!l.check(&[0, 1], &input("10.0.0.4", None, &headers)).allowed);
+    }
+
+    #[test]
+    fn ipv6_clients_are_grouped_by_64_and_anonymous_consumers_by_ip() {
+        let headers = HeaderMap::new();
+        let l = limiter(vec![policy("p", 1, vec![KeyPart::Consumer], false)]);
+        assert!(
+            l.check(&[0], &input("2001:db8:1:2::1", None, &headers))
+                .allowed
+        );
+        assert!(
+            !l.check(&[0], &input("2001:db8:1:2::ffff", None, &headers))
+                .allowed,
+            "same /64"
+        );
+        assert!(
+            l.check(&[0], &input("2001:db8:1:3::1", None, &headers))
+                .allowed,
+            "another /64"
+        );
+    }
+
+    #[test]
+    fn tiers_set_the_limit_and_shadow_never_rejects() {
+        let headers = HeaderMap::new();
+        let gold = Identity {
+            consumer: Some("acme".into()),
+            tier: Some("gold".into()),
+            ..Identity::default()
+        };
+        let l = limiter(vec![
+            policy("per_consumer", 1, vec![KeyPart::Consumer], false),
+            policy("shadow", 1, vec![KeyPart::Global], true),
+        ]);
+        let request = input("10.0.0.1", Some(&gold), &headers);
+        for _ in 0..5 {
+            let outcome = l.check(&[0, 1], &request);
+            assert!(outcome.allowed, "gold gets 5");
+        }
+        let outcome = l.check(&[0, 1], &request);
+        assert!(!outcome.allowed);
+        let shadow_only = l.check(&[1], &request);
+        assert!(shadow_only.allowed, "shadow counts but never rejects");
+        assert_eq!(shadow_only.limited_slot, Some(0));
+        assert_eq!(shadow_only.report.map(|r| r.decision.remaining), Some(0));
+    }
+
+    #[test]
+    fn composite_keys_keep_their_parts_apart() {
+        let l = limiter(vec![policy(
+            "tenant_ip",
+            1,
+            vec![
+                KeyPart::ClientIp,
+                KeyPart::Header(http::HeaderName::from_static("x-tenant")),
+            ],
+            false,
+        )]);
+        let mut a = HeaderMap::new();
+        a.insert("x-tenant", "a".parse().unwrap());
+        let mut b = HeaderMap::new();
+        b.insert("x-tenant", "b".parse().unwrap());
+        assert!(l.check(&[0], &input("10.0.0.1", None, &a)).allowed);
+        assert!(
+            l.check(&[0], &input("10.0.0.1", None, &b)).allowed,
+            "other tenant, same IP"
+        );
+        assert!(
+            l.check(&[0], &input("10.0.0.2", None, &a)).allowed,
+            "same tenant, other IP"
+        );
+        assert!(!l.check(&[0], &input("10.0.0.1", None, &a)).allowed);
+    }
+}
