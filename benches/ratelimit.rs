@@ -1,0 +1,126 @@
+//! Rate limiting: each algorithm's decision (pure), the limiter with the local store on one
+//! thread and with two threads contending, and the store's memory per key (printed once).
+//! `cargo bench --bench ratelimit`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark setup
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use edgegate::config::{KeyPart, PolicySpec, RateLimitSpec};
+use edgegate::ratelimit::algorithm::{decide, Algorithm, Quota, State};
+use edgegate::ratelimit::store::LocalStore;
+use edgegate::ratelimit::{KeyInput, Limiter};
+use std::time::{Duration, Instant};
+
+const ALGORITHMS: [(&str, Algorithm); 4] = [
+    ("fixed_window", Algorithm::FixedWindow),
+    ("sliding_window", Algorithm::SlidingWindow),
+    ("token_bucket", Algorithm::TokenBucket),
+    ("leaky_bucket", Algorithm::LeakyBucket),
+];
+
+fn limiter(algorithm: Algorithm) -> Limiter {
+    Limiter::new(&RateLimitSpec {
+        max_keys: 1_000_000,
+        policies: vec![PolicySpec {
+            name: "bench".into(),
+            algorithm,
+            key: vec![KeyPart::ClientIp],
+            limit: 1_000_000_000,
+            window: Duration::from_secs(60),
+            burst: None,
+            tiers: vec![],
+            shadow: false,
+        }],
+    })
+}
+
+fn bench_algorithms(c: &mut Criterion) {
+    let quota = Quota {
+        limit: 1_000_000,
+        window_ms: 60_000,
+        burst: 1_000_000,
+    };
+    for (name, algorithm) in ALGORITHMS {
+        c.bench_function(&format!("ratelimit/decide/{name}"), |b| {
+            let mut state = State::default();
+            let mut now = 1_000_000u64;
+            b.iter(|| {
+                now += 1;
+                let (decision, next) = decide(algorithm, quota, state, black_box(now));
+                state = next;
+                decision
+            })
+        });
+    }
+}
+
+fn bench_limiter(c: &mut Criterion) {
+    let headers = http::HeaderMap::new();
+    for (name, algorithm) in [ALGORITHMS[0], ALGORITHMS[2]] {
+        let limiter = limiter(algorithm);
+        let mut ip = 0u32;
+        c.bench_function(&format!("ratelimit/limiter/{name}/10k_clients"), |b| {
+            b.iter(|| {
+                ip = (ip + 1) % 10_000;
+                let input = KeyInput {
+                    route: 0,
+                    client_ip: Some(std::net::IpAddr::V4(ip.into())),
+                    identity: None,
+                    headers: &headers,
+                };
+                limiter.check(black_box(&[0]), &input)
+            })
+        });
+    }
+    let limiter = limiter(Algorithm::SlidingWindow);
+    c.bench_function("ratelimit/limiter/sliding_window/2_threads_one_key", |b| {
+        b.iter_custom(|iterations| {
+            let start = Instant::now();
+            std::thread::scope(|scope| {
+                for _ in 0..2 {
+                    scope.spawn(|| {
+                        let input = KeyInput {
+                            route: 0,
+                            client_ip: Some("10.0.0.1".parse().unwrap()),
+                            identity: None,
+                            headers: &headers,
+                        };
+                        for _ in 0..iterations {
+                            black_box(limiter.check(&[0], &input));
+                        }
+                    });
+                }
+            });
+            start.elapsed() / 2
+        })
+    });
+}
+
+fn resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn memory_per_key(_: &mut Criterion) {
+    const KEYS: u128 = 1_000_000;
+    let before = resident_kib();
+    let store = LocalStore::new(KEYS as usize * 2);
+    for key in 0..KEYS {
+        store.update(key.wrapping_mul(0x9e37_79b9_7f4a_7c15), 1, 60_000, |s| {
+            s.value = 1
+        });
+    }
+    let after = resident_kib();
+    println!(
+        "ratelimit/local_store: {} keys, {:.0} bytes per key (RSS growth)",
+        store.len(),
+        (after.saturating_sub(before) * 1024) as f64 / KEYS as f64
+    );
+}
+
+criterion_group!(benches, bench_algorithms, bench_limiter, memory_per_key);
+criterion_main!(benches);
