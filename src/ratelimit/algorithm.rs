@@ -49,6 +49,12 @@ pub struct Decision {
 
 const MILLI: u64 = 1000;
 
+/// Milliseconds for `milli` thousandths of a request to refill (or drain) at `limit` per window.
+fn ms_to_flow(quota: Quota, milli: u64) -> u64 {
+    (u128::from(milli) * u128::from(quota.window_ms.max(1)))
+        .div_ceil(u128::from((quota.limit * MILLI).max(1))) as u64
+}
+
 fn ceil_secs(ms: u64) -> u64 {
     ms.div_ceil(1000)
 }
@@ -141,19 +147,15 @@ pub fn decide(algorithm: Algorithm, quota: Quota, state: State, now: u64) -> (De
             };
             let allowed = tokens >= MILLI;
             let tokens = tokens - if allowed { MILLI } else { 0 };
-            let per_ms = |milli: u64| {
-                (u128::from(milli) * u128::from(window))
-                    .div_ceil(u128::from((limit * MILLI).max(1))) as u64
-            };
             let decision = Decision {
                 allowed,
                 limit: burst.max(1),
                 remaining: tokens / MILLI,
-                reset_secs: ceil_secs(per_ms(capacity - tokens)),
+                reset_secs: ceil_secs(ms_to_flow(quota, capacity - tokens)),
                 retry_after_secs: if allowed {
                     0
                 } else {
-                    ceil_secs(per_ms(MILLI - tokens)).max(1)
+                    ceil_secs(ms_to_flow(quota, MILLI - tokens)).max(1)
                 },
             };
             (
@@ -176,19 +178,15 @@ pub fn decide(algorithm: Algorithm, quota: Quota, state: State, now: u64) -> (De
             };
             let allowed = level + MILLI <= capacity;
             let level = level + if allowed { MILLI } else { 0 };
-            let per_ms = |milli: u64| {
-                (u128::from(milli) * u128::from(window))
-                    .div_ceil(u128::from((limit * MILLI).max(1))) as u64
-            };
             let decision = Decision {
                 allowed,
                 limit: burst.max(1),
                 remaining: (capacity - level) / MILLI,
-                reset_secs: ceil_secs(per_ms(level)),
+                reset_secs: ceil_secs(ms_to_flow(quota, level)),
                 retry_after_secs: if allowed {
                     0
                 } else {
-                    ceil_secs(per_ms(level + MILLI - capacity)).max(1)
+                    ceil_secs(ms_to_flow(quota, level + MILLI - capacity)).max(1)
                 },
             };
             (
