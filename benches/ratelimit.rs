@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark setup
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use edgegate::config::{KeyPart, PolicySpec, RateLimitSpec};
+use edgegate::config::{KeyPart, PolicySpec, RateLimitSpec, StoreSpec};
 use edgegate::ratelimit::algorithm::{decide, Algorithm, Quota, State};
 use edgegate::ratelimit::store::LocalStore;
 use edgegate::ratelimit::{KeyInput, Limiter};
@@ -20,6 +20,7 @@ const ALGORITHMS: [(&str, Algorithm); 4] = [
 
 fn limiter(algorithm: Algorithm) -> Limiter {
     Limiter::new(&RateLimitSpec {
+        store: StoreSpec::Local,
         max_keys: 1_000_000,
         policies: vec![PolicySpec {
             name: "bench".into(),
@@ -32,6 +33,14 @@ fn limiter(algorithm: Algorithm) -> Limiter {
             shadow: false,
         }],
     })
+    .unwrap()
+}
+
+/// The local store never awaits: a current-thread runtime drives each check to completion.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
 }
 
 fn bench_algorithms(c: &mut Criterion) {
@@ -56,6 +65,7 @@ fn bench_algorithms(c: &mut Criterion) {
 
 fn bench_limiter(c: &mut Criterion) {
     let headers = http::HeaderMap::new();
+    let rt = runtime();
     for (name, algorithm) in [ALGORITHMS[0], ALGORITHMS[2]] {
         let limiter = limiter(algorithm);
         let mut ip = 0u32;
@@ -64,11 +74,12 @@ fn bench_limiter(c: &mut Criterion) {
                 ip = (ip + 1) % 10_000;
                 let input = KeyInput {
                     route: 0,
+                    route_name: "bench",
                     client_ip: Some(std::net::IpAddr::V4(ip.into())),
                     identity: None,
                     headers: &headers,
                 };
-                limiter.check(black_box(&[0]), &input)
+                rt.block_on(limiter.check(black_box(&[0]), &input)).unwrap()
             })
         });
     }
@@ -79,14 +90,16 @@ fn bench_limiter(c: &mut Criterion) {
             std::thread::scope(|scope| {
                 for _ in 0..2 {
                     scope.spawn(|| {
+                        let rt = runtime();
                         let input = KeyInput {
                             route: 0,
+                            route_name: "bench",
                             client_ip: Some("10.0.0.1".parse().unwrap()),
                             identity: None,
                             headers: &headers,
                         };
                         for _ in 0..iterations {
-                            black_box(limiter.check(&[0], &input));
+                            black_box(rt.block_on(limiter.check(&[0], &input)).unwrap());
                         }
                     });
                 }

@@ -307,14 +307,31 @@ pub enum AuthMethod {
 /// Rate-limit policies (in-process store).
 #[derive(Debug, Clone)]
 pub struct RateLimitSpec {
+    pub store: StoreSpec,
     /// Bound of the local store; least recently used keys go first.
     pub max_keys: usize,
     pub policies: Vec<PolicySpec>,
 }
 
+/// Where rate-limit state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// In this process.
+    Local,
+    /// In a `redis-server` shared by every gateway instance.
+    Redis {
+        url: String,
+        /// Per call.
+        timeout: Duration,
+        /// What requests get while Redis is unreachable: true = allowed, false = 503.
+        allow_on_error: bool,
+    },
+}
+
 impl Default for RateLimitSpec {
     fn default() -> Self {
         RateLimitSpec {
+            store: StoreSpec::Local,
             max_keys: 1_000_000,
             policies: Vec::new(),
         }

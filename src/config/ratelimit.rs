@@ -19,23 +19,22 @@ pub(super) fn rate_limit_spec(check: &mut Checker, raw: Option<RawRateLimits>) -
     else {
         return RateLimitSpec::default();
     };
-    match store.as_deref().unwrap_or("local") {
-        "local" => {}
-        "redis" => check.fail(
-            "rate_limits.store",
-            "`redis` is not supported yet by this edgegate release (use `local`)",
-        ),
-        other => check.fail(
-            "rate_limits.store",
-            format!("`{other}` is not one of: local, redis"),
-        ),
-    }
-    if redis.is_some() {
-        check.fail(
-            "rate_limits.redis",
-            "is not supported yet by this edgegate release; remove it",
-        );
-    }
+    let store = match store.as_deref().unwrap_or("local") {
+        "local" => {
+            if redis.is_some() {
+                check.fail("rate_limits.redis", "only applies to `store: redis`");
+            }
+            StoreSpec::Local
+        }
+        "redis" => redis_store(check, redis),
+        other => {
+            check.fail(
+                "rate_limits.store",
+                format!("`{other}` is not one of: local, redis"),
+            );
+            StoreSpec::Local
+        }
+    };
     let max_keys = max_keys.unwrap_or(1_000_000);
     if !(1_000..=100_000_000).contains(&max_keys) {
         check.fail("rate_limits.max_keys", "must be between 1000 and 100000000");
@@ -47,8 +46,58 @@ pub(super) fn rate_limit_spec(check: &mut Checker, raw: Option<RawRateLimits>) -
         }
     }
     RateLimitSpec {
+        store,
         max_keys: max_keys as usize,
         policies: specs,
+    }
+}
+
+fn redis_store(check: &mut Checker, raw: Option<RawRedis>) -> StoreSpec {
+    let Some(RawRedis {
+        url,
+        timeout,
+        on_error,
+    }) = raw
+    else {
+        check.fail(
+            "rate_limits",
+            "`store: redis` needs `redis: { url: redis://HOST:PORT/DB }`",
+        );
+        return StoreSpec::Local;
+    };
+    if !url.starts_with("redis://") {
+        check.fail(
+            "rate_limits.redis.url",
+            format!("`{url}` is not a redis://HOST:PORT/DB URL"),
+        );
+    }
+    let timeout = match timeout.as_deref().map(parse_duration) {
+        None => Duration::from_millis(20),
+        Some(Ok(timeout)) if !timeout.is_zero() => timeout,
+        Some(Ok(_)) => {
+            check.fail("rate_limits.redis.timeout", "must be greater than zero");
+            Duration::from_millis(20)
+        }
+        Some(Err(message)) => {
+            check.fail("rate_limits.redis.timeout", message);
+            Duration::from_millis(20)
+        }
+    };
+    let allow_on_error = match on_error.as_deref().unwrap_or("allow") {
+        "allow" => true,
+        "deny" => false,
+        other => {
+            check.fail(
+                "rate_limits.redis.on_error",
+                format!("`{other}` is not one of: allow, deny"),
+            );
+            true
+        }
+    };
+    StoreSpec::Redis {
+        url,
+        timeout,
+        allow_on_error,
     }
 }
 

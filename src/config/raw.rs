@@ -29,10 +29,18 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimits {
     pub store: Option<String>,
-    pub redis: Unsupported,
+    pub redis: Option<RawRedis>,
     pub max_keys: Option<u64>,
     #[serde(default)]
     pub policies: BTreeMap<String, RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: String,
+    pub timeout: Option<String>,
+    pub on_error: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

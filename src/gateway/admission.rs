@@ -1,5 +1,5 @@
 //! `request_filter`'s ordered short-circuit checks: header size -> route -> IP lists -> body size
-//! -> authentication -> roles and scopes -> rate limits.
+//! -> authentication -> roles and scopes; then (async, as it may ask Redis) rate limits.
 //! Each returns a value; only the phase code writes the response.
 
 use super::ctx::RequestCtx;
@@ -10,21 +10,11 @@ use std::net::IpAddr;
 
 /// The outcome of the admission checks.
 pub enum Verdict {
-    /// Proceed.
-    Continue(Admitted),
+    /// Proceed; with the identity when the route requires authentication.
+    Continue(Option<crate::auth::Authenticated>),
     Reject(Rejection),
     /// Authentication or authorization failed (the phase may refetch keys and check again).
     AuthFailed(crate::auth::Failure),
-    /// A rate-limit policy refused the request.
-    RateLimited(crate::ratelimit::Report),
-}
-
-/// What an admitted request carries on.
-pub struct Admitted {
-    /// The identity, when the route requires authentication.
-    pub auth: Option<crate::auth::Authenticated>,
-    /// The policy its rate-limit headers describe, on limited routes.
-    pub ratelimit: Option<crate::ratelimit::Report>,
 }
 
 /// Runs every check in order; the first failure wins.
@@ -60,22 +50,42 @@ pub fn check(request: &RequestHeader, ctx: &RequestCtx) -> Verdict {
             Err(failure) => return Verdict::AuthFailed(failure),
         },
     };
+    Verdict::Continue(auth)
+}
+
+/// What the route's rate limits say.
+pub enum Limits {
+    /// Admitted, with the policy the headers describe.
+    Admit(Option<crate::ratelimit::Report>),
+    Refuse(crate::ratelimit::Report),
+    /// The shared store is unreachable and `on_error: deny`.
+    StoreUnavailable,
+}
+
+/// Applies the route's rate-limit policies (after authentication: keys and tiers need the identity).
+pub async fn rate_limit(
+    request: &RequestHeader,
+    ctx: &RequestCtx,
+    identity: Option<&crate::auth::Identity>,
+) -> Limits {
+    let Some(route) = ctx.route() else {
+        return Limits::Admit(None);
+    };
+    let spec = &route.spec;
     if spec.rate_limits.is_empty() {
-        return Verdict::Continue(Admitted {
-            auth,
-            ratelimit: None,
-        });
+        return Limits::Admit(None);
     }
     let limiter = &ctx.runtime.limiter;
-    let outcome = limiter.check(
-        &spec.rate_limits,
-        &crate::ratelimit::KeyInput {
-            route: ctx.route.unwrap_or(0),
-            client_ip: ctx.client_ip,
-            identity: auth.as_ref().map(|a| a.identity.as_ref()),
-            headers: &request.headers,
-        },
-    );
+    let input = crate::ratelimit::KeyInput {
+        route: ctx.route.unwrap_or(0),
+        route_name: &spec.name,
+        client_ip: ctx.client_ip,
+        identity,
+        headers: &request.headers,
+    };
+    let Ok(outcome) = limiter.check(&spec.rate_limits, &input).await else {
+        return Limits::StoreUnavailable;
+    };
     if let Some(slot) = outcome.limited_slot {
         if let Some(policy) = spec
             .rate_limits
@@ -88,11 +98,8 @@ pub fn check(request: &RequestHeader, ctx: &RequestCtx) -> Verdict {
         }
     }
     match outcome.report {
-        Some(report) if !outcome.allowed => Verdict::RateLimited(report),
-        report => Verdict::Continue(Admitted {
-            auth,
-            ratelimit: report,
-        }),
+        Some(report) if !outcome.allowed => Limits::Refuse(report),
+        report => Limits::Admit(report),
     }
 }
 

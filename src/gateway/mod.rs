@@ -79,19 +79,29 @@ impl ProxyHttp for Gateway {
             }
         }
         let mut rejection = match verdict {
-            Verdict::Continue(admitted) => {
-                ctx.auth = admitted.auth;
-                ctx.ratelimit = admitted.ratelimit;
-                return Ok(false);
+            Verdict::Continue(auth) => {
+                let identity = auth.as_ref().map(|a| Arc::clone(&a.identity));
+                ctx.auth = auth;
+                let limits =
+                    admission::rate_limit(session.req_header(), ctx, identity.as_deref()).await;
+                match limits {
+                    admission::Limits::Admit(report) => {
+                        ctx.ratelimit = report;
+                        return Ok(false);
+                    }
+                    admission::Limits::Refuse(report) => {
+                        ctx.ratelimit = Some(report);
+                        Rejection::new(
+                            429,
+                            "too many requests: a rate limit of this route is reached",
+                        )
+                    }
+                    admission::Limits::StoreUnavailable => {
+                        Rejection::new(503, "the rate-limit store is unavailable")
+                    }
+                }
             }
             Verdict::Reject(rejection) => rejection,
-            Verdict::RateLimited(report) => {
-                ctx.ratelimit = Some(report);
-                Rejection::new(
-                    429,
-                    "too many requests: a rate limit of this route is reached",
-                )
-            }
             Verdict::AuthFailed(failure) => {
                 if let Some(route) = ctx.route() {
                     route.metrics.auth_failed(failure.reason_index());

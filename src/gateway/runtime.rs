@@ -61,6 +61,8 @@ pub enum BuildError {
     AccessLog(#[from] std::io::Error),
     #[error(transparent)]
     Auth(#[from] crate::auth::jwt::BuildError),
+    #[error("rate limits: {0}")]
+    RateLimit(String),
 }
 
 impl Runtime {
@@ -68,7 +70,8 @@ impl Runtime {
     pub fn build(model: Model) -> Result<Self, BuildError> {
         let access_log = Arc::new(AccessLog::open(&model.access_log)?);
         let auth = Authenticator::new(&model.auth)?;
-        let limiter = crate::ratelimit::Limiter::new(&model.rate_limits);
+        let limiter =
+            crate::ratelimit::Limiter::new(&model.rate_limits).map_err(BuildError::RateLimit)?;
         let pools: Vec<Arc<Pool>> = model
             .upstreams
             .iter()

@@ -25,6 +25,8 @@ struct Families {
     auth_failures: IntCounterVec,
     rate_limited: IntCounterVec,
     rate_limited_shadow: IntCounterVec,
+    ratelimit_store_errors: prometheus::IntCounter,
+    ratelimit_store_duration: Histogram,
     circuit_open: IntCounterVec,
     backend_ejected: IntGaugeVec,
     ejections: IntCounterVec,
@@ -86,6 +88,17 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         &["route", "policy"]
     )
     .expect("register edgegate_rate_limited_shadow_total"),
+    ratelimit_store_errors: prometheus::register_int_counter!(
+        "edgegate_ratelimit_store_errors_total",
+        "Rate-limit decisions the shared store (Redis) failed to give (error or timeout)"
+    )
+    .expect("register edgegate_ratelimit_store_errors_total"),
+    ratelimit_store_duration: prometheus::register_histogram!(
+        "edgegate_ratelimit_store_duration_seconds",
+        "Time of one rate-limit decision in the shared store (Redis round trip)",
+        vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1]
+    )
+    .expect("register edgegate_ratelimit_store_duration_seconds"),
     auth_failures: register_int_counter_vec!(
         "edgegate_auth_failures_total",
         "Requests refused by authentication (401) or authorization (403), by route and reason",
@@ -333,6 +346,28 @@ impl BackendMetrics {
         if let Some(metrics) = &self.ejection {
             metrics.ejected.set(0);
         }
+    }
+}
+
+/// Handles for the shared rate-limit store.
+pub struct RateLimitStoreMetrics {
+    pub errors: IntCounter,
+    pub duration: Histogram,
+}
+
+impl RateLimitStoreMetrics {
+    /// The store's handles.
+    pub fn new() -> Self {
+        RateLimitStoreMetrics {
+            errors: FAMILIES.ratelimit_store_errors.clone(),
+            duration: FAMILIES.ratelimit_store_duration.clone(),
+        }
+    }
+}
+
+impl Default for RateLimitStoreMetrics {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

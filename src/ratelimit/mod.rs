@@ -3,12 +3,14 @@
 //! admit it, and a rejection gives back what the other policies had granted.
 
 pub mod algorithm;
+pub mod redis;
 pub mod store;
 
 use crate::auth::Identity;
-use crate::config::{KeyPart, PolicySpec, RateLimitSpec};
+use crate::config::{KeyPart, PolicySpec, RateLimitSpec, StoreSpec};
 use algorithm::{decide, forget_after_ms, refund, Decision, Quota};
 use http::HeaderMap;
+use redis::{RedisStore, StoreUnavailable};
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
@@ -18,6 +20,8 @@ use store::LocalStore;
 #[derive(Debug, Clone, Copy)]
 pub struct KeyInput<'a> {
     pub route: usize,
+    /// The route's name: shared stores key by names, which every gateway instance agrees on.
+    pub route_name: &'a str,
     pub client_ip: Option<IpAddr>,
     pub identity: Option<&'a Identity>,
     pub headers: &'a HeaderMap,
@@ -41,29 +45,82 @@ pub struct Outcome {
     pub limited_slot: Option<usize>,
 }
 
-/// All policies and their shared store.
+enum Store {
+    Local(LocalStore),
+    Redis {
+        store: Box<RedisStore>,
+        allow_on_error: bool,
+    },
+}
+
+/// All policies and their store.
 pub struct Limiter {
     pub policies: Vec<PolicySpec>,
-    store: LocalStore,
+    store: Store,
     /// Two independent keyed hashes make a 128-bit key: collisions are not a practical concern.
     hashers: (RandomState, RandomState),
 }
 
 impl Limiter {
-    /// A limiter for `spec` with an empty store.
-    pub fn new(spec: &RateLimitSpec) -> Self {
-        Limiter {
+    /// A limiter for `spec` with an empty store (Redis is connected on first use).
+    pub fn new(spec: &RateLimitSpec) -> Result<Self, String> {
+        let store = match &spec.store {
+            StoreSpec::Local => Store::Local(LocalStore::new(spec.max_keys)),
+            StoreSpec::Redis {
+                url,
+                timeout,
+                allow_on_error,
+            } => Store::Redis {
+                store: Box::new(RedisStore::new(url, *timeout)?),
+                allow_on_error: *allow_on_error,
+            },
+        };
+        Ok(Limiter {
             policies: spec.policies.clone(),
-            store: LocalStore::new(spec.max_keys),
+            store,
             hashers: (RandomState::new(), RandomState::new()),
+        })
+    }
+
+    /// Applies the route's `policies` (indexes) to one request. Err only when the shared store
+    /// is unreachable and `on_error: deny`.
+    pub async fn check(
+        &self,
+        policies: &[usize],
+        input: &KeyInput<'_>,
+    ) -> Result<Outcome, StoreUnavailable> {
+        match self.run(policies, input).await {
+            Ok(outcome) => Ok(outcome),
+            Err(_)
+                if matches!(
+                    self.store,
+                    Store::Redis {
+                        allow_on_error: true,
+                        ..
+                    }
+                ) =>
+            {
+                Ok(Outcome {
+                    allowed: true,
+                    report: None,
+                    limited_slot: None,
+                })
+            }
+            Err(unavailable) => Err(unavailable),
         }
     }
 
-    /// Applies the route's `policies` (indexes) to one request.
-    pub fn check(&self, policies: &[usize], input: &KeyInput<'_>) -> Outcome {
-        let now = self.store.now_ms();
-        // Admitted so far: (policy, key) to refund if a later policy rejects.
-        let mut admitted: [(usize, u128); 8] = [(0, 0); 8];
+    async fn run(
+        &self,
+        policies: &[usize],
+        input: &KeyInput<'_>,
+    ) -> Result<Outcome, StoreUnavailable> {
+        let now = match &self.store {
+            Store::Local(local) => local.now_ms(),
+            Store::Redis { .. } => 0, // Redis uses its own clock
+        };
+        // Admitted so far: policies to refund if a later policy rejects.
+        let mut admitted: [usize; 8] = [0; 8];
         let mut admitted_len = 0;
         let mut report: Option<Report> = None;
         let mut limited_slot = None;
@@ -71,14 +128,8 @@ impl Limiter {
             let Some(policy) = self.policies.get(index) else {
                 continue;
             };
-            let quota = quota(policy, input.identity);
-            let key = self.key(index, policy, input);
-            let forget = forget_after_ms(policy.algorithm, quota);
-            let decision = self.store.update(key, now, forget, |state| {
-                let (decision, next) = decide(policy.algorithm, quota, *state, now);
-                *state = next;
-                decision
-            });
+            let policy_quota = quota(policy, input.identity);
+            let decision = self.apply(index, policy_quota, input, now, false).await?;
             let candidate = Report {
                 policy: index,
                 decision,
@@ -86,21 +137,19 @@ impl Limiter {
             if !decision.allowed {
                 limited_slot.get_or_insert(slot);
                 if !policy.shadow {
-                    for &(policy, key) in &admitted[..admitted_len] {
-                        let spec = &self.policies[policy];
-                        let forget = forget_after_ms(spec.algorithm, quota_of(spec));
-                        self.store.update(key, now, forget, |state| {
-                            *state = refund(spec.algorithm, *state)
-                        });
+                    for &policy in &admitted[..admitted_len] {
+                        let refund_quota = quota(&self.policies[policy], input.identity);
+                        // Best effort: a failed refund only costs the client one request.
+                        let _ = self.apply(policy, refund_quota, input, now, true).await;
                     }
-                    return Outcome {
+                    return Ok(Outcome {
                         allowed: false,
                         report: Some(candidate),
                         limited_slot,
-                    };
+                    });
                 }
             } else if admitted_len < admitted.len() {
-                admitted[admitted_len] = (index, key);
+                admitted[admitted_len] = index;
                 admitted_len += 1;
             }
             if report.is_none_or(|current| closer_to_limit(&candidate.decision, &current.decision))
@@ -108,10 +157,55 @@ impl Limiter {
                 report = Some(candidate);
             }
         }
-        Outcome {
+        Ok(Outcome {
             allowed: true,
             report,
             limited_slot,
+        })
+    }
+
+    /// Takes (or with `refund`, gives back) one request of `policy` for this request's key.
+    async fn apply(
+        &self,
+        index: usize,
+        quota: Quota,
+        input: &KeyInput<'_>,
+        now: u64,
+        refund_it: bool,
+    ) -> Result<Decision, StoreUnavailable> {
+        let policy = &self.policies[index];
+        let ttl = forget_after_ms(policy.algorithm, quota);
+        match &self.store {
+            Store::Local(local) => {
+                let key = self.key(index, policy, input);
+                Ok(local.update(key, now, ttl, |state| {
+                    if refund_it {
+                        *state = refund(policy.algorithm, *state);
+                        return Decision {
+                            allowed: true,
+                            limit: quota.limit,
+                            remaining: 0,
+                            reset_secs: 0,
+                            retry_after_secs: 0,
+                        };
+                    }
+                    let (decision, next) = decide(policy.algorithm, quota, *state, now);
+                    *state = next;
+                    decision
+                }))
+            }
+            Store::Redis { store, .. } => {
+                let key = shared_key(policy, input);
+                store
+                    .apply(
+                        &key,
+                        policy.algorithm,
+                        quota,
+                        ttl + quota.window_ms,
+                        refund_it,
+                    )
+                    .await
+            }
         }
     }
 
@@ -124,18 +218,47 @@ impl Limiter {
         };
         write(&(index as u64).to_le_bytes());
         write(&(input.route as u64).to_le_bytes());
+        feed_parts(policy, input, &mut write);
+        (u128::from(first.finish()) << 64) | u128::from(second.finish())
+    }
+}
+
+/// The key in a shared store: the same for every gateway instance (names, not indexes; a
+/// SHA-256, so client-controlled parts can neither collide on purpose nor bloat the key).
+fn shared_key(policy: &PolicySpec, input: &KeyInput<'_>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    let mut write = |bytes: &[u8]| {
+        digest.update((bytes.len() as u64).to_le_bytes());
+        digest.update(bytes);
+    };
+    write(policy.name.as_bytes());
+    write(input.route_name.as_bytes());
+    feed_parts(policy, input, &mut write);
+    let hash = digest.finalize();
+    let mut key = String::with_capacity(12 + 32);
+    key.push_str("edgegate:rl:");
+    for byte in &hash[..16] {
+        key.push_str(&format!("{byte:02x}"));
+    }
+    key
+}
+
+/// Feeds the policy's key parts for this request to `write`.
+fn feed_parts(policy: &PolicySpec, input: &KeyInput<'_>, write: &mut impl FnMut(&[u8])) {
+    {
         for part in &policy.key {
             match part {
                 KeyPart::Global => write(b"g"),
                 KeyPart::Route => write(b"r"),
-                KeyPart::ClientIp => write_ip(&mut write, input.client_ip),
+                KeyPart::ClientIp => write_ip(&mut *write, input.client_ip),
                 KeyPart::Consumer => match input.identity.and_then(|i| i.consumer.as_deref()) {
                     Some(consumer) => {
                         write(b"c");
                         write(consumer.as_bytes());
                     }
                     // Anonymous requests are limited per client, never "unlimited because no key".
-                    None => write_ip(&mut write, input.client_ip),
+                    None => write_ip(&mut *write, input.client_ip),
                 },
                 KeyPart::Header(name) => {
                     write(b"h");
@@ -151,7 +274,6 @@ impl Limiter {
                 }
             }
         }
-        (u128::from(first.finish()) << 64) | u128::from(second.finish())
     }
 }
 
@@ -181,10 +303,6 @@ fn quota(policy: &PolicySpec, identity: Option<&Identity>) -> Quota {
         window_ms: policy.window.as_millis() as u64,
         burst: policy.burst.unwrap_or(limit),
     }
-}
-
-fn quota_of(policy: &PolicySpec) -> Quota {
-    quota(policy, None)
 }
 
 /// The rate-limit response headers for `report` (legacy `X-RateLimit-*` and the IETF pair).
@@ -253,14 +371,26 @@ mod tests {
 
     fn limiter(policies: Vec<PolicySpec>) -> Limiter {
         Limiter::new(&RateLimitSpec {
+            store: StoreSpec::Local,
             max_keys: 10_000,
             policies,
         })
+        .unwrap()
+    }
+
+    /// The local store never awaits, so a current-thread runtime drives it to completion.
+    fn check(limiter: &Limiter, policies: &[usize], input: &KeyInput<'_>) -> Outcome {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(limiter.check(policies, input))
+            .unwrap()
     }
 
     fn input<'a>(ip: &str, identity: Option<&'a Identity>, headers: &'a HeaderMap) -> KeyInput<'a> {
         KeyInput {
             route: 0,
+            route_name: "r",
             client_ip: ip.parse().ok(),
             identity,
             headers,
@@ -275,32 +405,27 @@ mod tests {
             policy("narrow", 1, vec![KeyPart::ClientIp], false),
         ]);
         let a = input("10.0.0.1", None, &headers);
-        assert!(l.check(&[0, 1], &a).allowed);
-        let rejected = l.check(&[0, 1], &a);
+        assert!(check(&l, &[0, 1], &a).allowed);
+        let rejected = check(&l, &[0, 1], &a);
         assert!(!rejected.allowed);
         assert_eq!(rejected.report.map(|r| r.policy), Some(1));
         // The global policy did not pay for the rejected request: two more clients fit.
-        assert!(l.check(&[0, 1], &input("10.0.0.2", None, &headers)).allowed);
-        assert!(l.check(&[0, 1], &input("10.0.0.3", None, &headers)).allowed);
-        assert!(!l.check(&[0, 1], &input("10.0.0.4", None, &headers)).allowed);
+        assert!(check(&l, &[0, 1], &input("10.0.0.2", None, &headers)).allowed);
+        assert!(check(&l, &[0, 1], &input("10.0.0.3", None, &headers)).allowed);
+        assert!(!check(&l, &[0, 1], &input("10.0.0.4", None, &headers)).allowed);
     }
 
     #[test]
     fn ipv6_clients_are_grouped_by_64_and_anonymous_consumers_by_ip() {
         let headers = HeaderMap::new();
         let l = limiter(vec![policy("p", 1, vec![KeyPart::Consumer], false)]);
+        assert!(check(&l, &[0], &input("2001:db8:1:2::1", None, &headers)).allowed);
         assert!(
-            l.check(&[0], &input("2001:db8:1:2::1", None, &headers))
-                .allowed
-        );
-        assert!(
-            !l.check(&[0], &input("2001:db8:1:2::ffff", None, &headers))
-                .allowed,
+            !check(&l, &[0], &input("2001:db8:1:2::ffff", None, &headers)).allowed,
             "same /64"
         );
         assert!(
-            l.check(&[0], &input("2001:db8:1:3::1", None, &headers))
-                .allowed,
+            check(&l, &[0], &input("2001:db8:1:3::1", None, &headers)).allowed,
             "another /64"
         );
     }
@@ -319,12 +444,12 @@ mod tests {
         ]);
         let request = input("10.0.0.1", Some(&gold), &headers);
         for _ in 0..5 {
-            let outcome = l.check(&[0, 1], &request);
+            let outcome = check(&l, &[0, 1], &request);
             assert!(outcome.allowed, "gold gets 5");
         }
-        let outcome = l.check(&[0, 1], &request);
+        let outcome = check(&l, &[0, 1], &request);
         assert!(!outcome.allowed);
-        let shadow_only = l.check(&[1], &request);
+        let shadow_only = check(&l, &[1], &request);
         assert!(shadow_only.allowed, "shadow counts but never rejects");
         assert_eq!(shadow_only.limited_slot, Some(0));
         assert_eq!(shadow_only.report.map(|r| r.decision.remaining), Some(0));
@@ -345,15 +470,15 @@ mod tests {
         a.insert("x-tenant", "a".parse().unwrap());
         let mut b = HeaderMap::new();
         b.insert("x-tenant", "b".parse().unwrap());
-        assert!(l.check(&[0], &input("10.0.0.1", None, &a)).allowed);
+        assert!(check(&l, &[0], &input("10.0.0.1", None, &a)).allowed);
         assert!(
-            l.check(&[0], &input("10.0.0.1", None, &b)).allowed,
+            check(&l, &[0], &input("10.0.0.1", None, &b)).allowed,
             "other tenant, same IP"
         );
         assert!(
-            l.check(&[0], &input("10.0.0.2", None, &a)).allowed,
+            check(&l, &[0], &input("10.0.0.2", None, &a)).allowed,
             "same tenant, other IP"
         );
-        assert!(!l.check(&[0], &input("10.0.0.1", None, &a)).allowed);
+        assert!(!check(&l, &[0], &input("10.0.0.1", None, &a)).allowed);
     }
 }

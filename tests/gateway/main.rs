@@ -11,6 +11,7 @@ mod headers;
 mod health;
 mod http2;
 mod ratelimit;
+mod redis_store;
 mod resilience;
 mod routing;
 mod support;

@@ -173,7 +173,7 @@ fn rate_limit_configuration_mistakes_are_reported() {
     let (ok, _, stderr) = crate::support::check(&path);
     assert!(!ok);
     for expected in [
-        "rate_limits.store: `redis` is not supported yet",
+        "rate_limits: `store: redis` needs `redis: { url: redis://HOST:PORT/DB }`",
         "rate_limits.policies.bad.algorithm: `gcra` is not one of",
         "rate_limits.policies.bad.key: `cookie:x` is not one of",
         "rate_limits.policies.bad.limit: must be at least 1",
