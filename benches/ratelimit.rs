@@ -109,6 +109,65 @@ fn bench_limiter(c: &mut Criterion) {
     });
 }
 
+/// One decision through a real `redis-server` (started here on a free port; skipped without one).
+fn bench_redis(c: &mut Criterion) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Ok(mut server) = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    else {
+        println!("ratelimit/limiter/redis: skipped, no redis-server");
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let limiter = Limiter::new(&RateLimitSpec {
+        store: StoreSpec::Redis {
+            url: format!("redis://127.0.0.1:{port}/0"),
+            timeout: Duration::from_secs(1),
+            allow_on_error: false,
+        },
+        max_keys: 1_000_000,
+        policies: limiter(Algorithm::SlidingWindow).policies,
+    })
+    .unwrap();
+    // The connection's background task needs a runtime that keeps running between checks.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let headers = http::HeaderMap::new();
+    let input = KeyInput {
+        route: 0,
+        route_name: "bench",
+        client_ip: Some("10.0.0.1".parse().unwrap()),
+        identity: None,
+        headers: &headers,
+    };
+    c.bench_function("ratelimit/limiter/redis/sliding_window_round_trip", |b| {
+        b.iter(|| rt.block_on(limiter.check(black_box(&[0]), &input)).unwrap())
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
 fn resident_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -135,5 +194,11 @@ fn memory_per_key(_: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench_algorithms, bench_limiter, memory_per_key);
+criterion_group!(
+    benches,
+    bench_algorithms,
+    bench_limiter,
+    bench_redis,
+    memory_per_key
+);
 criterion_main!(benches);
