@@ -11,6 +11,21 @@ use edgegate::ratelimit::store::LocalStore;
 use edgegate::ratelimit::{KeyInput, Limiter};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/gateway/support/redis.rs"]
+#[allow(dead_code)] // shared with the tests, which also stop and restart servers
+mod redis;
+
+/// The request every limiter check in this bench is for.
+fn input<'a>(ip: std::net::IpAddr, headers: &'a http::HeaderMap) -> KeyInput<'a> {
+    KeyInput {
+        route: 0,
+        route_name: "bench",
+        client_ip: Some(ip),
+        identity: None,
+        headers,
+    }
+}
+
 const ALGORITHMS: [(&str, Algorithm); 4] = [
     ("fixed_window", Algorithm::FixedWindow),
     ("sliding_window", Algorithm::SlidingWindow),
@@ -72,13 +87,7 @@ fn bench_limiter(c: &mut Criterion) {
         c.bench_function(&format!("ratelimit/limiter/{name}/10k_clients"), |b| {
             b.iter(|| {
                 ip = (ip + 1) % 10_000;
-                let input = KeyInput {
-                    route: 0,
-                    route_name: "bench",
-                    client_ip: Some(std::net::IpAddr::V4(ip.into())),
-                    identity: None,
-                    headers: &headers,
-                };
+                let input = input(std::net::IpAddr::V4(ip.into()), &headers);
                 rt.block_on(limiter.check(black_box(&[0]), &input)).unwrap()
             })
         });
@@ -91,13 +100,7 @@ fn bench_limiter(c: &mut Criterion) {
                 for _ in 0..2 {
                     scope.spawn(|| {
                         let rt = runtime();
-                        let input = KeyInput {
-                            route: 0,
-                            route_name: "bench",
-                            client_ip: Some("10.0.0.1".parse().unwrap()),
-                            identity: None,
-                            headers: &headers,
-                        };
+                        let input = input("10.0.0.1".parse().unwrap(), &headers);
                         for _ in 0..iterations {
                             black_box(rt.block_on(limiter.check(&[0], &input)).unwrap());
                         }
@@ -116,27 +119,10 @@ fn bench_redis(c: &mut Criterion) {
         .local_addr()
         .unwrap()
         .port();
-    let Ok(mut server) = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-    else {
+    let Some(server) = redis::RedisServer::start_on(port) else {
         println!("ratelimit/limiter/redis: skipped, no redis-server");
         return;
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let limiter = Limiter::new(&RateLimitSpec {
         store: StoreSpec::Redis {
             url: format!("redis://127.0.0.1:{port}/0"),
@@ -154,18 +140,11 @@ fn bench_redis(c: &mut Criterion) {
         .build()
         .unwrap();
     let headers = http::HeaderMap::new();
-    let input = KeyInput {
-        route: 0,
-        route_name: "bench",
-        client_ip: Some("10.0.0.1".parse().unwrap()),
-        identity: None,
-        headers: &headers,
-    };
+    let input = input("10.0.0.1".parse().unwrap(), &headers);
     c.bench_function("ratelimit/limiter/redis/sliding_window_round_trip", |b| {
         b.iter(|| rt.block_on(limiter.check(black_box(&[0]), &input)).unwrap())
     });
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
 
 fn resident_kib() -> u64 {

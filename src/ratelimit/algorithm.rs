@@ -236,6 +236,12 @@ mod tests {
     use super::*;
 
     const MINUTE: u64 = 60_000;
+    const ALL: [Algorithm; 4] = [
+        Algorithm::FixedWindow,
+        Algorithm::SlidingWindow,
+        Algorithm::TokenBucket,
+        Algorithm::LeakyBucket,
+    ];
 
     fn run(algorithm: Algorithm, quota: Quota, times: &[u64]) -> (Vec<bool>, State) {
         let mut state = State::default();
@@ -386,12 +392,7 @@ mod tests {
 
     #[test]
     fn refunds_undo_an_admission() {
-        for algorithm in [
-            Algorithm::FixedWindow,
-            Algorithm::SlidingWindow,
-            Algorithm::TokenBucket,
-            Algorithm::LeakyBucket,
-        ] {
+        for algorithm in ALL {
             let q = quota(5, 5);
             let (_, before) = decide(algorithm, q, State::default(), 1_000_000);
             let (d, after) = decide(algorithm, q, before, 1_000_000);
@@ -403,12 +404,7 @@ mod tests {
     #[test]
     fn idle_keys_become_fresh() {
         let q = quota(10, 10);
-        for algorithm in [
-            Algorithm::FixedWindow,
-            Algorithm::SlidingWindow,
-            Algorithm::TokenBucket,
-            Algorithm::LeakyBucket,
-        ] {
+        for algorithm in ALL {
             let (_, used) = run(algorithm, q, &[1_000_000; 10]);
             let later = 1_000_000 + forget_after_ms(algorithm, q) + MINUTE;
             let (from_used, _) = decide(algorithm, q, used, later);

@@ -1,64 +1,14 @@
 //! The shared Redis store: a real `redis-server` child process, two gateways sharing one limit,
 //! Redis killed and restarted mid-test.
 
-use crate::support::{free_port, temp_dir, wait_until, Gateway, Origin};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use crate::support::redis::RedisServer;
+use crate::support::{free_port, wait_until, Gateway, Origin};
 use std::time::Duration;
 
-/// A `redis-server` on a free port; killed on drop.
-struct Redis {
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    fn start_on(port: u16) -> Redis {
-        let dir = temp_dir();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (scripts/install-deps.sh test)");
-        assert!(
-            wait_until(Duration::from_secs(10), || TcpStream::connect((
-                "127.0.0.1",
-                port
-            ))
-            .is_ok()),
-            "redis-server did not start"
-        );
-        Redis { port, child }
-    }
-
-    fn start() -> Redis {
-        Self::start_on(free_port())
-    }
-
-    fn stop(mut self) -> u16 {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.port
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `redis-server` on `port` (or a free one); the tests need it installed.
+fn redis_on(port: u16) -> RedisServer {
+    RedisServer::start_on(port)
+        .expect("redis-server must be installed (scripts/install-deps.sh test)")
 }
 
 fn gateway(origin: &Origin, redis_port: u16, on_error: &str, limit: u32) -> Gateway {
@@ -73,7 +23,7 @@ fn gateway(origin: &Origin, redis_port: u16, on_error: &str, limit: u32) -> Gate
 
 #[test]
 fn two_gateways_share_one_limit_through_redis() {
-    let redis = Redis::start();
+    let redis = redis_on(free_port());
     let origin = Origin::start("app");
     let (a, b) = (
         gateway(&origin, redis.port, "allow", 4),
@@ -107,7 +57,7 @@ fn two_gateways_share_one_limit_through_redis() {
 
 #[test]
 fn while_redis_is_down_on_error_decides_and_limiting_resumes_when_it_returns() {
-    let redis = Redis::start();
+    let redis = redis_on(free_port());
     let origin = Origin::start("app");
     let allow = gateway(&origin, redis.port, "allow", 2);
     let deny = gateway(&origin, redis.port, "deny", 1000);
@@ -137,7 +87,7 @@ fn while_redis_is_down_on_error_decides_and_limiting_resumes_when_it_returns() {
             >= 3.0
     );
 
-    let _redis = Redis::start_on(port);
+    let _redis = redis_on(port);
     assert!(
         wait_until(Duration::from_secs(10), || deny.get("/").status == 200),
         "the deny gateway recovers when Redis returns"

@@ -2,6 +2,7 @@
 //! plus the origin servers and client of `origin.rs`.
 
 mod origin;
+pub mod redis;
 
 pub use origin::*;
 use std::net::{SocketAddr, TcpStream};
