@@ -108,6 +108,8 @@ pub enum HashKey {
     ClientIp,
     Path,
     Header(HeaderName),
+    /// A JWT claim of the authenticated request (the client IP when there is none).
+    Claim(String),
 }
 
 /// TLS towards the backends of a pool.

@@ -421,17 +421,11 @@ fn upstream_spec(check: &mut Checker, name: &str, raw: RawUpstream) -> UpstreamS
             Some(("header", header)) => check
                 .header_name(format!("{key}.hash_key"), header)
                 .map_or(HashKey::ClientIp, HashKey::Header),
-            Some(("claim", _)) => {
-                check.fail(
-                    format!("{key}.hash_key"),
-                    "`claim:NAME` is not supported yet (JWT claims land with issue #4)",
-                );
-                HashKey::ClientIp
-            }
+            Some(("claim", claim)) if !claim.is_empty() => HashKey::Claim(claim.to_string()),
             _ => {
                 check.fail(
                     format!("{key}.hash_key"),
-                    format!("`{other}` is not one of: client_ip, path, header:NAME"),
+                    format!("`{other}` is not one of: client_ip, path, header:NAME, claim:NAME"),
                 );
                 HashKey::ClientIp
             }

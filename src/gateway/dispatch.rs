@@ -73,17 +73,26 @@ pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Resul
 }
 
 fn hash_key(pool: &Pool, request: &RequestHeader, ctx: &RequestCtx) -> u64 {
+    let client_ip = || match ctx.client_ip {
+        Some(std::net::IpAddr::V4(ip)) => hash_bytes(&ip.octets()),
+        Some(std::net::IpAddr::V6(ip)) => hash_bytes(&ip.octets()),
+        None => 0,
+    };
     match &pool.hash_key {
-        HashKey::ClientIp => match ctx.client_ip {
-            Some(std::net::IpAddr::V4(ip)) => hash_bytes(&ip.octets()),
-            Some(std::net::IpAddr::V6(ip)) => hash_bytes(&ip.octets()),
-            None => 0,
-        },
+        HashKey::ClientIp => client_ip(),
         HashKey::Path => hash_bytes(request.uri.path().as_bytes()),
         HashKey::Header(name) => request
             .headers
             .get(name)
             .map_or(0, |v| hash_bytes(v.as_bytes())),
+        HashKey::Claim(claim) => {
+            let value = ctx.auth.as_ref().and_then(|a| a.identity.claims.get(claim));
+            match value {
+                Some(serde_json::Value::String(text)) => hash_bytes(text.as_bytes()),
+                Some(other) => hash_bytes(other.to_string().as_bytes()),
+                None => client_ip(),
+            }
+        }
     }
 }
 

@@ -119,3 +119,42 @@ fn split_routes_send_a_weighted_share_to_each_pool() {
     assert!((170..=190).contains(&counts["v1"]), "{counts:?}");
     assert!((10..=30).contains(&counts["v2"]), "{counts:?}");
 }
+
+#[test]
+fn consistent_hash_on_a_jwt_claim_keeps_a_tenant_on_one_backend() {
+    let origins: Vec<Origin> = (0..3).map(|i| Origin::start(&format!("o{i}"))).collect();
+    let targets: String = origins
+        .iter()
+        .map(|o| format!("      - {{ address: \"{}\" }}\n", o.addr))
+        .collect();
+    let secret = "an-hmac-secret-that-is-long-enough-for-hs256";
+    let dir = crate::support::temp_dir();
+    let secret_file = dir.join("secret");
+    std::fs::write(&secret_file, secret).unwrap();
+    let gw = Gateway::start(&format!(
+        "auth:\n  jwt:\n    providers:\n      main: {{ algorithms: [HS256], secret_file: {} }}\n\
+         upstreams:\n  app:\n    selection: consistent_hash\n    hash_key: claim:tenant\n    targets:\n{targets}\
+         routes:\n  - {{ name: all, upstream: app, auth: {{ jwt: main }} }}\n",
+        secret_file.display()
+    ));
+    let mut backends = std::collections::HashSet::new();
+    for tenant in 0..30 {
+        let token = edgegate::auth::mint::mint(&edgegate::auth::mint::MintRequest {
+            algorithm: "HS256".into(),
+            key: secret.as_bytes().to_vec(),
+            subject: Some(format!("user-{tenant}")),
+            claims: vec![format!("tenant=t{tenant}")],
+            ttl: std::time::Duration::from_secs(600),
+            ..Default::default()
+        })
+        .unwrap();
+        let (counts, _) = count_origins(&gw, 3, &[("Authorization", &format!("Bearer {token}"))]);
+        assert_eq!(
+            counts.len(),
+            1,
+            "tenant t{tenant} moved between backends: {counts:?}"
+        );
+        backends.extend(counts.into_keys());
+    }
+    assert_eq!(backends.len(), 3, "30 tenants should reach all 3 backends");
+}
