@@ -271,16 +271,12 @@ mod tests {
             &[start, start + 1, start + 2, start + 3],
         );
         assert_eq!(allowed, vec![true, true, true, false]);
-        let (decision, _) = decide(
-            Algorithm::FixedWindow,
-            quota(3, 3),
-            State {
-                at: start,
-                value: 3,
-                previous: 0,
-            },
-            start + 15_000,
-        );
+        let full = State {
+            at: start,
+            value: 3,
+            previous: 0,
+        };
+        let (decision, _) = decide(Algorithm::FixedWindow, quota(3, 3), full, start + 15_000);
         assert_eq!(
             (
                 decision.allowed,
@@ -289,16 +285,7 @@ mod tests {
             ),
             (false, 45, 45)
         );
-        let (decision, _) = decide(
-            Algorithm::FixedWindow,
-            quota(3, 3),
-            State {
-                at: start,
-                value: 3,
-                previous: 0,
-            },
-            start + MINUTE,
-        );
+        let (decision, _) = decide(Algorithm::FixedWindow, quota(3, 3), full, start + MINUTE);
         assert!(decision.allowed, "a new window starts fresh");
         assert_eq!(decision.remaining, 2);
     }
