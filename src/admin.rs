@@ -1,4 +1,4 @@
-//! The operator listener: `/health`, `/ready`, `/status`, `/metrics`.
+//! The operator listener: `/health`, `/ready`, `/status`, `/metrics`, `POST /cache/purge`.
 
 use crate::gateway::respond::error_body;
 use crate::gateway::runtime::Runtime;
@@ -75,6 +75,7 @@ impl AdminApp {
             .iter()
             .map(|r| r.spec.name.as_str())
             .collect();
+        let cache = runtime.cache.as_ref().map(|c| c.store().usage());
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": self.started.elapsed().as_secs(),
@@ -84,6 +85,7 @@ impl AdminApp {
             },
             "routes": routes,
             "upstreams": upstreams,
+            "cache": cache,
         })
     }
 }
@@ -132,6 +134,13 @@ impl ServeHttp for AdminApp {
                 }
             }
             ("GET" | "HEAD", "/status") => json_response(StatusCode::OK, &self.status(&runtime)),
+            ("POST", "/cache/purge") => match read_body(session).await {
+                Ok(body) => purge(&runtime, &body),
+                Err(message) => error_response(StatusCode::BAD_REQUEST, &message),
+            },
+            (_, "/cache/purge") => {
+                error_response(StatusCode::METHOD_NOT_ALLOWED, "use POST /cache/purge")
+            }
             ("GET" | "HEAD", "/metrics") => respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
@@ -142,11 +151,122 @@ impl ServeHttp for AdminApp {
                 "application/json",
                 error_body(
                     404,
-                    "unknown admin endpoint: try /health, /ready, /status or /metrics",
+                    "unknown admin endpoint: try /health, /ready, /status, /metrics or POST /cache/purge",
                     "-",
                 )
                 .into_bytes(),
             ),
         }
+    }
+}
+
+/// Largest purge request body read.
+const MAX_PURGE_BODY: usize = 64 << 10;
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_PURGE_BODY {
+                    return Err(format!("the body is larger than {MAX_PURGE_BODY} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(error) => return Err(format!("cannot read the body: {error}")),
+        }
+    }
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response<Vec<u8>> {
+    respond(
+        status,
+        "application/json",
+        error_body(status.as_u16(), message, "-").into_bytes(),
+    )
+}
+
+/// `{"url": "http://host/path?q"}` removes that URL's entries (every route and variant);
+/// `{"prefix": "http://host/path/"}` every URL starting so.
+fn purge(runtime: &Runtime, body: &[u8]) -> Response<Vec<u8>> {
+    let Some(cache) = runtime.cache.as_ref() else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "no route caches responses, so there is nothing to purge",
+        );
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Purge {
+        url: Option<String>,
+        prefix: Option<String>,
+    }
+    let request: Purge = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(error) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "expected {{\"url\": \"http://host/path\"}} or {{\"prefix\": \"http://host/path/\"}}: {error}"
+                ),
+            )
+        }
+    };
+    let store = cache.store();
+    let purged = match (request.url, request.prefix) {
+        (Some(url), None) => match purge_address(&url, true) {
+            Some(url) => store.purge_url(&url),
+            None => return error_response(StatusCode::BAD_REQUEST, "`url` needs a host"),
+        },
+        (None, Some(prefix)) => match purge_address(&prefix, false) {
+            Some(prefix) => store.purge_prefix(&prefix),
+            None => return error_response(StatusCode::BAD_REQUEST, "`prefix` needs a host"),
+        },
+        _ => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of `url` and `prefix`",
+            )
+        }
+    };
+    log::info!("cache purge removed {purged} entries");
+    json_response(StatusCode::OK, &json!({ "purged": purged }))
+}
+
+/// `http://Host:8080/p?q` -> `host:8080/p?q`, the form entries are indexed by. A URL without a
+/// path means `/`; a prefix is taken as written.
+fn purge_address(text: &str, whole_url: bool) -> Option<String> {
+    let text = text.trim();
+    let rest = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))
+        .unwrap_or(text);
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if host.is_empty() {
+        return None;
+    }
+    let path = if path.is_empty() && whole_url {
+        "/"
+    } else {
+        path
+    };
+    Some(crate::cache::key::url(host, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::purge_address;
+
+    #[test]
+    fn purge_addresses_match_the_index() {
+        assert_eq!(
+            purge_address("http://API.example:8080/v1/x?y=1", true).as_deref(),
+            Some("api.example:8080/v1/x?y=1")
+        );
+        assert_eq!(purge_address("https://h", true).as_deref(), Some("h/"));
+        assert_eq!(purge_address("h/a/", false).as_deref(), Some("h/a/"));
+        assert_eq!(purge_address("http://h", false).as_deref(), Some("h"));
+        assert_eq!(purge_address("http:///x", true), None);
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod gateway;
 pub mod observability;

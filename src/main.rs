@@ -225,10 +225,24 @@ fn summary(model: &Model) -> String {
                 .collect::<Vec<_>>()
                 .join(" + "),
         };
+        let cached = route.cache.as_ref().map_or(String::new(), |c| {
+            format!(" (cached, default ttl {:?})", c.ttl)
+        });
         let _ = writeln!(
             out,
-            "  {:<16} {path}{hosts}{methods} -> {target}",
+            "  {:<16} {path}{hosts}{methods} -> {target}{cached}",
             route.name
+        );
+    }
+    if let Some(cache) = &model.cache {
+        let _ = writeln!(
+            out,
+            "cache: {} bytes, objects up to {} bytes, lock {:?}, stale-while-revalidate {:?}, stale-if-error {:?}",
+            cache.max_size,
+            cache.max_object_size,
+            cache.lock_timeout,
+            cache.stale_while_revalidate,
+            cache.stale_if_error
         );
     }
     out

@@ -2,6 +2,7 @@
 //! Every error names file:line:column and the key path.
 
 mod auth;
+mod cache;
 mod model;
 mod ratelimit;
 mod raw;

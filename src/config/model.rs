@@ -20,6 +20,8 @@ pub struct Model {
     pub access_log: AccessLogSpec,
     pub auth: AuthSpec,
     pub rate_limits: RateLimitSpec,
+    /// The shared response cache: present when the `cache` section is or any route caches.
+    pub cache: Option<CacheSettings>,
     /// Indexed by `RouteTarget` and `SplitTarget`.
     pub upstreams: Vec<UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
@@ -159,6 +161,33 @@ pub struct RouteSpec {
     pub auth: Option<RouteAuthSpec>,
     /// Indexes into `RateLimitSpec::policies`; every one must admit the request.
     pub rate_limits: Vec<usize>,
+    pub cache: Option<RouteCacheSpec>,
+}
+
+/// The response cache every caching route shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Bytes held at most, headers and per-entry overhead included.
+    pub max_size: usize,
+    /// Larger responses are streamed through uncached.
+    pub max_object_size: usize,
+    /// How long concurrent misses on one key wait for the first fetch.
+    pub lock_timeout: Duration,
+    pub default_ttl: Duration,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+}
+
+/// How one route caches.
+#[derive(Debug, Clone)]
+pub struct RouteCacheSpec {
+    /// Freshness when the origin says nothing (the route's `ttl`, else `cache.default_ttl`);
+    /// zero means such responses are not cached.
+    pub ttl: Duration,
+    /// Request headers whose values are part of the cache key.
+    pub vary: Vec<HeaderName>,
+    pub get: bool,
+    pub head: bool,
 }
 
 /// The request predicates of a route; every present one must hold.

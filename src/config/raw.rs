@@ -20,9 +20,28 @@ pub struct RawConfig {
     pub upstreams: BTreeMap<String, RawUpstream>,
     pub auth: Option<RawAuth>,
     pub rate_limits: Option<RawRateLimits>,
-    pub cache: Unsupported,
+    pub cache: Option<RawCache>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub max_size: Option<String>,
+    pub max_object_size: Option<String>,
+    pub lock_timeout: Option<String>,
+    pub default_ttl: Option<String>,
+    pub stale_while_revalidate: Option<String>,
+    pub stale_if_error: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteCache {
+    pub ttl: Option<String>,
+    pub vary: Option<Vec<String>>,
+    pub methods: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,7 +246,7 @@ pub struct RawRoute {
     pub strip_prefix: Option<String>,
     pub auth: Option<RawRouteAuth>,
     pub rate_limits: Option<Vec<String>>,
-    pub cache: Unsupported,
+    pub cache: Option<RawRouteCache>,
     pub timeout: Option<String>,
     pub retries: Option<RawRetries>,
     pub max_body_size: Option<String>,

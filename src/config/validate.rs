@@ -31,7 +31,12 @@ impl Checker {
         self.problems.push((key.into(), message.into()));
     }
 
-    fn duration(&mut self, key: String, value: &Option<String>, default: Duration) -> Duration {
+    pub(super) fn duration(
+        &mut self,
+        key: String,
+        value: &Option<String>,
+        default: Duration,
+    ) -> Duration {
         match value {
             None => default,
             Some(text) => parse_duration(text).unwrap_or_else(|message| {
@@ -41,7 +46,7 @@ impl Checker {
         }
     }
 
-    fn positive_duration(
+    pub(super) fn positive_duration(
         &mut self,
         key: String,
         value: &Option<String>,
@@ -54,7 +59,7 @@ impl Checker {
         duration
     }
 
-    fn size(&mut self, key: String, value: &Option<String>, default: u64) -> u64 {
+    pub(super) fn size(&mut self, key: String, value: &Option<String>, default: u64) -> u64 {
         match value {
             None => default,
             Some(text) => parse_size(text).unwrap_or_else(|message| {
@@ -149,11 +154,8 @@ pub fn validate(raw: RawConfig, source: &Path, source_hash: u64) -> Result<Model
         routes,
     } = raw;
 
-    check.unsupported(
-        "cache".into(),
-        &cache,
-        "response caching lands with issue #6",
-    );
+    let any_route_caches = routes.iter().any(|r| r.cache.is_some());
+    let cache = super::cache::cache_settings(&mut check, cache, any_route_caches);
 
     let server = server_settings(&mut check, server);
     let listeners = listener_specs(&mut check, listeners);
@@ -199,6 +201,7 @@ pub fn validate(raw: RawConfig, source: &Path, source_hash: u64) -> Result<Model
             &upstream_index,
             &auth,
             &rate_limits,
+            cache.as_ref(),
         ) {
             route_specs.push(spec);
         }
@@ -219,6 +222,7 @@ pub fn validate(raw: RawConfig, source: &Path, source_hash: u64) -> Result<Model
         access_log,
         auth,
         rate_limits,
+        cache,
         upstreams: upstream_specs,
         routes: route_specs,
     })
@@ -616,6 +620,7 @@ fn route_spec(
     upstreams: &HashMap<String, usize>,
     auth_spec: &AuthSpec,
     rate_limit_spec: &RateLimitSpec,
+    cache_settings: Option<&CacheSettings>,
 ) -> Option<RouteSpec> {
     let RawRoute {
         name,
@@ -649,11 +654,7 @@ fn route_spec(
         rate_limits,
         rate_limit_spec,
     );
-    check.unsupported(
-        format!("{key}.cache"),
-        &cache,
-        "response caching lands with issue #6",
-    );
+    let cache = super::cache::route_cache(check, &format!("{key}.cache"), cache, cache_settings);
     check.unsupported(format!("{key}.cors"), &cors, "CORS is not implemented yet");
     check.unsupported(
         format!("{key}.aggregate"),
@@ -750,6 +751,7 @@ fn route_spec(
         ip_deny,
         auth,
         rate_limits,
+        cache,
     })
 }
 

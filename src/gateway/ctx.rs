@@ -91,6 +91,8 @@ pub struct RequestCtx {
     pub ratelimit: Option<crate::ratelimit::Report>,
     pub body_bytes: u64,
     pub upstream: UpstreamCtx,
+    /// The cache store was consulted for this request.
+    pub cache_looked_up: bool,
 }
 
 impl RequestCtx {
@@ -110,6 +112,7 @@ impl RequestCtx {
             ratelimit: None,
             body_bytes: 0,
             upstream: UpstreamCtx::default(),
+            cache_looked_up: false,
         }
     }
 

@@ -2,6 +2,7 @@
 //! owns the concern; read top to bottom, this is the request flow of DESIGN.md.
 
 mod admission;
+mod caching;
 pub mod ctx;
 mod dispatch;
 mod forwarding;
@@ -14,6 +15,8 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use ctx::RequestCtx;
+use pingora_cache::key::HashBinary;
+use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -82,6 +85,10 @@ impl ProxyHttp for Gateway {
             Verdict::Continue(auth) => {
                 let identity = auth.as_ref().map(|a| Arc::clone(&a.identity));
                 ctx.auth = auth;
+                if caching::is_background_refresh(session) {
+                    // The client request that triggered it was already counted against the limits.
+                    return Ok(false);
+                }
                 let limits =
                     admission::rate_limit(session.req_header(), ctx, identity.as_deref()).await;
                 match limits {
@@ -114,6 +121,66 @@ impl ProxyHttp for Gateway {
         }
         respond::send(session, ctx.request_id.as_str(), &rejection).await?;
         Ok(true)
+    }
+
+    /// Caching routes turn Pingora's cache on for the methods they cache.
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        caching::enable(session, ctx);
+        Ok(())
+    }
+
+    /// Host + path + query, the route and its `vary` headers.
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        caching::key(session, ctx)
+    }
+
+    /// Nothing stored (yet): this request fetches, others with the same key wait for it.
+    fn cache_miss(&self, session: &mut Session, ctx: &mut RequestCtx) {
+        ctx.cache_looked_up = true;
+        session.cache.cache_miss();
+    }
+
+    /// An entry was found (fresh or stale); Pingora decides what to do with it.
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        _meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        _is_fresh: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        ctx.cache_looked_up = true;
+        Ok(None)
+    }
+
+    /// HTTP freshness with the route's defaults decides whether the response is stored.
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        response: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        Ok(caching::decide(session, response, ctx))
+    }
+
+    /// The stored response's `Vary` picks the variant.
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut RequestCtx,
+        request: &RequestHeader,
+    ) -> Option<HashBinary> {
+        crate::cache::policy::variance(meta, request)
+    }
+
+    /// Stale copies answer while revalidating, and when the origin fails.
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        caching::serve_stale(error)
     }
 
     /// Enforces `max_body_size` on bodies without (or lying about) Content-Length.
@@ -190,14 +257,15 @@ impl ProxyHttp for Gateway {
         dispatch::on_response(session.req_header(), ctx, status, replayable)
     }
 
-    /// Configured response header edits and the request id.
+    /// Configured response header edits, the request id, `X-Cache` and `Age`.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        forwarding::prepare_response(upstream_response, ctx)
+        forwarding::prepare_response(upstream_response, ctx)?;
+        caching::label(session, ctx, upstream_response)
     }
 
     /// Any failure becomes the JSON error of DESIGN.md (502/503/504/...).

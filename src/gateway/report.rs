@@ -24,7 +24,15 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
     let elapsed = ctx.started.elapsed();
     let route = ctx.route();
     let metrics = route.map_or(&ctx.runtime.unmatched, |r| &r.metrics);
-    metrics.observe(&request.method, status, elapsed.as_secs_f64());
+    let background = super::caching::is_background_refresh(session);
+    let cache = super::caching::status(session, ctx);
+    // A background refresh is the gateway's own request: it is logged, not counted as traffic.
+    if !background {
+        metrics.observe(&request.method, status, elapsed.as_secs_f64());
+        if let Some(cache) = cache {
+            metrics.cache_lookup(cache.index(), cache.label());
+        }
+    }
 
     let access_log = &ctx.runtime.access_log;
     if !access_log.enabled() {
@@ -50,5 +58,10 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
             .auth
             .as_ref()
             .and_then(|a| a.identity.consumer.as_deref()),
+        cache: if background {
+            Some("REFRESH")
+        } else {
+            cache.map(|c| c.header_value())
+        },
     });
 }

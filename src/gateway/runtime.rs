@@ -2,6 +2,8 @@
 //! Built once from a [`Model`]; a reload builds a new one and swaps it in.
 
 use crate::auth::Authenticator;
+use crate::cache::policy::RoutePolicy;
+use crate::cache::Cache;
 use crate::config::{Model, RouteSpec, RouteTarget};
 use crate::observability::access_log::AccessLog;
 use crate::observability::metrics::RouteMetrics;
@@ -16,6 +18,8 @@ use std::sync::Arc;
 pub struct Route {
     pub spec: RouteSpec,
     pub metrics: RouteMetrics,
+    /// Set when the route caches responses.
+    pub cache: Option<RoutePolicy>,
     split: Option<SplitPlan>,
 }
 
@@ -52,6 +56,8 @@ pub struct Runtime {
     pub access_log: Arc<AccessLog>,
     pub auth: Authenticator,
     pub limiter: crate::ratelimit::Limiter,
+    /// The shared response cache, when any route caches.
+    pub cache: Option<Cache>,
 }
 
 /// Why a snapshot could not be built from a valid model.
@@ -95,7 +101,13 @@ impl Runtime {
                     }
                     RouteTarget::Upstream(_) => None,
                 };
+                let cache = spec
+                    .cache
+                    .as_ref()
+                    .zip(model.cache.as_ref())
+                    .map(|(route, shared)| RoutePolicy::new(route, shared));
                 Route {
+                    cache,
                     spec: spec.clone(),
                     metrics: RouteMetrics::new(&spec.name, spec.rate_limits.len()),
                     split,
@@ -114,6 +126,7 @@ impl Runtime {
             access_log,
             auth,
             limiter,
+            cache: model.cache.as_ref().map(Cache::shared),
             model,
         })
     }

@@ -33,6 +33,9 @@ pub struct Entry<'a> {
     pub upstream_status: Option<u16>,
     pub upstream_duration_ms: Option<f64>,
     pub consumer: Option<&'a str>,
+    /// How the cache answered (`X-Cache`), on caching routes; `REFRESH` for a background
+    /// revalidation.
+    pub cache: Option<&'a str>,
 }
 
 type Sink = Mutex<BufWriter<Box<dyn Write + Send>>>;
@@ -140,6 +143,7 @@ fn format_entry(out: &mut String, e: &Entry<'_>) {
         ("upstream", e.upstream),
         ("backend", e.backend),
         ("consumer", e.consumer),
+        ("cache", e.cache),
     ] {
         let _ = write!(out, ",\"{key}\":");
         match value {
@@ -246,6 +250,7 @@ mod tests {
                 upstream_status: Some(200),
                 upstream_duration_ms: None,
                 consumer: Some("alice"),
+                cache: None,
             },
         );
         assert!(line.ends_with('\n'));

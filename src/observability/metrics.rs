@@ -32,6 +32,11 @@ struct Families {
     ejections: IntCounterVec,
     pool_panic: IntGaugeVec,
     pool_panic_requests: IntCounterVec,
+    cache_lookups: IntCounterVec,
+    cache_size: IntGauge,
+    cache_max_size: IntGauge,
+    cache_entries: IntGauge,
+    cache_evictions: IntCounter,
     build_info: IntGaugeVec,
 }
 
@@ -135,6 +140,32 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         &["upstream"]
     )
     .expect("register edgegate_pool_panic_requests_total"),
+    cache_lookups: register_int_counter_vec!(
+        "edgegate_cache_lookups_total",
+        "Requests of caching routes by how the cache answered: hit, miss, stale, updating, bypass",
+        &["route", "result"]
+    )
+    .expect("register edgegate_cache_lookups_total"),
+    cache_size: prometheus::register_int_gauge!(
+        "edgegate_cache_size_bytes",
+        "Bytes the response cache holds (bodies, headers and per-entry overhead)"
+    )
+    .expect("register edgegate_cache_size_bytes"),
+    cache_max_size: prometheus::register_int_gauge!(
+        "edgegate_cache_max_size_bytes",
+        "The response cache's bound (cache.max_size)"
+    )
+    .expect("register edgegate_cache_max_size_bytes"),
+    cache_entries: prometheus::register_int_gauge!(
+        "edgegate_cache_entries",
+        "Responses the cache holds (each variant counts)"
+    )
+    .expect("register edgegate_cache_entries"),
+    cache_evictions: prometheus::register_int_counter!(
+        "edgegate_cache_evictions_total",
+        "Entries evicted to stay within cache.max_size"
+    )
+    .expect("register edgegate_cache_evictions_total"),
     build_info: register_int_gauge_vec!(
         "edgegate_build_info",
         "Always 1; labels name the build",
@@ -209,6 +240,7 @@ pub struct RouteMetrics {
     auth_failures: [OnceLock<IntCounter>; 11],
     /// Per policy slot of the route: [enforced, shadow].
     rate_limited: Vec<[OnceLock<IntCounter>; 2]>,
+    cache_lookups: [OnceLock<IntCounter>; 5],
 }
 
 impl RouteMetrics {
@@ -221,6 +253,20 @@ impl RouteMetrics {
             retries: Default::default(),
             auth_failures: Default::default(),
             rate_limited: (0..policies).map(|_| Default::default()).collect(),
+            cache_lookups: Default::default(),
+        }
+    }
+
+    /// Counts how the cache answered one request (`result` indexes `CacheStatus::ALL`).
+    pub fn cache_lookup(&self, result: usize, label: &str) {
+        if let Some(counter) = self.cache_lookups.get(result) {
+            counter
+                .get_or_init(|| {
+                    FAMILIES
+                        .cache_lookups
+                        .with_label_values(&[&self.route, label])
+                })
+                .inc();
         }
     }
 
@@ -366,6 +412,40 @@ impl RateLimitStoreMetrics {
 }
 
 impl Default for RateLimitStoreMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Handles for the response cache.
+pub struct CacheMetrics {
+    size: IntGauge,
+    max_size: IntGauge,
+    entries: IntGauge,
+    pub evictions: IntCounter,
+}
+
+impl CacheMetrics {
+    /// The cache's handles.
+    pub fn new() -> Self {
+        CacheMetrics {
+            size: FAMILIES.cache_size.clone(),
+            max_size: FAMILIES.cache_max_size.clone(),
+            entries: FAMILIES.cache_entries.clone(),
+            evictions: FAMILIES.cache_evictions.clone(),
+        }
+    }
+
+    /// Publishes the current occupancy.
+    pub fn publish(&self, bytes: usize, entries: usize, max_size: usize) {
+        let gauge = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
+        self.size.set(gauge(bytes));
+        self.entries.set(gauge(entries));
+        self.max_size.set(gauge(max_size));
+    }
+}
+
+impl Default for CacheMetrics {
     fn default() -> Self {
         Self::new()
     }

@@ -124,13 +124,39 @@ fn every_problem_is_listed_not_just_the_first() {
 
 #[test]
 fn sections_of_later_releases_are_rejected_not_ignored() {
-    let yaml = format!("{VALID}cache: {{ max_size: 1MiB }}\n");
+    let yaml = format!("{VALID}    cors: {{ allow_origins: [\"*\"] }}\n");
     let (ok, _, stderr) = check_text(&yaml);
     assert!(!ok);
     assert!(
-        stderr.contains("FILE:11:1: cache: is not supported yet"),
+        stderr.contains("FILE:11:5: routes[0].cors: is not supported yet"),
         "{stderr}"
     );
+}
+
+#[test]
+fn cache_settings_are_validated() {
+    let yaml = format!(
+        "{VALID}    cache: {{ ttl: soon, vary: [\"bad header\"], methods: [GET, POST] }}\n\
+         cache: {{ max_size: 1MiB, max_object_size: 2MiB, lock_timeout: 0 }}\n"
+    );
+    let (ok, _, stderr) = check_text(&yaml);
+    assert!(!ok);
+    for expected in [
+        "routes[0].cache.ttl: duration `soon`",
+        "routes[0].cache.vary[0]: `bad header` is not a valid HTTP header name",
+        "routes[0].cache.methods[1]: `POST` responses cannot be cached",
+        "cache.max_object_size: 2097152 bytes is larger than cache.max_size",
+        "cache.lock_timeout: must be greater than zero",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    let good = format!("{VALID}    cache: {{ ttl: 30s, vary: [Accept] }}\n");
+    let (ok, stdout, stderr) = check_text(&good);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("cache"), "{stdout}");
 }
 
 #[test]

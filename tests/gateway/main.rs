@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod balancing;
+mod cache;
 mod config_cli;
 mod connections;
 mod failures;

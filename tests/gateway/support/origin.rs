@@ -46,6 +46,8 @@ pub struct Behavior {
     pub health_status: u16,
     /// Served instead of the JSON echo when set.
     pub body: Option<String>,
+    /// Extra response headers. An `ETag` among them makes a matching `If-None-Match` a 304.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Default for Behavior {
@@ -55,6 +57,7 @@ impl Default for Behavior {
             delay: Duration::ZERO,
             health_status: 200,
             body: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -242,11 +245,29 @@ fn serve_connection<S: Read + Write>(stream: S, state: Arc<OriginState>) {
             })
             .to_string(),
         };
-        let response = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Origin: {}\r\nServer: test-origin\r\n\r\n{payload}",
-            payload.len(),
-            state.name
-        );
+        let mut extra = String::new();
+        for (name, value) in &behavior.headers {
+            extra.push_str(&format!("{name}: {value}\r\n"));
+        }
+        let etag = behavior
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("etag"))
+            .map(|(_, v)| v.as_str());
+        let not_modified =
+            etag.is_some() && header_map.get("if-none-match").map(String::as_str) == etag;
+        let response = if not_modified {
+            format!(
+                "HTTP/1.1 304 Not Modified\r\nX-Origin: {}\r\n{extra}\r\n",
+                state.name
+            )
+        } else {
+            format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Origin: {}\r\nServer: test-origin\r\n{extra}\r\n{payload}",
+                payload.len(),
+                state.name
+            )
+        };
         if reader.get_mut().write_all(response.as_bytes()).is_err() {
             return;
         }

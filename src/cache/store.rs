@@ -1,0 +1,595 @@
+//! The bounded in-memory [`Storage`] behind every caching route.
+//!
+//! Entries live in 16 read-mostly shards keyed by the 128-bit cache hash; a hit is a shard read
+//! lock, a reference-count bump of the body and an LRU promotion. Writes (a fill, a revalidation,
+//! an eviction, a purge) are serialized by one mutex that also guards the purge index, and make
+//! room before they insert, so the bytes held never exceed `max_size`.
+//!
+//! The LRU is one list (Pingora's `pingora-lru` with a single shard), so eviction order is exact:
+//! a sharded LRU evicts from a random shard, which in a small cache can be the object just
+//! stored. A promotion is a few pointer writes under that list's lock.
+
+use super::key::url_of;
+use crate::observability::metrics::CacheMetrics;
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use parking_lot::{Mutex, RwLock};
+use pingora_cache::key::{CacheHashKey, HashBinary};
+use pingora_cache::storage::{
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
+    PurgeType, Storage,
+};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{CacheKey, CacheMeta};
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_lru::Lru;
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+const SHARDS: usize = 16;
+/// Unused fill capacity kept rather than copying the body once more.
+const SLACK: usize = 256;
+
+/// Bytes charged per entry on top of its body, headers and URL: the entry record with its
+/// response header map, its shard slot, its LRU node and its purge-index slot.
+/// `cargo bench --bench cache -- overhead` measures what the allocator really hands out.
+pub const ENTRY_OVERHEAD: usize = 640;
+/// Bytes charged per stored header on top of its name and value (map bucket, index, case map).
+pub const HEADER_OVERHEAD: usize = 64;
+
+/// The response metadata of an entry, kept in the form that rebuilds a [`CacheMeta`] without
+/// deserializing (Pingora's own encoding compresses headers, which a hit would pay for).
+struct StoredMeta {
+    fresh_until: SystemTime,
+    created: SystemTime,
+    /// Where age counts from: the last revalidation.
+    epoch: SystemTime,
+    stale_while_revalidate: u32,
+    stale_if_error: u32,
+    variance: Option<HashBinary>,
+    header: ResponseHeader,
+}
+
+impl StoredMeta {
+    fn from_meta(meta: &CacheMeta) -> Self {
+        StoredMeta {
+            fresh_until: meta.fresh_until(),
+            created: meta.created(),
+            epoch: meta.epoch(),
+            stale_while_revalidate: meta.stale_while_revalidate_sec(),
+            stale_if_error: meta.stale_if_error_sec(),
+            variance: meta.variance(),
+            header: meta.response_header_copy(),
+        }
+    }
+
+    fn to_meta(&self) -> CacheMeta {
+        let mut meta = CacheMeta::new(
+            self.fresh_until,
+            self.created,
+            self.stale_while_revalidate,
+            self.stale_if_error,
+            self.header.clone(),
+        );
+        if self.epoch != self.created {
+            meta.set_epoch_override(self.epoch);
+        }
+        if let Some(variance) = self.variance {
+            meta.set_variance(variance);
+        }
+        meta
+    }
+
+    fn header_bytes(&self) -> usize {
+        let header = &self.header;
+        let fields: usize = header
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + HEADER_OVERHEAD)
+            .sum();
+        fields + header.get_reason_phrase().map_or(0, str::len)
+    }
+}
+
+struct Entry {
+    url: Arc<str>,
+    meta: StoredMeta,
+    body: Bytes,
+    /// What the entry is charged against `max_size`.
+    weight: usize,
+}
+
+impl Entry {
+    fn new(url: Arc<str>, meta: StoredMeta, body: Bytes) -> Self {
+        let weight = body.len() + meta.header_bytes() + url.len() + ENTRY_OVERHEAD;
+        Entry {
+            url,
+            meta,
+            body,
+            weight,
+        }
+    }
+}
+
+/// Counters shown in `/status`.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Usage {
+    pub entries: usize,
+    pub bytes: usize,
+    pub max_size: usize,
+    pub evictions: u64,
+}
+
+/// Where each URL's entries (one per route and variant) are, for purging.
+type UrlIndex = BTreeMap<Arc<str>, Vec<u128>>;
+
+/// The bounded in-memory cache storage.
+pub struct MemoryStore {
+    shards: [RwLock<HashMap<u128, Arc<Entry>>>; SHARDS],
+    /// Serializes every change and holds the purge index.
+    writer: Mutex<UrlIndex>,
+    lru: Lru<u128, 1>,
+    max_object_size: AtomicUsize,
+    bytes: AtomicUsize,
+    entries: AtomicUsize,
+    evictions: AtomicU64,
+    metrics: CacheMetrics,
+}
+
+fn slot(hash: u128) -> u64 {
+    hash as u64
+}
+
+fn hash_of(binary: HashBinary) -> u128 {
+    u128::from_be_bytes(binary)
+}
+
+impl MemoryStore {
+    /// An empty store holding at most `max_size` bytes, objects up to `max_object_size`.
+    pub fn new(max_size: usize, max_object_size: usize) -> Self {
+        MemoryStore {
+            shards: Default::default(),
+            writer: Mutex::new(BTreeMap::new()),
+            lru: Lru::with_capacity(max_size, 1024),
+            max_object_size: AtomicUsize::new(max_object_size),
+            bytes: AtomicUsize::new(0),
+            entries: AtomicUsize::new(0),
+            evictions: AtomicU64::new(0),
+            metrics: CacheMetrics::new(),
+        }
+    }
+
+    /// Applies new limits (a reload), evicting at once if the store shrank.
+    pub fn set_limits(&self, max_size: usize, max_object_size: usize) {
+        let mut index = self.writer.lock();
+        self.max_object_size.store(max_object_size, Relaxed);
+        self.lru.set_weight_limit(max_size);
+        self.evict_to_limit(&mut index, None);
+        self.publish();
+    }
+
+    /// The largest object stored.
+    pub fn max_object_size(&self) -> usize {
+        self.max_object_size.load(Relaxed)
+    }
+
+    /// Entries, bytes and evictions so far.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            entries: self.entries.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            max_size: self.lru.weight_limit(),
+            evictions: self.evictions.load(Relaxed),
+        }
+    }
+
+    fn shard(&self, hash: u128) -> &RwLock<HashMap<u128, Arc<Entry>>> {
+        &self.shards[(hash >> 64) as usize % SHARDS]
+    }
+
+    fn get(&self, hash: u128) -> Option<Arc<Entry>> {
+        self.shard(hash).read().get(&hash).cloned()
+    }
+
+    /// Stores `entry` under `hash`, replacing any previous one; evicts first to make room.
+    /// Returns the weight stored (0: the entry alone is larger than the store).
+    fn commit(&self, hash: u128, entry: Entry) -> usize {
+        let mut index = self.writer.lock();
+        self.remove_locked(&mut index, hash);
+        let weight = entry.weight;
+        self.lru.admit(slot(hash), hash, weight);
+        let stored = self.evict_to_limit(&mut index, Some(hash));
+        if stored {
+            index.entry(Arc::clone(&entry.url)).or_default().push(hash);
+            self.shard(hash).write().insert(hash, Arc::new(entry));
+            self.bytes.fetch_add(weight, Relaxed);
+            self.entries.fetch_add(1, Relaxed);
+        }
+        self.publish();
+        if stored {
+            weight
+        } else {
+            0
+        }
+    }
+
+    /// Evicts least recently used entries until the limit holds. Returns false if `admitted`
+    /// (just admitted to the LRU, not yet stored) was among them.
+    fn evict_to_limit(&self, index: &mut UrlIndex, admitted: Option<u128>) -> bool {
+        let mut kept = true;
+        for (victim, _) in self.lru.evict_to_limit() {
+            if Some(victim) == admitted {
+                kept = false;
+                continue;
+            }
+            if self.drop_stored(index, victim) {
+                self.evictions.fetch_add(1, Relaxed);
+                self.metrics.evictions.inc();
+            }
+        }
+        kept
+    }
+
+    /// Removes an entry everywhere (caller holds the writer lock).
+    fn remove_locked(&self, index: &mut UrlIndex, hash: u128) -> bool {
+        self.lru.remove(slot(hash));
+        self.drop_stored(index, hash)
+    }
+
+    /// Removes an entry from its shard and the index; the LRU no longer tracks it.
+    fn drop_stored(&self, index: &mut UrlIndex, hash: u128) -> bool {
+        let Some(entry) = self.shard(hash).write().remove(&hash) else {
+            return false;
+        };
+        if let Some(hashes) = index.get_mut(&entry.url) {
+            hashes.retain(|h| *h != hash);
+            if hashes.is_empty() {
+                index.remove(&entry.url);
+            }
+        }
+        self.bytes.fetch_sub(entry.weight, Relaxed);
+        self.entries.fetch_sub(1, Relaxed);
+        true
+    }
+
+    fn publish(&self) {
+        self.metrics.publish(
+            self.bytes.load(Relaxed),
+            self.entries.load(Relaxed),
+            self.lru.weight_limit(),
+        );
+    }
+
+    /// Removes every entry (all routes and variants) of `url` (`host/path?query`).
+    pub fn purge_url(&self, url: &str) -> usize {
+        let mut index = self.writer.lock();
+        let hashes = index.get(url).cloned().unwrap_or_default();
+        let removed = hashes
+            .into_iter()
+            .filter(|hash| self.remove_locked(&mut index, *hash))
+            .count();
+        self.publish();
+        removed
+    }
+
+    /// Removes every entry whose URL starts with `prefix`.
+    pub fn purge_prefix(&self, prefix: &str) -> usize {
+        let mut index = self.writer.lock();
+        let hashes: Vec<u128> = index
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(url, _)| url.starts_with(prefix))
+            .flat_map(|(_, hashes)| hashes.iter().copied())
+            .collect();
+        let removed = hashes
+            .into_iter()
+            .filter(|hash| self.remove_locked(&mut index, *hash))
+            .count();
+        self.publish();
+        removed
+    }
+}
+
+/// Reads a stored body: one shared buffer, sliced for ranges.
+struct Hit {
+    body: Bytes,
+    start: usize,
+    end: usize,
+    done: bool,
+}
+
+#[async_trait]
+impl HandleHit for Hit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.done || self.start >= self.end {
+            return Ok(None);
+        }
+        self.done = true;
+        Ok(Some(self.body.slice(self.start..self.end)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        if start >= self.body.len() {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("seek to {start} past the body's {} bytes", self.body.len()),
+            );
+        }
+        self.start = start;
+        self.end = end.map_or(self.body.len(), |end| end.min(self.body.len()));
+        self.done = false;
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// Collects a response body while it streams to the client; stored when complete.
+struct Fill {
+    store: &'static MemoryStore,
+    hash: u128,
+    url: Arc<str>,
+    meta: Option<StoredMeta>,
+    body: BytesMut,
+}
+
+#[async_trait]
+impl HandleMiss for Fill {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        if self.body.len() + data.len() > self.store.max_object_size() {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "the response is larger than cache.max_object_size",
+            );
+        }
+        self.body.extend_from_slice(&data);
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        let Some(meta) = self.meta.take() else {
+            return Error::e_explain(ErrorType::InternalError, "cache fill finished twice");
+        };
+        // Keep the buffer when it is the body's size, else copy so no slack stays allocated.
+        let body = if self.body.capacity() - self.body.len() <= SLACK {
+            std::mem::take(&mut self.body).freeze()
+        } else {
+            Bytes::copy_from_slice(&self.body)
+        };
+        let url = Arc::clone(&self.url);
+        let weight = self.store.commit(self.hash, Entry::new(url, meta, body));
+        Ok(MissFinishType::Created(weight))
+    }
+}
+
+#[async_trait]
+impl Storage for MemoryStore {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let hash = hash_of(key.combined_bin());
+        let Some(entry) = self.get(hash) else {
+            return Ok(None);
+        };
+        self.lru.promote(slot(hash));
+        let hit = Hit {
+            body: entry.body.clone(),
+            start: 0,
+            end: entry.body.len(),
+            done: false,
+        };
+        Ok(Some((entry.meta.to_meta(), Box::new(hit))))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let url: Arc<str> = String::from_utf8_lossy(url_of(key)).into();
+        let expected = meta
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+            .min(self.max_object_size());
+        Ok(Box::new(Fill {
+            store: self,
+            hash: hash_of(key.combined_bin()),
+            url,
+            meta: Some(StoredMeta::from_meta(meta)),
+            body: BytesMut::with_capacity(expected),
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let hash = hash_of(target.key().combined_bin());
+        let mut index = self.writer.lock();
+        let removed = self.remove_locked(&mut index, hash);
+        self.publish();
+        Ok(if removed {
+            PurgeOutcome::Purged(None)
+        } else {
+            PurgeOutcome::NotFound
+        })
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let hash = hash_of(key.combined_bin());
+        let Some(old) = self.get(hash) else {
+            return Ok(false);
+        };
+        let entry = Entry::new(
+            Arc::clone(&old.url),
+            StoredMeta::from_meta(meta),
+            old.body.clone(),
+        );
+        Ok(self.commit(hash, entry) > 0)
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_cache::trace::Span;
+    use std::time::Duration;
+
+    fn meta(body_len: usize) -> CacheMeta {
+        let mut header = ResponseHeader::build(200, None).unwrap();
+        header
+            .insert_header("content-length", body_len.to_string())
+            .unwrap();
+        let now = SystemTime::now();
+        CacheMeta::new(now + Duration::from_secs(60), now, 1, 2, header)
+    }
+
+    async fn fill(store: &'static MemoryStore, target: &str, body: &[u8]) -> usize {
+        let key = super::super::key::build("h", target, "r", &[], &http::HeaderMap::new());
+        let span = Span::inactive().handle();
+        let mut miss = store
+            .get_miss_handler(&key, &meta(body.len()), &span)
+            .await
+            .unwrap();
+        miss.write_body(Bytes::copy_from_slice(body), true)
+            .await
+            .unwrap();
+        match miss.finish().await.unwrap() {
+            MissFinishType::Created(weight) => weight,
+            MissFinishType::Appended(..) => unreachable!(),
+        }
+    }
+
+    async fn read(store: &'static MemoryStore, target: &str) -> Option<Vec<u8>> {
+        let key = super::super::key::build("h", target, "r", &[], &http::HeaderMap::new());
+        let span = Span::inactive().handle();
+        let (meta, mut hit) = store.lookup(&key, &span).await.unwrap()?;
+        assert_eq!(meta.stale_if_error_sec(), 2);
+        let mut body = Vec::new();
+        while let Some(chunk) = hit.read_body().await.unwrap() {
+            body.extend_from_slice(&chunk);
+        }
+        Some(body)
+    }
+
+    fn leak(store: MemoryStore) -> &'static MemoryStore {
+        Box::leak(Box::new(store))
+    }
+
+    #[tokio::test]
+    async fn stores_reads_and_purges() {
+        let store = leak(MemoryStore::new(1 << 20, 1 << 16));
+        let weight = fill(store, "/a?x=1", b"hello").await;
+        assert!(weight > 5 + ENTRY_OVERHEAD);
+        fill(store, "/a/b", b"world").await;
+        fill(store, "/c", b"!").await;
+        assert_eq!(read(store, "/a?x=1").await.unwrap(), b"hello");
+        assert_eq!(store.usage().entries, 3);
+        assert_eq!(store.purge_url("h/a?x=1"), 1);
+        assert_eq!(read(store, "/a?x=1").await, None);
+        assert_eq!(store.purge_prefix("h/a"), 1);
+        assert_eq!(read(store, "/a/b").await, None);
+        assert_eq!(read(store, "/c").await.unwrap(), b"!");
+        assert_eq!(store.usage().entries, 1);
+    }
+
+    #[tokio::test]
+    async fn never_holds_more_than_its_bound() {
+        let body = vec![7u8; 1000];
+        // Every target below has the same length, so every entry weighs the same.
+        let weight = fill(leak(MemoryStore::new(1 << 20, 1 << 16)), "/xx", &body).await;
+        let store = leak(MemoryStore::new(weight * 5, 1 << 16));
+        for i in 0..20 {
+            fill(store, &format!("/{i:02}"), &body).await;
+            assert!(store.usage().bytes <= weight * 5);
+        }
+        let usage = store.usage();
+        assert_eq!(usage.entries, 5);
+        assert_eq!(usage.bytes, weight * 5);
+        assert_eq!(usage.evictions, 15);
+        assert!(read(store, "/14").await.is_none(), "the oldest went first");
+        assert!(read(store, "/19").await.is_some());
+    }
+
+    #[tokio::test]
+    async fn recently_read_entries_survive_eviction() {
+        let body = vec![1u8; 1000];
+        let weight = fill(leak(MemoryStore::new(1 << 20, 1 << 16)), "/x", &body).await;
+        let store = leak(MemoryStore::new(weight * 3 + 10, 1 << 16));
+        for target in ["/0", "/1", "/2"] {
+            fill(store, target, &body).await;
+        }
+        assert!(read(store, "/0").await.is_some());
+        fill(store, "/3", &body).await;
+        assert!(read(store, "/0").await.is_some(), "read recently");
+        assert!(read(store, "/1").await.is_none(), "least recently used");
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_refused() {
+        let store = leak(MemoryStore::new(1 << 20, 10));
+        let key = super::super::key::build("h", "/big", "r", &[], &http::HeaderMap::new());
+        let span = Span::inactive().handle();
+        let mut miss = store
+            .get_miss_handler(&key, &meta(11), &span)
+            .await
+            .unwrap();
+        assert!(miss
+            .write_body(Bytes::from_static(b"0123456789a"), true)
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn ranges_are_served_by_seeking() {
+        let store = leak(MemoryStore::new(1 << 20, 1 << 16));
+        fill(store, "/r", b"0123456789").await;
+        let key = super::super::key::build("h", "/r", "r", &[], &http::HeaderMap::new());
+        let span = Span::inactive().handle();
+        let (_, mut hit) = store.lookup(&key, &span).await.unwrap().unwrap();
+        hit.seek(2, Some(5)).unwrap();
+        assert_eq!(hit.read_body().await.unwrap().unwrap(), "234");
+        assert!(hit.read_body().await.unwrap().is_none());
+        assert!(hit.seek(10, None).is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! Validation of `cache` and of route `cache`.
+
+use super::model::*;
+use super::raw::*;
+use super::validate::Checker;
+use std::time::Duration;
+
+const MIB: u64 = 1 << 20;
+
+/// Validates the top-level `cache` section (`None` when absent and no route caches).
+pub(super) fn cache_settings(
+    check: &mut Checker,
+    raw: Option<RawCache>,
+    any_route_caches: bool,
+) -> Option<CacheSettings> {
+    if raw.is_none() && !any_route_caches {
+        return None;
+    }
+    let RawCache {
+        max_size,
+        max_object_size,
+        lock_timeout,
+        default_ttl,
+        stale_while_revalidate,
+        stale_if_error,
+    } = raw.unwrap_or_default();
+    let max_size = check.size("cache.max_size".into(), &max_size, 256 * MIB);
+    let max_object_size = check.size("cache.max_object_size".into(), &max_object_size, 8 * MIB);
+    if max_size == 0 {
+        check.fail("cache.max_size", "must be greater than zero");
+    }
+    if max_object_size == 0 {
+        check.fail("cache.max_object_size", "must be greater than zero");
+    } else if max_object_size > max_size {
+        check.fail(
+            "cache.max_object_size",
+            format!("{max_object_size} bytes is larger than cache.max_size ({max_size} bytes)"),
+        );
+    }
+    let lock_timeout = check.positive_duration("cache.lock_timeout".into(), &lock_timeout, secs(3));
+    let default_ttl = check.duration("cache.default_ttl".into(), &default_ttl, secs(60));
+    let stale_while_revalidate = check.duration(
+        "cache.stale_while_revalidate".into(),
+        &stale_while_revalidate,
+        secs(10),
+    );
+    let stale_if_error = check.duration("cache.stale_if_error".into(), &stale_if_error, secs(60));
+    Some(CacheSettings {
+        max_size: usize::try_from(max_size).unwrap_or(usize::MAX),
+        max_object_size: usize::try_from(max_object_size).unwrap_or(usize::MAX),
+        lock_timeout,
+        default_ttl,
+        stale_while_revalidate,
+        stale_if_error,
+    })
+}
+
+/// Validates a route's `cache` (`settings` is the validated top-level section).
+pub(super) fn route_cache(
+    check: &mut Checker,
+    key: &str,
+    raw: Option<RawRouteCache>,
+    settings: Option<&CacheSettings>,
+) -> Option<RouteCacheSpec> {
+    let RawRouteCache { ttl, vary, methods } = raw?;
+    let default_ttl = settings.map_or(secs(60), |s| s.default_ttl);
+    let ttl = check.duration(format!("{key}.ttl"), &ttl, default_ttl);
+    let mut names = Vec::new();
+    for (index, name) in vary.unwrap_or_default().iter().enumerate() {
+        if let Some(name) = check.header_name(format!("{key}.vary[{index}]"), name) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    let methods = methods.unwrap_or_else(|| vec!["GET".into(), "HEAD".into()]);
+    let (mut get, mut head) = (false, false);
+    for (index, method) in methods.iter().enumerate() {
+        match method.to_ascii_uppercase().as_str() {
+            "GET" => get = true,
+            "HEAD" => head = true,
+            other => check.fail(
+                format!("{key}.methods[{index}]"),
+                format!("`{other}` responses cannot be cached: use GET and/or HEAD"),
+            ),
+        }
+    }
+    if methods.is_empty() {
+        check.fail(
+            format!("{key}.methods"),
+            "needs at least one of GET, HEAD (or omit it)",
+        );
+    }
+    Some(RouteCacheSpec {
+        ttl,
+        vary: names,
+        get,
+        head,
+    })
+}
+
+fn secs(seconds: u64) -> Duration {
+    Duration::from_secs(seconds)
+}
