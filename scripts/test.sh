@@ -10,4 +10,4 @@ cargo clippy --all-targets -- -D warnings
 cargo build --bin edgegate --example demo_origin
 target/debug/edgegate check -c conf/edgegate.yaml
 cargo test --all-targets
-benches/wrk/run.sh --smoke
+benches/wrk/run.sh --smoke --modes plain,cache

@@ -48,6 +48,12 @@ start_edgegate() {
   echo "edgegate did not come up:" >&2; cat "$tmp/edgegate.log" >&2; exit 1
 }
 
+# stop_edgegate: stops the gateway start_edgegate started and waits for it to exit.
+stop_edgegate() {
+  kill "$gateway_pid" 2>/dev/null || true
+  wait "$gateway_pid" 2>/dev/null || true
+}
+
 # wrk_errors FILE: non-2xx/3xx responses plus socket errors in a wrk report.
 wrk_errors() {
   awk '/Non-2xx/ {n += $NF} /Socket errors/ {for (i = 4; i <= NF; i += 2) n += $i} END {print n + 0}' "$1" | tr -d ','
@@ -61,6 +67,8 @@ server:
   threads: 1
   pid_file: $tmp/edgegate.pid
   upgrade_sock: $tmp/upgrade.sock
+  grace_period: 0s
+  shutdown_timeout: 1s
 listeners:
   - { name: http, address: "127.0.0.1:$proxy" }
 admin: { address: "127.0.0.1:$admin" }

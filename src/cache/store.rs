@@ -38,9 +38,10 @@ const SLACK: usize = 256;
 /// Bytes charged per entry on top of its body, headers and URL: the entry record with its
 /// response header map, its shard slot, its LRU node and its purge-index slot.
 /// `cargo bench --bench cache -- overhead` measures what the allocator really hands out.
-pub const ENTRY_OVERHEAD: usize = 640;
-/// Bytes charged per stored header on top of its name and value (map bucket, index, case map).
-pub const HEADER_OVERHEAD: usize = 64;
+pub const ENTRY_OVERHEAD: usize = 1152;
+/// Bytes charged per stored header on top of its name and value: its buckets in the header map
+/// and in Pingora's case-preserving name map.
+pub const HEADER_OVERHEAD: usize = 128;
 
 /// The response metadata of an entry, kept in the form that rebuilds a [`CacheMeta`] without
 /// deserializing (Pingora's own encoding compresses headers, which a hit would pay for).

@@ -71,6 +71,10 @@ fn a_miss_is_stored_and_then_served_from_cache_with_age_also_for_head() {
     assert!(hit.header("x-request-id").is_some());
     assert_ne!(miss.header("x-request-id"), hit.header("x-request-id"));
 
+    let range = get_with(&gw, "/doc?x=1", &[("Range", "bytes=1-1")]);
+    assert_eq!((range.status, range.text().as_str()), (206, "1"));
+    assert_eq!(range.header("content-range"), Some("bytes 1-1/2"));
+
     let head = gw.request("HEAD", "/doc?x=1", &[], b"");
     assert_eq!((head.status, x_cache(&head)), (200, "HIT"));
     assert!(head.body.is_empty());
@@ -90,11 +94,11 @@ fn a_miss_is_stored_and_then_served_from_cache_with_age_also_for_head() {
     );
     assert_eq!(origin.hits(), 3);
 
-    lookups(&gw, "hit", 3.0);
+    lookups(&gw, "hit", 4.0);
     lookups(&gw, "miss", 3.0);
     let status = gw.admin_get("/status").json();
     assert_eq!(status["cache"]["entries"], 3);
-    let log = gw.access_log(6);
+    let log = gw.access_log(7);
     assert_eq!(log[1]["cache"], "HIT");
 }
 
