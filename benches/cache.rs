@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark setup
 
+#[path = "support/mod.rs"]
+mod support;
+
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use edgegate::cache::policy::{decide, RoutePolicy};
@@ -16,6 +19,7 @@ use pingora_cache::trace::Span;
 use pingora_cache::{CacheMeta, RespCacheable};
 use pingora_http::ResponseHeader;
 use std::time::{Duration, SystemTime};
+use support::resident_kib;
 
 fn route_policy() -> RoutePolicy {
     let shared = CacheSettings {
@@ -135,15 +139,6 @@ fn bench_hit(c: &mut Criterion) {
             })
         })
     });
-}
-
-fn resident_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// What 100,000 small entries (101-byte bodies, five headers) cost in RSS beside their charge.

@@ -4,12 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark setup
 
+#[path = "support/mod.rs"]
+mod support;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use edgegate::config::{KeyPart, PolicySpec, RateLimitSpec, StoreSpec};
 use edgegate::ratelimit::algorithm::{decide, Algorithm, Quota, State};
 use edgegate::ratelimit::store::LocalStore;
 use edgegate::ratelimit::{KeyInput, Limiter};
 use std::time::{Duration, Instant};
+use support::resident_kib;
 
 #[path = "../tests/gateway/support/redis.rs"]
 #[allow(dead_code)] // shared with the tests, which also stop and restart servers
@@ -145,15 +149,6 @@ fn bench_redis(c: &mut Criterion) {
         b.iter(|| rt.block_on(limiter.check(black_box(&[0]), &input)).unwrap())
     });
     drop(server);
-}
-
-fn resident_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 fn memory_per_key(_: &mut Criterion) {

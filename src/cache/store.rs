@@ -153,7 +153,7 @@ fn hash_of(binary: HashBinary) -> u128 {
 impl MemoryStore {
     /// An empty store holding at most `max_size` bytes, objects up to `max_object_size`.
     pub fn new(max_size: usize, max_object_size: usize) -> Self {
-        MemoryStore {
+        let store = MemoryStore {
             shards: Default::default(),
             writer: Mutex::new(BTreeMap::new()),
             lru: Lru::with_capacity(max_size, 1024),
@@ -162,7 +162,9 @@ impl MemoryStore {
             entries: AtomicUsize::new(0),
             evictions: AtomicU64::new(0),
             metrics: CacheMetrics::new(),
-        }
+        };
+        store.publish();
+        store
     }
 
     /// Applies new limits (a reload), evicting at once if the store shrank.
@@ -268,25 +270,24 @@ impl MemoryStore {
 
     /// Removes every entry (all routes and variants) of `url` (`host/path?query`).
     pub fn purge_url(&self, url: &str) -> usize {
-        let mut index = self.writer.lock();
-        let hashes = index.get(url).cloned().unwrap_or_default();
-        let removed = hashes
-            .into_iter()
-            .filter(|hash| self.remove_locked(&mut index, *hash))
-            .count();
-        self.publish();
-        removed
+        self.purge_matching(|index| index.get(url).cloned().unwrap_or_default())
     }
 
     /// Removes every entry whose URL starts with `prefix`.
     pub fn purge_prefix(&self, prefix: &str) -> usize {
+        self.purge_matching(|index| {
+            index
+                .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+                .take_while(|(url, _)| url.starts_with(prefix))
+                .flat_map(|(_, hashes)| hashes.iter().copied())
+                .collect()
+        })
+    }
+
+    /// Removes the entries `select` picks from the index; returns how many there were.
+    fn purge_matching(&self, select: impl FnOnce(&UrlIndex) -> Vec<u128>) -> usize {
         let mut index = self.writer.lock();
-        let hashes: Vec<u128> = index
-            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(url, _)| url.starts_with(prefix))
-            .flat_map(|(_, hashes)| hashes.iter().copied())
-            .collect();
-        let removed = hashes
+        let removed = select(&index)
             .into_iter()
             .filter(|hash| self.remove_locked(&mut index, *hash))
             .count();
