@@ -30,7 +30,8 @@ enum Command {
         /// Detach and run in the background (writes server.pid_file).
         #[arg(short = 'd', long)]
         daemon: bool,
-        /// Take over the listeners of a running instance (graceful upgrade).
+        /// Replace the running instance named by server.pid_file without dropping a request:
+        /// once this process is ready it asks the old one to hand over its listeners and drain.
         #[arg(short = 'u', long)]
         upgrade: bool,
     },

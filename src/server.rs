@@ -6,6 +6,7 @@ use crate::auth::jwks::Refresher;
 use crate::config::Model;
 use crate::gateway::runtime::Runtime;
 use crate::gateway::Gateway;
+use crate::lifecycle;
 use crate::observability::{access_log, metrics};
 use crate::upstream::health::HealthChecker;
 use crate::upstream::outlier::Sweeper;
@@ -30,6 +31,29 @@ pub struct RunOptions {
 pub enum StartError {
     #[error(transparent)]
     Runtime(#[from] crate::gateway::runtime::BuildError),
+    #[error("upgrade: {0}")]
+    Handover(#[from] lifecycle::HandoverError),
+}
+
+/// What SIGHUP and SIGUSR1 act on.
+struct Operator {
+    runtime: Arc<ArcSwap<Runtime>>,
+}
+
+impl lifecycle::SignalTarget for Operator {
+    fn reload(&self) {
+        log::warn!(
+            "SIGHUP ignored: this build reloads configuration through `edgegate run -u` \
+             (a zero-downtime handover to a new process reading the file)"
+        );
+    }
+
+    fn reopen_logs(&self) {
+        match self.runtime.load().access_log.reopen() {
+            Ok(()) => log::info!("SIGUSR1: access log reopened"),
+            Err(error) => log::error!("SIGUSR1: cannot reopen the access log: {error}"),
+        }
+    }
 }
 
 fn whole_seconds(duration: Duration) -> u64 {
@@ -46,7 +70,7 @@ pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
     let conf = ServerConf {
         threads: settings.threads,
         daemon: options.daemon,
-        pid_file: settings.pid_file,
+        pid_file: settings.pid_file.clone(),
         upgrade_sock: settings.upgrade_sock,
         grace_period_seconds: Some(whole_seconds(settings.grace_period)),
         graceful_shutdown_timeout_seconds: Some(whole_seconds(settings.shutdown_timeout)),
@@ -57,18 +81,40 @@ pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
         daemon: options.daemon,
         ..Opt::default()
     };
-    let mut server = Server::new_with_opt_and_conf(opt, conf);
-    server.bootstrap();
-
+    // Everything that can fail is built before the listeners are taken: `run -u` with a bad
+    // configuration or key file exits here and the running instance never notices.
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(model)?));
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    let phases = server.watch_execution_phase();
+    if options.upgrade {
+        let pid = lifecycle::request_handover(&settings.pid_file)?;
+        log::info!("asked edgegate (pid {pid}) to hand over its listeners");
+    }
+    // Receives the listeners from the old process when upgrading (before a daemon forks).
+    server.bootstrap();
+    if !options.daemon {
+        // The daemonizer writes it in daemon mode; `run -u` finds the instance to replace here.
+        if let Err(error) = lifecycle::write_pid_file(&settings.pid_file) {
+            log::warn!("cannot write the pid file {}: {error}", settings.pid_file);
+        }
+    }
+    server.add_service(background_service(
+        "drain watcher",
+        lifecycle::PhaseWatcher(std::sync::Mutex::new(Some(phases))),
+    ));
+    server.add_service(background_service(
+        "operator signals",
+        lifecycle::Signals(Box::new(Operator {
+            runtime: Arc::clone(&runtime),
+        })),
+    ));
 
     let health = HealthChecker::new(&runtime.load().pools);
     let health_handle = (!health.is_empty())
         .then(|| server.add_service(background_service("health checks", health)));
 
-    if let Some(refresher) = Refresher::new(runtime.load().auth.remote_key_sets()) {
-        server.add_service(background_service("JWKS refresher", refresher));
-    }
+    let refresher_handle = Refresher::new(runtime.load().auth.remote_key_sets())
+        .map(|refresher| server.add_service(background_service("JWKS refresher", refresher)));
     if let Some(sweeper) = Sweeper::new(&runtime.load().pools) {
         server.add_service(background_service("outlier ejection sweeper", sweeper));
     }
@@ -82,8 +128,9 @@ pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
         proxy.add_tcp(&listener.address.to_string());
     }
     let proxy_handle = server.add_service(proxy);
-    if let Some(health_handle) = &health_handle {
-        proxy_handle.add_dependency(health_handle);
+    // The proxy accepts once backends are probed and key sets fetched (or failed) once.
+    for dependency in [&health_handle, &refresher_handle].into_iter().flatten() {
+        proxy_handle.add_dependency(dependency);
     }
 
     let mut admin = Service::new(

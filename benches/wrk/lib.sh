@@ -67,7 +67,7 @@ server:
   threads: 1
   pid_file: $tmp/edgegate.pid
   upgrade_sock: $tmp/upgrade.sock
-  grace_period: 0s
+  grace_period: ${grace_period:-0s}
   shutdown_timeout: 1s
 listeners:
   - { name: http, address: "127.0.0.1:$proxy" }

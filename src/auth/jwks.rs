@@ -11,6 +11,7 @@ use log::{info, warn};
 use pingora_core::connectors::http::Connector;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use pingora_core::services::ServiceReadyNotifier;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
 use std::collections::HashMap;
@@ -245,15 +246,28 @@ impl Refresher {
 
 #[async_trait]
 impl BackgroundService for Refresher {
-    async fn start(&self, shutdown: ShutdownWatch) {
+    /// One fetch of every set before the proxy starts (it depends on this service), so a new or
+    /// upgraded process verifies tokens from its first request when the key server is up.
+    async fn start_with_ready_notifier(
+        &self,
+        shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
+        // Failures are logged by `refresh`; such a set is retried every second below.
+        let mut first = tokio::task::JoinSet::new();
+        for set in &self.sets {
+            let set = Arc::clone(set);
+            first.spawn(async move { set.refresh().await });
+        }
+        while first.join_next().await.is_some() {}
+        ready.notify_ready();
         let mut tasks = tokio::task::JoinSet::new();
         for set in &self.sets {
             let set = Arc::clone(set);
             let mut shutdown = shutdown.clone();
             tasks.spawn(async move {
                 loop {
-                    let loaded = set.refresh().await.is_ok() || set.keys().is_some();
-                    let wait = if loaded {
+                    let wait = if set.keys().is_some() {
                         set.refresh
                     } else {
                         RETRY_UNTIL_LOADED.min(set.refresh)
@@ -262,6 +276,8 @@ impl BackgroundService for Refresher {
                         _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.changed() => return,
                     }
+                    // A failure keeps the last good set and is logged by `refresh`.
+                    let _ = set.refresh().await;
                 }
             });
         }

@@ -58,7 +58,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        session.set_keepalive(ctx.runtime.keepalive_secs);
+        keepalive(session, ctx);
         let peer = peer_ip(session);
         let request = session.req_header();
         ctx.request_id = forwarding::request_id(request);
@@ -264,6 +264,9 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if crate::lifecycle::draining() {
+            keepalive(session, ctx);
+        }
         forwarding::prepare_response(upstream_response, ctx)?;
         caching::label(session, ctx, upstream_response)
     }
@@ -303,6 +306,17 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         report::finish(session, ctx, error);
     }
+}
+
+/// Downstream keep-alive: the configured timeout, or none while the process drains so clients
+/// move to the instance that replaces it.
+fn keepalive(session: &mut Session, ctx: &RequestCtx) {
+    let timeout = if crate::lifecycle::draining() {
+        None
+    } else {
+        ctx.runtime.keepalive_secs
+    };
+    session.set_keepalive(timeout);
 }
 
 fn routing_view(request: &RequestHeader) -> crate::routing::RequestView<'_> {

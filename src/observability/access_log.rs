@@ -43,6 +43,8 @@ type Sink = Mutex<BufWriter<Box<dyn Write + Send>>>;
 /// The access-log destination (or nothing, when `format: off`).
 pub struct AccessLog {
     sink: Option<Sink>,
+    /// The file lines go to, reopened on SIGUSR1 (None: stdout or off).
+    path: Option<std::path::PathBuf>,
 }
 
 thread_local! {
@@ -52,19 +54,33 @@ thread_local! {
 impl AccessLog {
     /// Opens the destination named by `spec` (files are appended to).
     pub fn open(spec: &AccessLogSpec) -> std::io::Result<Self> {
-        let writer: Box<dyn Write + Send> = match spec {
-            AccessLogSpec::Off => return Ok(AccessLog { sink: None }),
-            AccessLogSpec::Stdout => Box::new(std::io::stdout()),
-            AccessLogSpec::File(path) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
+        let (writer, path): (Box<dyn Write + Send>, _) = match spec {
+            AccessLogSpec::Off => {
+                return Ok(AccessLog {
+                    sink: None,
+                    path: None,
+                })
+            }
+            AccessLogSpec::Stdout => (Box::new(std::io::stdout()), None),
+            AccessLogSpec::File(path) => (Box::new(open_append(path)?), Some(path.clone())),
         };
         Ok(AccessLog {
             sink: Some(Mutex::new(BufWriter::with_capacity(BUFFER_BYTES, writer))),
+            path,
         })
+    }
+
+    /// Flushes, then reopens the file by name (logrotate moved the old one away).
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let (Some(sink), Some(path)) = (&self.sink, &self.path) else {
+            return Ok(());
+        };
+        let file = open_append(path)?;
+        if let Ok(mut writer) = sink.lock() {
+            writer.flush()?;
+            *writer = BufWriter::with_capacity(BUFFER_BYTES, Box::new(file));
+        }
+        Ok(())
     }
 
     /// Whether lines are written at all.
@@ -96,6 +112,13 @@ impl AccessLog {
             }
         }
     }
+}
+
+fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 /// Background service that periodically runs its flush function (the current log's `flush`).

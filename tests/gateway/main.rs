@@ -11,6 +11,7 @@ mod failures;
 mod headers;
 mod health;
 mod http2;
+mod lifecycle;
 mod ratelimit;
 mod redis_store;
 mod resilience;

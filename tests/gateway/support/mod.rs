@@ -116,6 +116,46 @@ impl Gateway {
         assert!(status.success());
     }
 
+    /// `edgegate run -u` with `config` (default: the running one) and its stderr in `log_name`;
+    /// the new process, not yet waited for.
+    pub fn spawn_upgrade(&self, config: Option<&Path>, log_name: &str) -> Child {
+        let default = self.dir.join("edgegate.yaml");
+        let stderr = std::fs::File::create(self.dir.join(log_name)).unwrap();
+        Command::new(binary())
+            .args(["run", "-u", "-c"])
+            .arg(config.unwrap_or(&default))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Replaces the running process with a new one through `run -u`: returns once the old one
+    /// has exited (with its status) and the new one serves.
+    pub fn upgrade(&mut self, log_name: &str) -> std::process::ExitStatus {
+        let next = self.spawn_upgrade(None, log_name);
+        let old_status = self
+            .wait_exit(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("the old process did not exit:\n{}", self.stderr()));
+        self.child = next;
+        let log = self.dir.join(log_name);
+        let serving = wait_until(Duration::from_secs(10), || {
+            try_request(self.admin, "GET", "/health", &[], b"").is_ok_and(|r| r.status == 200)
+        });
+        assert!(
+            serving,
+            "the new process does not serve:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        old_status
+    }
+
+    /// The process id of the running instance.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits up to `limit` for the process to exit.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let mut status = None;
@@ -192,6 +232,102 @@ impl Gateway {
         assert!(found, "{series} never reached {value}:\n{text}");
         text
     }
+}
+
+/// Keep-alive clients sending GETs as fast as they are answered, reconnecting whenever a
+/// response says `Connection: close`; every failure is counted.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<thread::JoinHandle<LoadCounts>>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoadCounts {
+    pub ok: u64,
+    /// Answers other than 200.
+    pub bad_status: u64,
+    /// Connect, write or read failures (a dropped or reset connection).
+    pub io_errors: u64,
+    pub reconnects: u64,
+}
+
+impl Load {
+    /// Starts `connections` clients against `addr` requesting `target`.
+    pub fn start(addr: SocketAddr, target: &str, connections: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers = (0..connections)
+            .map(|_| {
+                let stop = std::sync::Arc::clone(&stop);
+                let request = format!("GET {target} HTTP/1.1\r\nHost: test.local\r\n\r\n");
+                thread::spawn(move || client_loop(addr, &request, &stop))
+            })
+            .collect();
+        Load { stop, workers }
+    }
+
+    /// Stops the clients and adds up their counts.
+    pub fn finish(self) -> LoadCounts {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut total = LoadCounts::default();
+        for worker in self.workers {
+            let counts = worker.join().unwrap();
+            total.ok += counts.ok;
+            total.bad_status += counts.bad_status;
+            total.io_errors += counts.io_errors;
+            total.reconnects += counts.reconnects;
+        }
+        total
+    }
+}
+
+fn client_loop(
+    addr: SocketAddr,
+    request: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> LoadCounts {
+    use std::io::{BufReader, Write};
+    let mut counts = LoadCounts::default();
+    let mut connection: Option<BufReader<TcpStream>> = None;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let reader = match connection.as_mut() {
+            Some(reader) => reader,
+            None => match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                Ok(stream) => {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    let _ = stream.set_nodelay(true);
+                    counts.reconnects += 1;
+                    connection.insert(BufReader::new(stream))
+                }
+                Err(_) => {
+                    counts.io_errors += 1;
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            },
+        };
+        let sent = reader.get_mut().write_all(request.as_bytes());
+        match sent.and_then(|()| read_response(reader, false)) {
+            Ok(response) => {
+                if response.status == 200 {
+                    counts.ok += 1;
+                } else {
+                    counts.bad_status += 1;
+                }
+                if response
+                    .header("connection")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+                {
+                    connection = None;
+                }
+            }
+            Err(_) => {
+                counts.io_errors += 1;
+                connection = None;
+            }
+        }
+    }
+    counts
 }
 
 /// Finds `series` (e.g. `edgegate_backend_healthy{upstream="a",backend="b"}`) in Prometheus text.
