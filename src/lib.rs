@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod lifecycle;
 pub mod observability;
 pub mod ratelimit;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod upstream;

@@ -104,9 +104,10 @@ impl BackgroundService for PhaseWatcher {
 }
 
 /// What the operator signals ask for.
+#[async_trait]
 pub trait SignalTarget: Send + Sync {
     /// SIGHUP: re-read the configuration and swap it in.
-    fn reload(&self);
+    async fn reload(&self);
     /// SIGUSR1: reopen the access-log file (after logrotate moved it).
     fn reopen_logs(&self);
 }
@@ -126,10 +127,43 @@ impl BackgroundService for Signals {
         };
         loop {
             tokio::select! {
-                _ = hangup.recv() => self.0.reload(),
+                _ = hangup.recv() => self.0.reload().await,
                 _ = user1.recv() => self.0.reopen_logs(),
                 _ = shutdown.changed() => break,
             }
+        }
+    }
+}
+
+/// Runs `task` for each of `items`, and after every change of `reloads` stops them all and runs
+/// it for what `current` returns then; returns at shutdown. Background services that follow the
+/// configuration in force (health checks, key refresh) are built on this.
+pub async fn run_each_until_shutdown<T, Task, Run>(
+    mut items: Vec<T>,
+    current: impl Fn() -> Vec<T>,
+    mut reloads: tokio::sync::watch::Receiver<u64>,
+    mut shutdown: ShutdownWatch,
+    task: Task,
+) where
+    Task: Fn(&T, ShutdownWatch) -> Run,
+    Run: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let mut tasks = tokio::task::JoinSet::new();
+        for item in &items {
+            tasks.spawn(task(item, shutdown.clone()));
+        }
+        tokio::select! {
+            changed = reloads.changed() => {
+                if changed.is_err() {
+                    // No reload can come any more: these keep running until shutdown.
+                    let _ = shutdown.changed().await;
+                    return;
+                }
+                tasks.abort_all();
+                items = current();
+            }
+            _ = shutdown.changed() => return,
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::gateway::runtime::Runtime;
 use crate::gateway::Gateway;
 use crate::lifecycle;
 use crate::observability::{access_log, metrics};
+use crate::reload::Reloader;
 use crate::upstream::health::HealthChecker;
 use crate::upstream::outlier::Sweeper;
 use arc_swap::ArcSwap;
@@ -38,14 +39,14 @@ pub enum StartError {
 /// What SIGHUP and SIGUSR1 act on.
 struct Operator {
     runtime: Arc<ArcSwap<Runtime>>,
+    reloader: Reloader,
 }
 
+#[async_trait::async_trait]
 impl lifecycle::SignalTarget for Operator {
-    fn reload(&self) {
-        log::warn!(
-            "SIGHUP ignored: this build reloads configuration through `edgegate run -u` \
-             (a zero-downtime handover to a new process reading the file)"
-        );
+    async fn reload(&self) {
+        log::info!("SIGHUP: reloading the configuration");
+        self.reloader.reload().await;
     }
 
     fn reopen_logs(&self) {
@@ -102,22 +103,32 @@ pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
         "drain watcher",
         lifecycle::PhaseWatcher(std::sync::Mutex::new(Some(phases))),
     ));
+
+    let reloader = Reloader::new(Arc::clone(&runtime));
+    let live = Arc::clone(&runtime);
+    let pools: crate::upstream::health::PoolSource = Arc::new(move || live.load().pools.clone());
+    let health_handle = server.add_service(background_service(
+        "health checks",
+        HealthChecker::new(Arc::clone(&pools), reloader.subscribe()),
+    ));
+    let live = Arc::clone(&runtime);
+    let key_sets: crate::auth::jwks::KeySetSource =
+        Arc::new(move || live.load().auth.remote_key_sets());
+    let refresher_handle = server.add_service(background_service(
+        "JWKS refresher",
+        Refresher::new(key_sets, reloader.subscribe()),
+    ));
+    server.add_service(background_service(
+        "outlier ejection sweeper",
+        Sweeper::new(pools),
+    ));
     server.add_service(background_service(
         "operator signals",
         lifecycle::Signals(Box::new(Operator {
             runtime: Arc::clone(&runtime),
+            reloader,
         })),
     ));
-
-    let health = HealthChecker::new(&runtime.load().pools);
-    let health_handle = (!health.is_empty())
-        .then(|| server.add_service(background_service("health checks", health)));
-
-    let refresher_handle = Refresher::new(runtime.load().auth.remote_key_sets())
-        .map(|refresher| server.add_service(background_service("JWKS refresher", refresher)));
-    if let Some(sweeper) = Sweeper::new(&runtime.load().pools) {
-        server.add_service(background_service("outlier ejection sweeper", sweeper));
-    }
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -129,9 +140,8 @@ pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
     }
     let proxy_handle = server.add_service(proxy);
     // The proxy accepts once backends are probed and key sets fetched (or failed) once.
-    for dependency in [&health_handle, &refresher_handle].into_iter().flatten() {
-        proxy_handle.add_dependency(dependency);
-    }
+    proxy_handle.add_dependency(&health_handle);
+    proxy_handle.add_dependency(&refresher_handle);
 
     let mut admin = Service::new(
         "edgegate admin".to_string(),

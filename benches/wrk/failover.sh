@@ -22,11 +22,8 @@ done
 
 "$root/scripts/install-deps.sh" bench
 cd "$root"
-if [ -z "$binary" ]; then
-  cargo build --release --bin edgegate
-  binary="$root/target/release/edgegate"
-fi
 source "$here/lib.sh"
+release_binary
 
 origin_ports=() origin_pids=()
 for i in 1 2 3; do

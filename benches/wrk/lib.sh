@@ -59,6 +59,26 @@ wrk_errors() {
   awk '/Non-2xx/ {n += $NF} /Socket errors/ {for (i = 4; i <= NF; i += 2) n += $i} END {print n + 0}' "$1" | tr -d ','
 }
 
+# release_binary: sets $binary to the release build unless the caller chose one (--binary).
+release_binary() {
+  if [ -z "$binary" ]; then
+    (cd "$root" && cargo build --release --bin edgegate)
+    binary="$root/target/release/edgegate"
+  fi
+}
+
+# two_origin_pool ORIGIN1 ORIGIN2: the `upstreams:` section of a round-robin pool named origins.
+two_origin_pool() {
+  cat <<YAML
+upstreams:
+  origins:
+    selection: round_robin
+    targets:
+      - { address: "127.0.0.1:$1" }
+      - { address: "127.0.0.1:$2" }
+YAML
+}
+
 # config_preamble: the server/listener/admin/access-log part of a load-test config
 # (one worker thread, access log off) for $proxy and $admin.
 config_preamble() {

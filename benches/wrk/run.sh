@@ -68,13 +68,7 @@ for mode in "${mode_list[@]}"; do
     cache) route_cache=", cache: { ttl: 1h }" ;;
     *) echo "run.sh: unknown mode $mode (plain, cache)" >&2; exit 2 ;;
   esac
-  { config_preamble; cat <<YAML
-upstreams:
-  origins:
-    selection: round_robin
-    targets:
-      - { address: "127.0.0.1:$origin1" }
-      - { address: "127.0.0.1:$origin2" }
+  { config_preamble; two_origin_pool "$origin1" "$origin2"; cat <<YAML
 routes:
   - { name: api, match: { path_prefix: /api/v1 }, strip_prefix: /api/v1, upstream: origins$route_cache }
   - { name: default, upstream: origins$route_cache }

@@ -25,24 +25,15 @@ done
 
 "$root/scripts/install-deps.sh" bench
 cd "$root"
-if [ -z "$binary" ]; then
-  cargo build --release --bin edgegate
-  binary="$root/target/release/edgegate"
-fi
-[ -n "$next_binary" ] || next_binary="$binary"
 source "$here/lib.sh"
+release_binary
+[ -n "$next_binary" ] || next_binary="$binary"
 
 take_port; origin1=$port; take_port; origin2=$port; take_port; proxy=$port; take_port; admin=$port
 start_nginx_origin origin-1 "$origin1"
 start_nginx_origin origin-2 "$origin2"
 grace_period=5s
-{ config_preamble; cat <<YAML
-upstreams:
-  origins:
-    selection: round_robin
-    targets:
-      - { address: "127.0.0.1:$origin1" }
-      - { address: "127.0.0.1:$origin2" }
+{ config_preamble; two_origin_pool "$origin1" "$origin2"; cat <<YAML
 routes:
   - { name: all, upstream: origins }
 YAML

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// Keys by `kid`.
 pub type KeySet = HashMap<String, DecodingKey>;
@@ -231,16 +232,46 @@ pub fn parse(body: &[u8]) -> Result<KeySet, String> {
     Ok(keys)
 }
 
+/// The remote key sets of the configuration in force (they change on reload).
+pub type KeySetSource = Arc<dyn Fn() -> Vec<Arc<RemoteJwks>> + Send + Sync>;
+
 /// Background service: fetch every remote key set at start, then every `jwks_refresh`
-/// (every second until a first set has loaded).
+/// (every second until a first set has loaded); after a reload, the new configuration's sets.
 pub struct Refresher {
-    sets: Vec<Arc<RemoteJwks>>,
+    sets: KeySetSource,
+    reloads: watch::Receiver<u64>,
 }
 
 impl Refresher {
-    /// A refresher for `sets` (None when there are none).
-    pub fn new(sets: Vec<Arc<RemoteJwks>>) -> Option<Self> {
-        (!sets.is_empty()).then_some(Refresher { sets })
+    /// A refresher for the sets `sets` returns, again after each change of `reloads`.
+    pub fn new(sets: KeySetSource, reloads: watch::Receiver<u64>) -> Self {
+        Refresher { sets, reloads }
+    }
+}
+
+/// Fetches every set once, concurrently (failures are logged by `refresh`).
+pub async fn fetch_all(sets: &[Arc<RemoteJwks>]) {
+    let mut first = tokio::task::JoinSet::new();
+    for set in sets {
+        let set = Arc::clone(set);
+        first.spawn(async move { set.refresh().await });
+    }
+    while first.join_next().await.is_some() {}
+}
+
+async fn keep_fresh(set: Arc<RemoteJwks>, mut shutdown: ShutdownWatch) {
+    loop {
+        let wait = if set.keys().is_some() {
+            set.refresh
+        } else {
+            RETRY_UNTIL_LOADED.min(set.refresh)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        // A failure keeps the last good set and is logged by `refresh`.
+        let _ = set.refresh().await;
     }
 }
 
@@ -253,34 +284,16 @@ impl BackgroundService for Refresher {
         shutdown: ShutdownWatch,
         ready: ServiceReadyNotifier,
     ) {
-        // Failures are logged by `refresh`; such a set is retried every second below.
-        let mut first = tokio::task::JoinSet::new();
-        for set in &self.sets {
-            let set = Arc::clone(set);
-            first.spawn(async move { set.refresh().await });
-        }
-        while first.join_next().await.is_some() {}
+        let sets = (self.sets)();
+        fetch_all(&sets).await;
         ready.notify_ready();
-        let mut tasks = tokio::task::JoinSet::new();
-        for set in &self.sets {
-            let set = Arc::clone(set);
-            let mut shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                loop {
-                    let wait = if set.keys().is_some() {
-                        set.refresh
-                    } else {
-                        RETRY_UNTIL_LOADED.min(set.refresh)
-                    };
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.changed() => return,
-                    }
-                    // A failure keeps the last good set and is logged by `refresh`.
-                    let _ = set.refresh().await;
-                }
-            });
-        }
-        while tasks.join_next().await.is_some() {}
+        crate::lifecycle::run_each_until_shutdown(
+            sets,
+            || (self.sets)(),
+            self.reloads.clone(),
+            shutdown,
+            |set, shutdown| keep_fresh(Arc::clone(set), shutdown),
+        )
+        .await;
     }
 }

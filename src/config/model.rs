@@ -28,7 +28,7 @@ pub struct Model {
 }
 
 /// Process-wide settings mapped onto Pingora's server configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
     pub threads: usize,
     pub pid_file: String,
@@ -41,7 +41,7 @@ pub struct ServerSettings {
 }
 
 /// One plain-HTTP listening socket.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerSpec {
     pub name: String,
     pub address: SocketAddr,
@@ -56,7 +56,7 @@ pub enum AccessLogSpec {
 }
 
 /// A named pool of backends.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSpec {
     pub name: String,
     pub targets: Vec<TargetSpec>,
@@ -115,14 +115,14 @@ pub enum HashKey {
 }
 
 /// TLS towards the backends of a pool.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamTls {
     pub sni: String,
     pub verify: bool,
 }
 
 /// An active health check.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheckSpec {
     pub probe: Probe,
     pub interval: Duration,
@@ -132,7 +132,7 @@ pub struct HealthCheckSpec {
 }
 
 /// The kind of active probe.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Probe {
     Tcp,
     Http {
@@ -255,7 +255,7 @@ pub struct HeaderOps {
 }
 
 /// Authentication providers, resolved at load (keys read, algorithms parsed).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuthSpec {
     /// Indexed by `AuthMethod::Jwt`.
     pub jwt_providers: Vec<JwtProviderSpec>,
@@ -263,7 +263,7 @@ pub struct AuthSpec {
 }
 
 /// One JWT issuer the gateway trusts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JwtProviderSpec {
     pub name: String,
     pub issuer: Option<String>,
@@ -282,7 +282,7 @@ pub struct JwtProviderSpec {
 }
 
 /// Where a provider's verification keys come from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum KeyMaterial {
     /// HS* shared secret.
     Secret(Vec<u8>),
@@ -304,14 +304,14 @@ pub enum TokenSource {
 }
 
 /// API keys: only their SHA-256 is kept.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeysSpec {
     pub header: HeaderName,
     pub keys: Vec<ApiKeySpec>,
 }
 
 /// One consumer's key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeySpec {
     pub consumer: String,
     pub sha256: [u8; 32],
@@ -336,7 +336,7 @@ pub enum AuthMethod {
 }
 
 /// Rate-limit policies (in-process store).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitSpec {
     pub store: StoreSpec,
     /// Bound of the local store; least recently used keys go first.
@@ -370,7 +370,7 @@ impl Default for RateLimitSpec {
 }
 
 /// One named policy.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PolicySpec {
     pub name: String,
     pub algorithm: crate::ratelimit::algorithm::Algorithm,

@@ -54,8 +54,8 @@ pub struct Runtime {
     pub max_request_header_size: usize,
     pub trusted_proxies: Vec<IpNet>,
     pub access_log: Arc<AccessLog>,
-    pub auth: Authenticator,
-    pub limiter: crate::ratelimit::Limiter,
+    pub auth: Arc<Authenticator>,
+    pub limiter: Arc<crate::ratelimit::Limiter>,
     /// The shared response cache, when any route caches.
     pub cache: Option<Cache>,
 }
@@ -71,17 +71,68 @@ pub enum BuildError {
     RateLimit(String),
 }
 
+/// A snapshot built to replace a running one, with what must be readied before it serves.
+pub struct Successor {
+    pub runtime: Runtime,
+    /// Pools built anew (new or changed): their never-probed backends need a first probe.
+    pub new_pools: Vec<Arc<Pool>>,
+    /// Remote key sets of a changed `auth` section: fetched once before the swap.
+    pub new_key_sets: Vec<Arc<crate::auth::jwks::RemoteJwks>>,
+}
+
 impl Runtime {
     /// Compiles `model` (opens the access log, parses authentication keys).
     pub fn build(model: Model) -> Result<Self, BuildError> {
-        let access_log = Arc::new(AccessLog::open(&model.access_log)?);
-        let auth = Authenticator::new(&model.auth)?;
-        let limiter =
-            crate::ratelimit::Limiter::new(&model.rate_limits).map_err(BuildError::RateLimit)?;
+        Self::build_after(model, None).map(|successor| successor.runtime)
+    }
+
+    /// Compiles `model` to replace `previous` (a reload): unchanged pools, authentication,
+    /// rate limiter and access log are shared with it, so their live state carries on; a changed
+    /// pool keeps the health of the backends it still has.
+    pub fn build_after(model: Model, previous: Option<&Runtime>) -> Result<Successor, BuildError> {
+        let unchanged = |same: &dyn Fn(&Model) -> bool| previous.filter(|p| same(&p.model));
+        let access_log = match unchanged(&|m| m.access_log == model.access_log) {
+            Some(previous) => Arc::clone(&previous.access_log),
+            None => Arc::new(AccessLog::open(&model.access_log)?),
+        };
+        let mut new_key_sets = Vec::new();
+        let auth = match unchanged(&|m| m.auth == model.auth) {
+            Some(previous) => Arc::clone(&previous.auth),
+            None => {
+                let auth = Authenticator::new(&model.auth)?;
+                new_key_sets = auth.remote_key_sets();
+                Arc::new(auth)
+            }
+        };
+        let limiter = match unchanged(&|m| m.rate_limits == model.rate_limits) {
+            Some(previous) => Arc::clone(&previous.limiter),
+            None => Arc::new(
+                crate::ratelimit::Limiter::new(&model.rate_limits)
+                    .map_err(BuildError::RateLimit)?,
+            ),
+        };
+        let mut new_pools = Vec::new();
         let pools: Vec<Arc<Pool>> = model
             .upstreams
             .iter()
-            .map(|spec| Arc::new(Pool::new(spec)))
+            .map(|spec| {
+                let old = previous.and_then(|p| {
+                    let index = p.model.upstreams.iter().position(|u| u.name == spec.name)?;
+                    Some((&p.model.upstreams[index], &p.pools[index]))
+                });
+                match old {
+                    Some((old_spec, old_pool)) if old_spec == spec => Arc::clone(old_pool),
+                    _ => {
+                        let pool = Pool::new(spec);
+                        if let Some((_, old_pool)) = old {
+                            pool.inherit_health(old_pool);
+                        }
+                        let pool = Arc::new(pool);
+                        new_pools.push(Arc::clone(&pool));
+                        pool
+                    }
+                }
+            })
             .collect();
         let routes = model
             .routes
@@ -115,7 +166,7 @@ impl Runtime {
             })
             .collect();
         let keepalive = model.server.keepalive_timeout;
-        Ok(Runtime {
+        let runtime = Runtime {
             router: Router::new(&model.routes),
             routes,
             pools,
@@ -128,6 +179,11 @@ impl Runtime {
             limiter,
             cache: model.cache.as_ref().map(Cache::shared),
             model,
+        };
+        Ok(Successor {
+            runtime,
+            new_pools,
+            new_key_sets,
         })
     }
 }

@@ -37,6 +37,7 @@ struct Families {
     cache_max_size: IntGauge,
     cache_entries: IntGauge,
     cache_evictions: IntCounter,
+    config_reloads: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -166,6 +167,12 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         "Entries evicted to stay within cache.max_size"
     )
     .expect("register edgegate_cache_evictions_total"),
+    config_reloads: register_int_counter_vec!(
+        "edgegate_config_reloads_total",
+        "Configuration reloads (SIGHUP) by result: success, error (the running config stayed)",
+        &["result"]
+    )
+    .expect("register edgegate_config_reloads_total"),
     build_info: register_int_gauge_vec!(
         "edgegate_build_info",
         "Always 1; labels name the build",
@@ -180,6 +187,15 @@ pub fn init() {
         .build_info
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
+    for result in ["success", "error"] {
+        FAMILIES.config_reloads.with_label_values(&[result]);
+    }
+}
+
+/// Counts one configuration reload.
+pub fn config_reload(success: bool) {
+    let result = if success { "success" } else { "error" };
+    FAMILIES.config_reloads.with_label_values(&[result]).inc();
 }
 
 /// Status classes used as the `status` label.

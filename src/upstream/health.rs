@@ -1,6 +1,8 @@
 //! Active health checks: a Pingora background service probing every backend of every pool that
 //! has a `health_check`, flipping `Backend::healthy` after the configured streaks.
 //! The proxy service depends on it, so no traffic is taken before the first pass is done.
+//! After a configuration reload it checks the new pools; a reload probes new backends once
+//! before they take traffic (`probe_new_backends`).
 
 use super::{Backend, Pool};
 use crate::config::{HealthCheckSpec, Probe};
@@ -11,15 +13,30 @@ use pingora_core::services::background::BackgroundService;
 use pingora_core::services::ServiceReadyNotifier;
 use pingora_http::RequestHeader;
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// Consecutive probe results of one backend.
 #[derive(Debug, Default)]
 pub struct Streak {
     successes: AtomicU32,
     failures: AtomicU32,
+    /// A first probe has decided this backend's health (its result counts at once).
+    probed: AtomicBool,
 }
+
+impl Streak {
+    /// Carries `other`'s state over (the same backend in a reloaded pool).
+    pub fn inherit(&self, other: &Streak) {
+        self.successes.store(other.successes.load(Relaxed), Relaxed);
+        self.failures.store(other.failures.load(Relaxed), Relaxed);
+        self.probed.store(other.probed.load(Relaxed), Relaxed);
+    }
+}
+
+/// The pools of the configuration in force (it changes on reload).
+pub type PoolSource = Arc<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>;
 
 type DynCheck = Arc<dyn HealthCheck + Send + Sync>;
 
@@ -32,43 +49,28 @@ struct CheckedPool {
 
 /// The background service running every pool's checks.
 pub struct HealthChecker {
-    pools: Vec<Arc<CheckedPool>>,
+    pools: PoolSource,
+    /// Bumped after every reload.
+    reloads: watch::Receiver<u64>,
 }
 
 impl HealthChecker {
-    /// Prepares probes for every pool with a `health_check`.
-    pub fn new(pools: &[Arc<Pool>]) -> Self {
-        let pools = pools
-            .iter()
-            .filter_map(|pool| {
-                let spec = pool.health_check.clone()?;
-                let probes = pool
-                    .backends
-                    .iter()
-                    .map(|backend| {
-                        let target = pingora_load_balancing::Backend {
-                            addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(
-                                backend.address,
-                            ),
-                            weight: 1,
-                            ext: http::Extensions::new(),
-                        };
-                        (build_probe(&spec, backend), target)
-                    })
-                    .collect();
-                Some(Arc::new(CheckedPool {
-                    pool: Arc::clone(pool),
-                    spec,
-                    probes,
-                }))
-            })
-            .collect();
-        HealthChecker { pools }
+    /// Checks the pools `pools` returns, again after each change of `reloads`.
+    pub fn new(pools: PoolSource, reloads: watch::Receiver<u64>) -> Self {
+        HealthChecker { pools, reloads }
     }
+}
 
-    /// Whether any pool is checked.
-    pub fn is_empty(&self) -> bool {
-        self.pools.is_empty()
+/// Probes for every pool with a `health_check`.
+fn checked_pools(pools: &[Arc<Pool>]) -> Vec<Arc<CheckedPool>> {
+    pools.iter().filter_map(CheckedPool::new).collect()
+}
+
+/// Probes, once, the backends of `pools` that have never been probed (a reload's new backends),
+/// so they take traffic only if they pass.
+pub async fn probe_new_backends(pools: &[Arc<Pool>]) {
+    for pool in checked_pools(pools) {
+        pool.run_pass(true).await;
     }
 }
 
@@ -130,10 +132,35 @@ fn build_probe(spec: &HealthCheckSpec, backend: &Backend) -> DynCheck {
 }
 
 impl CheckedPool {
-    /// Probes every backend concurrently and applies the results.
-    async fn run_pass(self: &Arc<Self>, first: bool) {
+    fn new(pool: &Arc<Pool>) -> Option<Arc<Self>> {
+        let spec = pool.health_check.clone()?;
+        let probes = pool
+            .backends
+            .iter()
+            .map(|backend| {
+                let target = pingora_load_balancing::Backend {
+                    addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(backend.address),
+                    weight: 1,
+                    ext: http::Extensions::new(),
+                };
+                (build_probe(&spec, backend), target)
+            })
+            .collect();
+        Some(Arc::new(CheckedPool {
+            pool: Arc::clone(pool),
+            spec,
+            probes,
+        }))
+    }
+
+    /// Probes every backend concurrently and applies the results (`only_new`: just the
+    /// backends never probed).
+    async fn run_pass(self: &Arc<Self>, only_new: bool) {
         let mut jobs = tokio::task::JoinSet::new();
         for index in 0..self.probes.len() {
+            if only_new && self.pool.backends[index].check_streak.probed.load(Relaxed) {
+                continue;
+            }
             let this = Arc::clone(self);
             jobs.spawn(async move {
                 let (probe, target) = &this.probes[index];
@@ -149,14 +176,16 @@ impl CheckedPool {
         }
         while let Some(joined) = jobs.join_next().await {
             if let Ok((index, result)) = joined {
-                self.apply(&self.pool.backends[index], result, first);
+                self.apply(&self.pool.backends[index], result);
             }
         }
     }
 
-    fn apply(&self, backend: &Backend, result: Result<(), String>, first: bool) {
+    fn apply(&self, backend: &Backend, result: Result<(), String>) {
         let was_healthy = backend.healthy.load(Relaxed);
         let streak = &backend.check_streak;
+        // The first probe of a backend decides at once; later ones need their streak.
+        let first = !streak.probed.swap(true, Relaxed);
         let now_healthy = match &result {
             Ok(()) => {
                 streak.failures.store(0, Relaxed);
@@ -209,14 +238,18 @@ impl BackgroundService for HealthChecker {
         shutdown: ShutdownWatch,
         ready: ServiceReadyNotifier,
     ) {
-        for pool in &self.pools {
+        let pools = checked_pools(&(self.pools)());
+        for pool in &pools {
             pool.run_pass(true).await;
         }
         ready.notify_ready();
-        let mut tasks = tokio::task::JoinSet::new();
-        for pool in &self.pools {
-            tasks.spawn(Arc::clone(pool).run_forever(shutdown.clone()));
-        }
-        while tasks.join_next().await.is_some() {}
+        crate::lifecycle::run_each_until_shutdown(
+            pools,
+            || checked_pools(&(self.pools)()),
+            self.reloads.clone(),
+            shutdown,
+            |pool, shutdown| Arc::clone(pool).run_forever(shutdown),
+        )
+        .await;
     }
 }

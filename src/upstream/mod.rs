@@ -103,6 +103,20 @@ impl Pool {
         }
     }
 
+    /// Takes over the active-health state of the backends `old` (the same pool before a
+    /// reload) has at the same addresses; new backends wait for their first probe.
+    pub fn inherit_health(&self, old: &Pool) {
+        for backend in &self.backends {
+            let Some(previous) = old.backends.iter().find(|b| b.address == backend.address) else {
+                continue;
+            };
+            let healthy = previous.healthy.load(Relaxed);
+            backend.healthy.store(healthy, Relaxed);
+            backend.metrics.healthy.set(i64::from(healthy));
+            backend.check_streak.inherit(&previous.check_streak);
+        }
+    }
+
     /// Milliseconds on the pool's ejection clock (never 0, which means "not ejected").
     pub fn now_ms(&self) -> u64 {
         self.clock.elapsed().as_millis() as u64 + 1

@@ -198,18 +198,13 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Background service that returns backends whose ejection time is over.
 pub struct Sweeper {
-    pools: Vec<std::sync::Arc<super::Pool>>,
+    pools: super::health::PoolSource,
 }
 
 impl Sweeper {
-    /// A sweeper for the pools that have outlier detection (None when there are none).
-    pub fn new(pools: &[std::sync::Arc<super::Pool>]) -> Option<Self> {
-        let pools: Vec<_> = pools
-            .iter()
-            .filter(|pool| pool.outlier_detection.is_some())
-            .cloned()
-            .collect();
-        (!pools.is_empty()).then_some(Sweeper { pools })
+    /// A sweeper for the pools `pools` returns (those with outlier detection).
+    pub fn new(pools: super::health::PoolSource) -> Self {
+        Sweeper { pools }
     }
 }
 
@@ -219,7 +214,13 @@ impl pingora_core::services::background::BackgroundService for Sweeper {
         let mut ticker = tokio::time::interval(SWEEP_EVERY);
         loop {
             tokio::select! {
-                _ = ticker.tick() => self.pools.iter().for_each(|pool| pool.sweep_ejections()),
+                _ = ticker.tick() => {
+                    for pool in (self.pools)() {
+                        if pool.outlier_detection.is_some() {
+                            pool.sweep_ejections();
+                        }
+                    }
+                }
                 _ = shutdown.changed() => return,
             }
         }

@@ -138,17 +138,6 @@ fn sigusr1_reopens_the_access_log_after_rotation() {
 }
 
 #[test]
-fn sighup_does_not_stop_the_gateway() {
-    let origin = Origin::start("app");
-    let gw = gateway(&origin);
-    gw.signal("HUP");
-    assert!(wait_until(Duration::from_secs(5), || gw
-        .stderr()
-        .contains("SIGHUP")));
-    assert_eq!(gw.get("/").status, 200);
-}
-
-#[test]
 fn daemon_mode_detaches_and_writes_the_pid_file() {
     let origin = Origin::start("app");
     let dir = crate::support::temp_dir();

@@ -14,6 +14,7 @@ mod http2;
 mod lifecycle;
 mod ratelimit;
 mod redis_store;
+mod reload;
 mod resilience;
 mod routing;
 mod support;
