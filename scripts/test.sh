@@ -10,4 +10,4 @@ cargo clippy --all-targets -- -D warnings
 cargo build --bin edgegate --example demo_origin
 target/debug/edgegate check -c conf/edgegate.yaml
 cargo test --all-targets
-benches/wrk/run.sh --smoke --modes plain,cache
+benches/wrk/run.sh --smoke --modes plain,jwt,ratelimit,cache,full --paths 50

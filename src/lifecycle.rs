@@ -7,6 +7,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pingora_core::server::{ExecutionPhase, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
+use pingora_core::services::ServiceReadyNotifier;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
 use tokio::signal::unix::{signal, SignalKind};
@@ -117,14 +118,22 @@ pub struct Signals(pub Box<dyn SignalTarget>);
 
 #[async_trait]
 impl BackgroundService for Signals {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    /// Ready once the handlers are installed: the proxy waits for it, so a SIGHUP sent as soon
+    /// as the gateway answers reloads instead of killing the process (the default action).
+    async fn start_with_ready_notifier(
+        &self,
+        mut shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
         let (Ok(mut hangup), Ok(mut user1)) = (
             signal(SignalKind::hangup()),
             signal(SignalKind::user_defined1()),
         ) else {
             log::error!("cannot listen for SIGHUP/SIGUSR1: reload and log reopening are off");
+            ready.notify_ready();
             return;
         };
+        ready.notify_ready();
         loop {
             tokio::select! {
                 _ = hangup.recv() => self.0.reload().await,

@@ -122,7 +122,7 @@ pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
         "outlier ejection sweeper",
         Sweeper::new(pools),
     ));
-    server.add_service(background_service(
+    let signals_handle = server.add_service(background_service(
         "operator signals",
         lifecycle::Signals(Box::new(Operator {
             runtime: Arc::clone(&runtime),
@@ -142,6 +142,7 @@ pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
     // The proxy accepts once backends are probed and key sets fetched (or failed) once.
     proxy_handle.add_dependency(&health_handle);
     proxy_handle.add_dependency(&refresher_handle);
+    proxy_handle.add_dependency(&signals_handle);
 
     let mut admin = Service::new(
         "edgegate admin".to_string(),

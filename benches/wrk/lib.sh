@@ -42,7 +42,7 @@ start_edgegate() {
   gateway_pid=$!
   for _ in $(seq 1 100); do
     kill -0 "$gateway_pid" 2>/dev/null || { echo "edgegate exited:" >&2; cat "$tmp/edgegate.log" >&2; exit 1; }
-    curl -fsS "http://127.0.0.1:$proxy/" >/dev/null 2>&1 && return 0
+    curl -sS -o /dev/null "http://127.0.0.1:$proxy/" 2>/dev/null && return 0
     sleep 0.1
   done
   echo "edgegate did not come up:" >&2; cat "$tmp/edgegate.log" >&2; exit 1

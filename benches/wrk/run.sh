@@ -1,32 +1,42 @@
 #!/usr/bin/env bash
-# Load-test driver: starts two demo origins and edgegate (one worker thread, upstream keepalive,
-# access log off) on free loopback ports, runs wrk against it and prints requests/s, latency
-# percentiles, and the gateway's CPU per request and peak RSS.
+# Load-test kit: builds release, starts two origins, then for each mode starts edgegate (one
+# worker thread, upstream keepalive, access log off) on free loopback ports, drives it with wrk
+# (benches/wrk/kit.lua) and prints one row: requests/s, p50/p99/p99.9 latency, gateway CPU per
+# request, peak RSS, errors. nginx proxying the same origins runs in the same invocation as the
+# reference row (and with proxy_cache beside the cache mode).
 #
-#   benches/wrk/run.sh                         release build, 10 s, 64 connections, GET /
-#   benches/wrk/run.sh --script paths.lua      200 distinct paths through a strip_prefix route
-#   benches/wrk/run.sh --duration 30 --connections 256 --threads 2
-#   benches/wrk/run.sh --binary path/to/edgegate
-#   benches/wrk/run.sh --origin demo           origins: nginx (default when installed; fixed 101-byte
-#                                              body, like ../shared/bench) or demo (examples/demo_origin)
-#   benches/wrk/run.sh --modes plain,cache     one row per mode in the same run: plain proxying, and
-#                                              the same route with `cache` on (every request a hit)
-#   benches/wrk/run.sh --smoke                 2 s against the debug build; fails on any error
+#   benches/wrk/run.sh                                  plain proxying + nginx, 10 s each, 64 connections
+#   benches/wrk/run.sh --modes plain,jwt,ratelimit,cache,full
+#        plain      one route, round robin over the two origins
+#        jwt        HS256 JWT on every request (verified-token cache), `sub` forwarded
+#        ratelimit  a sliding-window policy keyed by X-Client-Id (10,000 clients cycling)
+#        cache      the route caches (every request a hit after the first)
+#        full       jwt + ratelimit + a JSON access log to a file
+#   benches/wrk/run.sh --paths 200                      cycle 200 distinct paths (strip_prefix route)
+#   benches/wrk/run.sh --duration 30 --connections 256 --threads 2 --binary PATH --no-reference
+#   benches/wrk/run.sh --origin demo                    origins: nginx (default when installed; fixed
+#                                                       101-byte body) or demo (examples/demo_origin)
+#   benches/wrk/run.sh --smoke                          2 s per mode against the debug build; fails on
+#                                                       any error
+# Nothing is pinned: wrk, the origins and the proxy share the cores. Compare rows of one run.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-duration=10 connections=64 wrk_threads=1 script="" binary="" smoke=0 profile=release origin="" modes=plain
+duration=10 connections=64 wrk_threads=1 binary="" smoke=0 profile=release origin="" modes=plain
+paths=0 clients=10000 reference=1 script=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="$2"; shift 2 ;;
     --connections) connections="$2"; shift 2 ;;
     --threads) wrk_threads="$2"; shift 2 ;;
-    --script) script="$2"; shift 2 ;;
     --binary) binary="$2"; shift 2 ;;
     --origin) origin="$2"; shift 2 ;;
     --modes) modes="$2"; shift 2 ;;
-    --smoke) smoke=1; duration=2; connections=8; profile=debug; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --paths) paths="$2"; shift 2 ;;
+    --script) script="$2"; shift 2 ;;
+    --no-reference) reference=0; shift ;;
+    --smoke) smoke=1; duration=2; connections=8; profile=debug; reference=0; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -54,45 +64,123 @@ else
   "$origin_bin" "127.0.0.1:$origin1" origin-1 2>"$tmp/origin1.log" & pids+=($!)
   "$origin_bin" "127.0.0.1:$origin2" origin-2 2>"$tmp/origin2.log" & pids+=($!)
 fi
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$gateway_pid/stat"; }
-wrk_args=(-t"$wrk_threads" -c"$connections" -d"${duration}s" --latency)
-[ -n "$script" ] && wrk_args+=(-s "$here/$script")
+command -v nginx >/dev/null 2>&1 || reference=0
+
+secret="a-load-test-secret-that-is-long-enough-for-hs256"
+printf '%s' "$secret" > "$tmp/jwt.secret"
+token=$("$binary" token --alg HS256 --secret-file "$tmp/jwt.secret" --sub load-test --ttl 1d)
+
 ticks_per_sec=$(getconf CLK_TCK)
-pct() { awk -v p="$1" '$1 == p {print $2}' "$tmp/wrk.out"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-printf '%-10s %12s %10s %10s %10s %10s %12s %9s %7s\n' mode "requests/s" p50 p90 p99 requests "cpu us/req" "RSS MiB" errors
-IFS=, read -r -a mode_list <<< "$modes"
-for mode in "${mode_list[@]}"; do
-  case "$mode" in
-    plain) route_cache="" ;;
-    cache) route_cache=", cache: { ttl: 1h }" ;;
-    *) echo "run.sh: unknown mode $mode (plain, cache)" >&2; exit 2 ;;
-  esac
-  { config_preamble; two_origin_pool "$origin1" "$origin2"; cat <<YAML
-routes:
-  - { name: api, match: { path_prefix: /api/v1 }, strip_prefix: /api/v1, upstream: origins$route_cache }
-  - { name: default, upstream: origins$route_cache }
-YAML
-  } > "$tmp/edgegate.yaml"
-  start_edgegate "$binary" "$tmp/edgegate.yaml"
-
-  before=$(cpu_ticks)
-  wrk "${wrk_args[@]}" "http://127.0.0.1:$proxy/" > "$tmp/wrk.out"
-  after=$(cpu_ticks)
-  rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$gateway_pid/status")
+# run_wrk NAME PID TOKEN CLIENTS: one wrk run against $proxy, one table row; PID is the server's.
+run_wrk() {
+  local name="$1" pid="$2" jwt="$3" ids="$4" before after
+  local wrk_args=(-t"$wrk_threads" -c"$connections" -d"${duration}s" --latency -s "$here/${script:-kit.lua}")
+  before=$(cpu_ticks "$pid")
+  WRK_TOKEN="$jwt" WRK_PATHS="$paths" WRK_CLIENTS="$ids" \
+    wrk "${wrk_args[@]}" "http://127.0.0.1:$proxy/" > "$tmp/wrk.out"
+  after=$(cpu_ticks "$pid")
+  local requests rps errors rss_kib cpu p50 p99 p999
   requests=$(awk '/requests in/ {print $1}' "$tmp/wrk.out")
   rps=$(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.out")
   errors=$(wrk_errors "$tmp/wrk.out")
-  cpu_us_per_req=$(awk -v t=$((after - before)) -v hz="$ticks_per_sec" -v r="$requests" 'BEGIN { if (r > 0) printf "%.1f", t / hz * 1e6 / r; else print "n/a" }')
-  printf '%-10s %12s %10s %10s %10s %10s %12s %9s %7s\n' "$mode" "$rps" "$(pct 50%)" "$(pct 90%)" "$(pct 99%)" "$requests" \
-    "$cpu_us_per_req" "$((rss_kib / 1024))" "$errors"
-  stop_edgegate
-
+  rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  cpu=$(awk -v t=$((after - before)) -v hz="$ticks_per_sec" -v r="$requests" 'BEGIN { if (r > 0) printf "%.1f", t / hz * 1e6 / r; else print "n/a" }')
+  read -r p50 p99 p999 < <(awk '/^kit-latency-us/ { for (i = 2; i <= 4; i++) { split($i, kv, "="); printf "%.2fms ", kv[2] / 1000 } }' "$tmp/wrk.out"; echo)
+  printf '%-12s %12s %9s %9s %9s %12s %9s %7s\n' "$name" "$rps" "${p50:-n/a}" "${p99:-n/a}" "${p999:-n/a}" \
+    "$cpu" "$((rss_kib / 1024))" "$errors"
   if [ "$smoke" = 1 ]; then
-    [ "${requests:-0}" -gt 0 ] || { echo "smoke: wrk completed no request ($mode)" >&2; exit 1; }
-    [ "$errors" = 0 ] || { echo "smoke: $errors errors ($mode)" >&2; cat "$tmp/wrk.out" >&2; exit 1; }
+    [ "${requests:-0}" -gt 0 ] || { echo "smoke: wrk completed no request ($name)" >&2; exit 1; }
+    [ "$errors" = 0 ] || { echo "smoke: $errors errors ($name)" >&2; cat "$tmp/wrk.out" >&2; exit 1; }
+  fi
+}
+
+# edgegate_config MODE: the YAML for one mode.
+edgegate_config() {
+  local route_extra="" sections="" log_line="access_log: { format: off }"
+  case "$1" in
+    plain) ;;
+    cache) route_extra=", cache: { ttl: 1h }" ;;
+    jwt | ratelimit | full)
+      if [ "$1" != ratelimit ]; then
+        sections+="auth:
+  jwt:
+    providers:
+      main: { algorithms: [HS256], secret_file: $tmp/jwt.secret, forward_claims: { sub: X-User-ID } }
+"
+        route_extra+=", auth: { jwt: main }"
+      fi
+      if [ "$1" != jwt ]; then
+        sections+="rate_limits:
+  policies:
+    per_client: { algorithm: sliding_window, key: header:X-Client-Id, limit: 1000000000, window: 1m }
+"
+        route_extra+=", rate_limits: [per_client]"
+      fi
+      [ "$1" = full ] && log_line="access_log: { format: json, path: $tmp/access.log }"
+      ;;
+    *) echo "run.sh: unknown mode $1 (plain, jwt, ratelimit, cache, full)" >&2; exit 2 ;;
+  esac
+  config_preamble | sed "s|^access_log: .*|$log_line|"
+  printf '%s' "$sections"
+  two_origin_pool "$origin1" "$origin2"
+  cat <<YAML
+routes:
+  - { name: api, match: { path_prefix: /api/v1 }, strip_prefix: /api/v1, upstream: origins$route_extra }
+  - { name: default, upstream: origins$route_extra }
+YAML
+}
+
+# nginx_proxy [cache]: nginx proxying to the origins the way the gateway does (one worker,
+# upstream keepalive, access log off), on $proxy.
+start_nginx_proxy() {
+  local dir="$tmp/nginx-proxy" cache_conf="" cache_location=""
+  rm -rf "$dir"; mkdir -p "$dir"
+  if [ "${1:-}" = cache ]; then
+    cache_conf="proxy_cache_path $dir/cache keys_zone=edge:10m;"
+    cache_location="proxy_cache edge; proxy_cache_valid 200 1h;"
+  fi
+  cat > "$dir/nginx.conf" <<NGINX
+daemon off; master_process off; worker_processes 1; pid $dir/nginx.pid; error_log $dir/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_requests 1000000; client_body_temp_path $dir;
+  proxy_temp_path $dir; fastcgi_temp_path $dir; uwsgi_temp_path $dir; scgi_temp_path $dir;
+  $cache_conf
+  upstream origins { server 127.0.0.1:$origin1; server 127.0.0.1:$origin2; keepalive 64; }
+  server { listen 127.0.0.1:$proxy; location / {
+    proxy_pass http://origins; proxy_http_version 1.1; proxy_set_header Connection ""; $cache_location } }
+}
+NGINX
+  nginx -p "$dir" -c "$dir/nginx.conf" 2>"$dir/stderr.log" & pids+=($!)
+  nginx_pid=$!
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$proxy/" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "nginx did not come up:" >&2; cat "$dir/error.log" >&2; exit 1
+}
+stop_nginx_proxy() { kill "$nginx_pid" 2>/dev/null || true; wait "$nginx_pid" 2>/dev/null || true; }
+
+printf '%-12s %12s %9s %9s %9s %12s %9s %7s\n' mode "requests/s" p50 p99 p99.9 "cpu us/req" "RSS MiB" errors
+IFS=, read -r -a mode_list <<< "$modes"
+for mode in "${mode_list[@]}"; do
+  edgegate_config "$mode" > "$tmp/edgegate.yaml"
+  start_edgegate "$binary" "$tmp/edgegate.yaml"
+  jwt="" ids=0
+  case "$mode" in jwt | full) jwt="$token" ;; esac
+  case "$mode" in ratelimit | full) ids="$clients" ;; esac
+  run_wrk "$mode" "$gateway_pid" "$jwt" "$ids"
+  stop_edgegate
+  if [ "$reference" = 1 ] && [ "$mode" = cache ]; then
+    start_nginx_proxy cache; run_wrk nginx-cache "$nginx_pid" "" 0; stop_nginx_proxy
   fi
 done
-echo "($profile build; wrk -t$wrk_threads -c$connections -d${duration}s${script:+ -s $script}; gateway: 1 worker thread, access log off; origins: 2 x $origin)"
+if [ "$reference" = 1 ]; then
+  start_nginx_proxy; run_wrk nginx "$nginx_pid" "" 0; stop_nginx_proxy
+fi
+echo "($profile build; wrk -t$wrk_threads -c$connections -d${duration}s -s ${script:-kit.lua}, $paths paths;" \
+  "one worker thread/process each, access log off unless full; origins: 2 x $origin; nothing pinned)"
 [ "$smoke" = 1 ] && echo "smoke: ok"
 exit 0

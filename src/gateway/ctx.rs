@@ -93,6 +93,10 @@ pub struct RequestCtx {
     pub upstream: UpstreamCtx,
     /// The cache store was consulted for this request.
     pub cache_looked_up: bool,
+    /// Counts this request in `edgegate_requests_in_flight` while it lives.
+    pub in_flight: Option<crate::observability::metrics::InFlight>,
+    /// Counts the client connection while a request on it lives (then kept with the connection).
+    pub connection: Option<crate::observability::metrics::Connection>,
 }
 
 impl RequestCtx {
@@ -113,6 +117,8 @@ impl RequestCtx {
             body_bytes: 0,
             upstream: UpstreamCtx::default(),
             cache_looked_up: false,
+            in_flight: None,
+            connection: None,
         }
     }
 

@@ -10,6 +10,7 @@ mod report;
 pub mod respond;
 pub mod runtime;
 
+use crate::observability::metrics::Connection;
 use admission::Verdict;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -65,7 +66,33 @@ impl ProxyHttp for Gateway {
         ctx.client_ip = forwarding::client_ip(peer, request, &ctx.runtime.trusted_proxies);
         ctx.header_bytes = admission::header_bytes(request);
         ctx.route = ctx.runtime.router.find(&routing_view(request));
+        let metrics = ctx.route().map_or(&ctx.runtime.unmatched, |r| &r.metrics);
+        ctx.in_flight = Some(metrics.start());
+        if ctx.connection.is_none() {
+            ctx.connection = Some(Connection::open());
+        }
         Ok(())
+    }
+
+    /// A keep-alive connection's next request: it carries the connection's count on.
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        previous: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(connection) = previous.downcast::<Connection>() {
+            ctx.connection = Some(*connection);
+        }
+    }
+
+    /// The connection stays open for another request: it stays counted (a zero-sized token).
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        Some(Box::new(Connection::open()))
     }
 
     /// Short-circuit checks in order; a rejection is answered here and never reaches a backend.

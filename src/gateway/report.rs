@@ -29,6 +29,10 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
     // A background refresh is the gateway's own request: it is logged, not counted as traffic.
     if !background {
         metrics.observe(&request.method, status, elapsed.as_secs_f64());
+        metrics.transferred(
+            ctx.header_bytes as u64 + ctx.body_bytes,
+            session.body_bytes_sent() as u64,
+        );
         if let Some(cache) = cache {
             metrics.cache_lookup(cache.index(), cache.label());
         }

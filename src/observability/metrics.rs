@@ -38,6 +38,10 @@ struct Families {
     cache_entries: IntGauge,
     cache_evictions: IntCounter,
     config_reloads: IntCounterVec,
+    in_flight: IntGaugeVec,
+    request_bytes: IntCounterVec,
+    response_bytes: IntCounterVec,
+    downstream_connections: IntGauge,
     build_info: IntGaugeVec,
 }
 
@@ -173,6 +177,29 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         &["result"]
     )
     .expect("register edgegate_config_reloads_total"),
+    in_flight: register_int_gauge_vec!(
+        "edgegate_requests_in_flight",
+        "Requests being handled now, by route",
+        &["route"]
+    )
+    .expect("register edgegate_requests_in_flight"),
+    request_bytes: register_int_counter_vec!(
+        "edgegate_request_bytes_total",
+        "Bytes received from clients (request head and body), by route",
+        &["route"]
+    )
+    .expect("register edgegate_request_bytes_total"),
+    response_bytes: register_int_counter_vec!(
+        "edgegate_response_bytes_total",
+        "Response body bytes sent to clients, by route",
+        &["route"]
+    )
+    .expect("register edgegate_response_bytes_total"),
+    downstream_connections: prometheus::register_int_gauge!(
+        "edgegate_downstream_connections",
+        "Client connections open now that have carried a request (HTTP/2: streams)"
+    )
+    .expect("register edgegate_downstream_connections"),
     build_info: register_int_gauge_vec!(
         "edgegate_build_info",
         "Always 1; labels name the build",
@@ -257,6 +284,9 @@ pub struct RouteMetrics {
     /// Per policy slot of the route: [enforced, shadow].
     rate_limited: Vec<[OnceLock<IntCounter>; 2]>,
     cache_lookups: [OnceLock<IntCounter>; 5],
+    in_flight: IntGauge,
+    request_bytes: IntCounter,
+    response_bytes: IntCounter,
 }
 
 impl RouteMetrics {
@@ -270,7 +300,22 @@ impl RouteMetrics {
             auth_failures: Default::default(),
             rate_limited: (0..policies).map(|_| Default::default()).collect(),
             cache_lookups: Default::default(),
+            in_flight: FAMILIES.in_flight.with_label_values(&[route]),
+            request_bytes: FAMILIES.request_bytes.with_label_values(&[route]),
+            response_bytes: FAMILIES.response_bytes.with_label_values(&[route]),
         }
+    }
+
+    /// Counts a request in flight until the returned guard drops.
+    pub fn start(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Counts the bytes one request moved.
+    pub fn transferred(&self, received: u64, sent: u64) {
+        self.request_bytes.inc_by(received);
+        self.response_bytes.inc_by(sent);
     }
 
     /// Counts how the cache answered one request (`result` indexes `CacheStatus::ALL`).
@@ -430,6 +475,33 @@ impl RateLimitStoreMetrics {
 impl Default for RateLimitStoreMetrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A request counted in `edgegate_requests_in_flight` until dropped.
+pub struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// One open client connection in `edgegate_downstream_connections` until dropped.
+/// Zero-sized, so keeping it with a keep-alive connection costs no allocation.
+pub struct Connection(());
+
+impl Connection {
+    /// Counts a connection.
+    pub fn open() -> Self {
+        FAMILIES.downstream_connections.inc();
+        Connection(())
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        FAMILIES.downstream_connections.dec();
     }
 }
 

@@ -12,6 +12,7 @@ mod headers;
 mod health;
 mod http2;
 mod lifecycle;
+mod metrics;
 mod ratelimit;
 mod redis_store;
 mod reload;
