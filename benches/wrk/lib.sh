@@ -18,20 +18,26 @@ take_port() {
   port=$next_port; next_port=$((next_port + 1))
 }
 
+# write_nginx_conf DIR HTTP_BODY: a single-process nginx config in DIR (temp paths, pid and logs
+# kept there, access log off) whose http block ends with HTTP_BODY.
+write_nginx_conf() {
+  cat > "$1/nginx.conf" <<NGINX
+daemon off; master_process off; worker_processes 1; pid $1/nginx.pid; error_log $1/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_requests 1000000; client_body_temp_path $1;
+  proxy_temp_path $1; fastcgi_temp_path $1; uwsgi_temp_path $1; scgi_temp_path $1;
+$2
+}
+NGINX
+}
+
 # start_nginx_origin NAME PORT: one single-process nginx answering a fixed ~100-byte JSON body.
 start_nginx_origin() {
   local name="$1" listen="$2" dir="$tmp/nginx-$1"
   mkdir -p "$dir"
-  cat > "$dir/nginx.conf" <<NGINX
-daemon off; master_process off; worker_processes 1; pid $dir/nginx.pid; error_log $dir/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off; keepalive_requests 1000000; client_body_temp_path $dir;
-  proxy_temp_path $dir; fastcgi_temp_path $dir; uwsgi_temp_path $dir; scgi_temp_path $dir;
-  server { listen 127.0.0.1:$listen; location / { default_type application/json; add_header X-Origin $name;
-    return 200 '{"origin":"$name","message":"hello from the benchmark origin","padding":"xxxxxxxxxxxxxxxx"}'; } }
-}
-NGINX
+  write_nginx_conf "$dir" "  server { listen 127.0.0.1:$listen; location / { default_type application/json; add_header X-Origin $name;
+    return 200 '{\"origin\":\"$name\",\"message\":\"hello from the benchmark origin\",\"padding\":\"xxxxxxxxxxxxxxxx\"}'; } }"
   nginx -p "$dir" -c "$dir/nginx.conf" 2>"$dir/stderr.log" & pids+=($!)
   origin_pid=$!
 }

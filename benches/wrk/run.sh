@@ -141,18 +141,10 @@ start_nginx_proxy() {
     cache_conf="proxy_cache_path $dir/cache keys_zone=edge:10m;"
     cache_location="proxy_cache edge; proxy_cache_valid 200 1h;"
   fi
-  cat > "$dir/nginx.conf" <<NGINX
-daemon off; master_process off; worker_processes 1; pid $dir/nginx.pid; error_log $dir/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off; keepalive_requests 1000000; client_body_temp_path $dir;
-  proxy_temp_path $dir; fastcgi_temp_path $dir; uwsgi_temp_path $dir; scgi_temp_path $dir;
-  $cache_conf
+  write_nginx_conf "$dir" "  $cache_conf
   upstream origins { server 127.0.0.1:$origin1; server 127.0.0.1:$origin2; keepalive 64; }
   server { listen 127.0.0.1:$proxy; location / {
-    proxy_pass http://origins; proxy_http_version 1.1; proxy_set_header Connection ""; $cache_location } }
-}
-NGINX
+    proxy_pass http://origins; proxy_http_version 1.1; proxy_set_header Connection \"\"; $cache_location } }"
   nginx -p "$dir" -c "$dir/nginx.conf" 2>"$dir/stderr.log" & pids+=($!)
   nginx_pid=$!
   for _ in $(seq 1 100); do
