@@ -25,7 +25,12 @@ pub(super) fn cache_settings(
         stale_if_error,
     } = raw.unwrap_or_default();
     let max_size = check.size("cache.max_size".into(), &max_size, 256 * MIB);
-    let max_object_size = check.size("cache.max_object_size".into(), &max_object_size, 8 * MIB);
+    // The default never exceeds a small store's own size.
+    let max_object_size = check.size(
+        "cache.max_object_size".into(),
+        &max_object_size,
+        (8 * MIB).min(max_size),
+    );
     if max_size == 0 {
         check.fail("cache.max_size", "must be greater than zero");
     }

@@ -166,6 +166,12 @@ impl Runtime {
             })
             .collect();
         let keepalive = model.server.keepalive_timeout;
+        if !model.routes.iter().any(|route| route.cache.is_some()) {
+            // No route caches any more: give the shared store's memory back.
+            if let Some(cache) = previous.and_then(|p| p.cache.as_ref()) {
+                cache.store().purge_prefix("");
+            }
+        }
         let runtime = Runtime {
             router: Router::new(&model.routes),
             routes,

@@ -208,3 +208,38 @@ fn a_reload_rotates_a_jwt_secret() {
     reload(&gw, |c| c + "# rotated\n", "success", 1.0);
     assert_eq!((status(old), status(new)), (401, 200));
 }
+
+#[test]
+fn a_reload_applies_cache_settings_and_frees_the_store_when_caching_stops() {
+    let a = Origin::start("a");
+    a.set(|b| b.headers = vec![("Cache-Control".into(), "max-age=60".into())]);
+    let gw = Gateway::start(&format!(
+        "cache: {{ max_size: 1MiB }}\n\
+         upstreams:\n  a: {{ targets: [{{ address: \"{}\" }}] }}\n\
+         routes:\n  - {{ name: all, upstream: a, cache: {{}} }}\n",
+        a.addr
+    ));
+    for target in ["/1", "/2", "/1"] {
+        assert_eq!(gw.get(target).status, 200);
+    }
+    assert_eq!(a.hits(), 2);
+    assert_eq!(gw.metric("edgegate_cache_entries"), Some(2.0));
+    reload(
+        &gw,
+        |c| c.replace("max_size: 1MiB", "max_size: 2MiB"),
+        "success",
+        1.0,
+    );
+    assert_eq!(gw.metric("edgegate_cache_max_size_bytes"), Some(2097152.0));
+    assert_eq!(
+        gw.metric("edgegate_cache_entries"),
+        Some(2.0),
+        "entries survive"
+    );
+    assert_eq!(gw.get("/1").header("x-cache"), Some("HIT"));
+    reload(&gw, |c| c.replace(", cache: {} }", " }"), "success", 2.0);
+    assert_eq!(gw.metric("edgegate_cache_entries"), Some(0.0));
+    let response = gw.get("/1");
+    assert!(response.header("x-cache").is_none());
+    assert_eq!(a.hits(), 3);
+}
