@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod gateway;
+pub mod hashing;
 pub mod lifecycle;
 pub mod observability;
 pub mod ratelimit;

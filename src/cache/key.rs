@@ -1,9 +1,14 @@
 //! The cache key: host + path + query, the route, and the values of the route's `vary` headers.
 //! The method is not part of it (HEAD is answered from GET's entry; nothing else is cached).
 
+use crate::hashing::Keyed128;
 use http::{HeaderMap, HeaderName};
-use pingora_cache::key::hash_key;
 use pingora_cache::CacheKey;
+use std::sync::LazyLock;
+
+/// Keys live only in this process's memory, so a keyed SipHash does (about 4x cheaper than
+/// Pingora's BLAKE2 here) and clients cannot aim for a collision.
+static KEY_HASH: LazyLock<Keyed128> = LazyLock::new(Keyed128::new);
 
 /// Separates the key's fields; a URL, a route name and header values never contain it.
 const FIELD: u8 = 0;
@@ -42,7 +47,7 @@ pub fn build(
             primary.extend_from_slice(value.as_bytes());
         }
     }
-    let hash = hash_key(&primary);
+    let hash = KEY_HASH.hash(|write| write(&primary)).to_be_bytes();
     let mut key = CacheKey::new(primary, "");
     key.set_primary_bin_override(hash);
     key

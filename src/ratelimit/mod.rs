@@ -11,8 +11,6 @@ use crate::config::{KeyPart, PolicySpec, RateLimitSpec, StoreSpec};
 use algorithm::{decide, forget_after_ms, refund, Decision, Quota};
 use http::HeaderMap;
 use redis::{RedisStore, StoreUnavailable};
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use store::LocalStore;
 
@@ -58,7 +56,7 @@ pub struct Limiter {
     pub policies: Vec<PolicySpec>,
     store: Store,
     /// Two independent keyed hashes make a 128-bit key: collisions are not a practical concern.
-    hashers: (RandomState, RandomState),
+    hasher: crate::hashing::Keyed128,
 }
 
 impl Limiter {
@@ -78,7 +76,7 @@ impl Limiter {
         Ok(Limiter {
             policies: spec.policies.clone(),
             store,
-            hashers: (RandomState::new(), RandomState::new()),
+            hasher: crate::hashing::Keyed128::new(),
         })
     }
 
@@ -210,16 +208,11 @@ impl Limiter {
     }
 
     fn key(&self, index: usize, policy: &PolicySpec, input: &KeyInput<'_>) -> u128 {
-        let mut first = self.hashers.0.build_hasher();
-        let mut second = self.hashers.1.build_hasher();
-        let mut write = |bytes: &[u8]| {
-            bytes.hash(&mut first);
-            bytes.hash(&mut second);
-        };
-        write(&(index as u64).to_le_bytes());
-        write(&(input.route as u64).to_le_bytes());
-        feed_parts(policy, input, &mut write);
-        (u128::from(first.finish()) << 64) | u128::from(second.finish())
+        self.hasher.hash(|write| {
+            write(&(index as u64).to_le_bytes());
+            write(&(input.route as u64).to_le_bytes());
+            feed_parts(policy, input, write);
+        })
     }
 }
 
@@ -245,20 +238,24 @@ fn shared_key(policy: &PolicySpec, input: &KeyInput<'_>) -> String {
 }
 
 /// Feeds the policy's key parts for this request to `write`.
-fn feed_parts(policy: &PolicySpec, input: &KeyInput<'_>, write: &mut impl FnMut(&[u8])) {
+fn feed_parts(
+    policy: &PolicySpec,
+    input: &KeyInput<'_>,
+    mut write: &mut (impl FnMut(&[u8]) + ?Sized),
+) {
     {
         for part in &policy.key {
             match part {
                 KeyPart::Global => write(b"g"),
                 KeyPart::Route => write(b"r"),
-                KeyPart::ClientIp => write_ip(&mut *write, input.client_ip),
+                KeyPart::ClientIp => write_ip(&mut write, input.client_ip),
                 KeyPart::Consumer => match input.identity.and_then(|i| i.consumer.as_deref()) {
                     Some(consumer) => {
                         write(b"c");
                         write(consumer.as_bytes());
                     }
                     // Anonymous requests are limited per client, never "unlimited because no key".
-                    None => write_ip(&mut *write, input.client_ip),
+                    None => write_ip(&mut write, input.client_ip),
                 },
                 KeyPart::Header(name) => {
                     write(b"h");
