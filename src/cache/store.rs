@@ -438,9 +438,7 @@ impl Storage for MemoryStore {
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
         let hash = hash_of(target.key().combined_bin());
-        let mut index = self.writer.lock();
-        let removed = self.remove_locked(&mut index, hash);
-        self.publish();
+        let removed = self.purge_matching(|_| vec![hash]) > 0;
         Ok(if removed {
             PurgeOutcome::Purged(None)
         } else {

@@ -1,6 +1,7 @@
 //! Per-request state, grouped by concern.
 
 use super::runtime::{Route, Runtime};
+use crate::observability::metrics::RouteMetrics;
 use crate::upstream::{Lease, Tried};
 use http::HeaderValue;
 use std::net::IpAddr;
@@ -93,8 +94,8 @@ pub struct RequestCtx {
     pub upstream: UpstreamCtx,
     /// The cache store was consulted for this request.
     pub cache_looked_up: bool,
-    /// Counts this request in `edgegate_requests_in_flight` while it lives.
-    pub in_flight: Option<crate::observability::metrics::InFlight>,
+    /// This request is counted in `edgegate_requests_in_flight` until the context drops.
+    pub in_flight: bool,
     /// Counts the client connection while a request on it lives (then kept with the connection).
     pub connection: Option<crate::observability::metrics::Connection>,
 }
@@ -117,7 +118,7 @@ impl RequestCtx {
             body_bytes: 0,
             upstream: UpstreamCtx::default(),
             cache_looked_up: false,
-            in_flight: None,
+            in_flight: false,
             connection: None,
         }
     }
@@ -125,6 +126,19 @@ impl RequestCtx {
     /// The matched route, if any.
     pub fn route(&self) -> Option<&Route> {
         self.route.map(|index| &self.runtime.routes[index])
+    }
+
+    /// The metrics of the matched route (or of unmatched requests).
+    pub fn metrics(&self) -> &RouteMetrics {
+        self.route().map_or(&self.runtime.unmatched, |r| &r.metrics)
+    }
+}
+
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        if self.in_flight {
+            self.metrics().finish();
+        }
     }
 }
 

@@ -66,8 +66,8 @@ impl ProxyHttp for Gateway {
         ctx.client_ip = forwarding::client_ip(peer, request, &ctx.runtime.trusted_proxies);
         ctx.header_bytes = admission::header_bytes(request);
         ctx.route = ctx.runtime.router.find(&routing_view(request));
-        let metrics = ctx.route().map_or(&ctx.runtime.unmatched, |r| &r.metrics);
-        ctx.in_flight = Some(metrics.start());
+        ctx.metrics().start();
+        ctx.in_flight = true;
         if ctx.connection.is_none() {
             ctx.connection = Some(Connection::open());
         }

@@ -23,7 +23,7 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
     let status = session.response_written().map(|r| r.status.as_u16());
     let elapsed = ctx.started.elapsed();
     let route = ctx.route();
-    let metrics = route.map_or(&ctx.runtime.unmatched, |r| &r.metrics);
+    let metrics = ctx.metrics();
     let background = super::caching::is_background_refresh(session);
     let cache = super::caching::status(session, ctx);
     // A background refresh is the gateway's own request: it is logged, not counted as traffic.

@@ -306,10 +306,14 @@ impl RouteMetrics {
         }
     }
 
-    /// Counts a request in flight until the returned guard drops.
-    pub fn start(&self) -> InFlight {
+    /// Counts a request in flight (until [`Self::finish`]).
+    pub fn start(&self) {
         self.in_flight.inc();
-        InFlight(self.in_flight.clone())
+    }
+
+    /// A request counted by [`Self::start`] is over.
+    pub fn finish(&self) {
+        self.in_flight.dec();
     }
 
     /// Counts the bytes one request moved.
@@ -475,15 +479,6 @@ impl RateLimitStoreMetrics {
 impl Default for RateLimitStoreMetrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// A request counted in `edgegate_requests_in_flight` until dropped.
-pub struct InFlight(IntGauge);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 
