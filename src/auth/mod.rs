@@ -291,10 +291,13 @@ pub fn find_token<'a, 's>(
 }
 
 /// Removes the token from where it was found (`strip_token`).
-pub fn strip_token(request: &mut RequestHeader, source: &TokenSource) -> pingora_error::Result<()> {
+pub fn strip_token(
+    request: &mut http::request::Parts,
+    source: &TokenSource,
+) -> pingora_error::Result<()> {
     match source {
         TokenSource::Header(name) => {
-            request.remove_header(name);
+            request.headers.remove(name);
         }
         TokenSource::Cookie(cookie) => {
             let kept: Vec<String> = request
@@ -307,9 +310,16 @@ pub fn strip_token(request: &mut RequestHeader, source: &TokenSource) -> pingora
                 .filter(|pair| pair.split_once('=').is_none_or(|(key, _)| key != cookie))
                 .map(str::to_string)
                 .collect();
-            request.remove_header(&http::header::COOKIE);
+            request.headers.remove(http::header::COOKIE);
             if !kept.is_empty() {
-                request.insert_header(http::header::COOKIE, kept.join("; "))?;
+                let value = http::HeaderValue::from_str(&kept.join("; ")).map_err(|e| {
+                    pingora_error::Error::because(
+                        pingora_error::ErrorType::InvalidHTTPHeader,
+                        "strip_token",
+                        e,
+                    )
+                })?;
+                request.headers.insert(http::header::COOKIE, value);
             }
         }
         TokenSource::Query(parameter) => {
@@ -325,14 +335,13 @@ pub fn strip_token(request: &mut RequestHeader, source: &TokenSource) -> pingora
                 target.push('?');
                 target.push_str(&kept.join("&"));
             }
-            let uri = http::Uri::try_from(target).map_err(|e| {
+            request.uri = http::Uri::try_from(target).map_err(|e| {
                 pingora_error::Error::because(
                     pingora_error::ErrorType::InternalError,
                     "strip_token",
                     e,
                 )
             })?;
-            request.set_uri(uri);
         }
     }
     Ok(())
@@ -378,10 +387,10 @@ mod tests {
 
     #[test]
     fn stripping_removes_only_the_token() {
-        let mut r = request("/p?a=1&access_token=t&b=2", &[]);
+        let mut r = request("/p?a=1&access_token=t&b=2", &[]).as_owned_parts();
         strip_token(&mut r, &TokenSource::Query("access_token".into())).unwrap();
         assert_eq!(r.uri.to_string(), "/p?a=1&b=2");
-        let mut r = request("/", &[("Cookie", "x=1; access_token=t; y=2")]);
+        let mut r = request("/", &[("Cookie", "x=1; access_token=t; y=2")]).as_owned_parts();
         strip_token(&mut r, &TokenSource::Cookie("access_token".into())).unwrap();
         assert_eq!(r.headers.get("cookie").unwrap(), "x=1; y=2");
     }

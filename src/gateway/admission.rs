@@ -7,6 +7,7 @@ use super::respond::Rejection;
 use ipnet::IpNet;
 use pingora_http::RequestHeader;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The outcome of the admission checks.
 pub enum Verdict {
@@ -53,6 +54,19 @@ pub fn check(request: &RequestHeader, ctx: &RequestCtx) -> Verdict {
     Verdict::Continue(auth)
 }
 
+/// After an unknown `kid`: refetches the route's key sets once (rate-limited) and checks again;
+/// `None` when nothing was refetched.
+pub async fn recheck_after_key_refetch(
+    request: &RequestHeader,
+    ctx: &RequestCtx,
+) -> Option<Verdict> {
+    let route_auth = ctx.route().and_then(|r| r.spec.auth.as_ref())?;
+    let auth = Arc::clone(&ctx.runtime.auth);
+    auth.refetch_for_unknown_kid(route_auth)
+        .await
+        .then(|| check(request, ctx))
+}
+
 /// What the route's rate limits say.
 pub enum Limits {
     /// Admitted, with the policy the headers describe.
@@ -83,7 +97,15 @@ pub async fn rate_limit(
         identity,
         headers: &request.headers,
     };
-    let Ok(outcome) = limiter.check(&spec.rate_limits, &input).await else {
+    let checked = if limiter.is_shared() {
+        // Boxed: the Redis round trip's future would otherwise enlarge every request's.
+        Box::pin(limiter.check(&spec.rate_limits, &input)).await
+    } else {
+        // The local store never waits: no await point, nothing kept in the request's future.
+        ready_now(limiter.check(&spec.rate_limits, &input))
+            .unwrap_or(Err(crate::ratelimit::redis::StoreUnavailable))
+    };
+    let Ok(outcome) = checked else {
         return Limits::StoreUnavailable;
     };
     if let Some(slot) = outcome.limited_slot {
@@ -100,6 +122,16 @@ pub async fn rate_limit(
     match outcome.report {
         Some(report) if !outcome.allowed => Limits::Refuse(report),
         report => Limits::Admit(report),
+    }
+}
+
+/// Polls a future that never waits once; `None` if it would have.
+fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.poll(&mut context) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
     }
 }
 

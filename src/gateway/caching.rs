@@ -4,14 +4,14 @@
 use super::ctx::RequestCtx;
 use super::forwarding::request_host;
 use crate::cache::{key, policy, CacheStatus};
-use http::HeaderValue;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora_cache::{CacheKey, RespCacheable};
 use pingora_error::{Error, ErrorSource, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use std::time::SystemTime;
 
-const X_CACHE: &str = "X-Cache";
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// Enables the cache for a request of a caching route whose method the route caches.
 pub fn enable(session: &mut Session, ctx: &RequestCtx) {
@@ -80,16 +80,36 @@ pub fn status(session: &Session, ctx: &RequestCtx) -> Option<CacheStatus> {
     Some(CacheStatus::of(session.cache.phase(), ctx.cache_looked_up))
 }
 
-/// `X-Cache` on every response of a caching route, and `Age` on answers from the store.
-pub fn label(session: &Session, ctx: &RequestCtx, response: &mut ResponseHeader) -> Result<()> {
-    let Some(status) = status(session, ctx) else {
-        return Ok(());
+/// `X-Cache` (and `Age` for answers from the store) of a caching route's response.
+pub struct Labels {
+    status: CacheStatus,
+    age: Option<HeaderValue>,
+}
+
+/// The labels of this response, `None` when the route does not cache.
+pub fn labels(session: &Session, ctx: &RequestCtx, response: &ResponseHeader) -> Option<Labels> {
+    let status = status(session, ctx)?;
+    let age = if status.from_store() && !response.headers.contains_key(http::header::AGE) {
+        session
+            .cache
+            .maybe_cache_meta()
+            .map(|meta| HeaderValue::from(meta.age().as_secs()))
+    } else {
+        None
     };
-    if status.from_store() && !response.headers.contains_key(http::header::AGE) {
-        if let Some(meta) = session.cache.maybe_cache_meta() {
-            let age = HeaderValue::from(meta.age().as_secs());
-            response.insert_header(http::header::AGE, age)?;
+    Some(Labels { status, age })
+}
+
+impl Labels {
+    /// How many headers [`Labels::write`] adds at most.
+    pub const MAX_HEADERS: usize = 2;
+
+    /// Adds the labels to the response headers.
+    pub fn write(self, headers: &mut HeaderMap) -> Result<()> {
+        if let Some(age) = self.age {
+            super::forwarding::insert(headers, &http::header::AGE, age)?;
         }
+        let status = HeaderValue::from_static(self.status.header_value());
+        super::forwarding::insert(headers, &X_CACHE, status)
     }
-    response.insert_header(X_CACHE, HeaderValue::from_static(status.header_value()))
 }

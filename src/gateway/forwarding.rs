@@ -2,27 +2,28 @@
 //! X-Forwarded-*, prefix stripping, configured header edits.
 
 use super::ctx::{RequestCtx, RequestId};
+use super::headers;
 use crate::config::HeaderOps;
 use crate::routing::has_segment_prefix;
-use http::HeaderValue;
+use http::header::HeaderMap;
+use http::request::Parts as RequestParts;
+use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::net::IpAddr;
 
-// Header names are inserted as `&'static str`: Pingora then keeps the name without copying it
-// (a `HeaderName` argument costs an allocation per insert for non-standard names).
-/// `X-Request-ID` as sent on the wire.
-pub const X_REQUEST_ID: &str = "X-Request-ID";
-const X_FORWARDED_FOR: &str = "X-Forwarded-For";
-const X_FORWARDED_PROTO: &str = "X-Forwarded-Proto";
-const X_FORWARDED_HOST: &str = "X-Forwarded-Host";
+/// `X-Request-ID`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 
 /// Keeps the client's sane `X-Request-ID` or makes a new one.
 pub fn request_id(request: &RequestHeader) -> RequestId {
     request
         .headers
-        .get(X_REQUEST_ID)
+        .get(&X_REQUEST_ID)
         .and_then(RequestId::from_client)
         .unwrap_or_else(RequestId::generate)
 }
@@ -40,7 +41,7 @@ pub fn client_ip(
         return Some(peer);
     }
     let mut client = peer;
-    for value in request.headers.get_all(X_FORWARDED_FOR).iter().rev() {
+    for value in request.headers.get_all(&X_FORWARDED_FOR).iter().rev() {
         let Ok(text) = value.to_str() else {
             return Some(client);
         };
@@ -78,24 +79,39 @@ pub fn prepare_upstream_request(
     let Some(route) = ctx.route() else {
         return Ok(());
     };
-    // Identity headers come only from the gateway: a client's copies never reach a backend.
-    for name in ctx.runtime.auth.spoofable_headers() {
-        upstream.remove_header(name);
-    }
-    if let Some(auth) = &ctx.auth {
-        for (name, value) in &auth.identity.forwarded {
-            upstream.insert_header(name.clone(), value.clone())?;
+    let forwarded_identity = ctx.auth.as_ref().map_or(0, |a| a.identity.forwarded.len());
+    let additional = 4 + forwarded_identity + route.spec.request_headers.set.len();
+    headers::edit_request(upstream, additional, |parts| {
+        // Identity headers come only from the gateway: a client's copies never reach a backend.
+        for name in ctx.runtime.auth.spoofable_headers() {
+            parts.headers.remove(name);
         }
-        let provider = auth.provider.and_then(|i| ctx.runtime.auth.provider(i));
-        if let (Some(provider), Some(source)) = (provider, &auth.source) {
-            if provider.spec.strip_token {
-                crate::auth::strip_token(upstream, source)?;
+        if let Some(auth) = &ctx.auth {
+            for (name, value) in &auth.identity.forwarded {
+                insert(&mut parts.headers, name, value.clone())?;
+            }
+            let provider = auth.provider.and_then(|i| ctx.runtime.auth.provider(i));
+            if let (Some(provider), Some(source)) = (provider, &auth.source) {
+                if provider.spec.strip_token {
+                    crate::auth::strip_token(parts, source)?;
+                }
             }
         }
-    }
-    if let Some(prefix) = &route.spec.strip_prefix {
-        strip_prefix(upstream, prefix)?;
-    }
+        if let Some(prefix) = &route.spec.strip_prefix {
+            strip_prefix(parts, prefix)?;
+        }
+        forwarding_headers(&mut parts.headers, ctx, peer)?;
+        apply_ops(&mut parts.headers, &route.spec.request_headers)
+    })
+}
+
+/// X-Forwarded-For/-Proto/-Host and a generated request id. A trusted proxy's
+/// `X-Forwarded-Proto`/`-Host` are kept.
+fn forwarding_headers(
+    headers: &mut HeaderMap,
+    ctx: &RequestCtx,
+    peer: Option<IpAddr>,
+) -> pingora_error::Result<()> {
     let peer_trusted = peer.is_some_and(|ip| {
         ctx.runtime
             .trusted_proxies
@@ -103,21 +119,37 @@ pub fn prepare_upstream_request(
             .any(|net| net.contains(&ip))
     });
     if let Some(peer) = peer {
-        let forwarded = forwarded_for(upstream.headers.get(X_FORWARDED_FOR), peer)?;
-        upstream.insert_header(X_FORWARDED_FOR, forwarded)?;
+        let forwarded = forwarded_for(headers.get(&X_FORWARDED_FOR), peer)?;
+        insert(headers, &X_FORWARDED_FOR, forwarded)?;
     }
-    if !peer_trusted || !upstream.headers.contains_key(X_FORWARDED_PROTO) {
-        upstream.insert_header(X_FORWARDED_PROTO, HTTP.clone())?;
+    if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
+        insert(headers, &X_FORWARDED_PROTO, HTTP.clone())?;
     }
-    if !peer_trusted || !upstream.headers.contains_key(X_FORWARDED_HOST) {
-        if let Some(host) = upstream.headers.get(http::header::HOST).cloned() {
-            upstream.insert_header(X_FORWARDED_HOST, host)?;
+    if !peer_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
+        if let Some(host) = headers.get(http::header::HOST).cloned() {
+            insert(headers, &X_FORWARDED_HOST, host)?;
         }
     }
     if !ctx.request_id.from_client {
-        upstream.insert_header(X_REQUEST_ID, ctx.request_id.header_value())?;
+        insert(headers, &X_REQUEST_ID, ctx.request_id.header_value())?;
     }
-    apply_request_ops(upstream, &route.spec.request_headers)
+    Ok(())
+}
+
+/// Replaces every value of `name` (a map past http's 32k-entry bound is an error, not a panic).
+pub fn insert(
+    headers: &mut HeaderMap,
+    name: &HeaderName,
+    value: HeaderValue,
+) -> pingora_error::Result<()> {
+    headers.try_insert(name.clone(), value).map_err(|e| {
+        pingora_error::Error::because(
+            pingora_error::ErrorType::InvalidHTTPHeader,
+            "too many headers",
+            e,
+        )
+    })?;
+    Ok(())
 }
 
 /// `existing, peer` (or just `peer`), formatted without `fmt` machinery into one allocation.
@@ -153,18 +185,18 @@ fn forwarded_for(
     })
 }
 
-fn apply_request_ops(request: &mut RequestHeader, ops: &HeaderOps) -> pingora_error::Result<()> {
+fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps) -> pingora_error::Result<()> {
     for name in &ops.remove {
-        request.remove_header(name);
+        headers.remove(name);
     }
     for (name, value) in &ops.set {
-        request.insert_header(name.clone(), value.clone())?;
+        insert(headers, name, value.clone())?;
     }
     Ok(())
 }
 
 /// `/api/v1/users/7?x=1` with prefix `/api/v1` -> `/users/7?x=1`.
-fn strip_prefix(request: &mut RequestHeader, prefix: &str) -> pingora_error::Result<()> {
+fn strip_prefix(request: &mut RequestParts, prefix: &str) -> pingora_error::Result<()> {
     let path = request.uri.path();
     if !has_segment_prefix(path, prefix) {
         return Ok(());
@@ -183,35 +215,50 @@ fn strip_prefix(request: &mut RequestHeader, prefix: &str) -> pingora_error::Res
             e,
         )
     })?;
-    request.set_uri(uri);
+    request.uri = uri;
     Ok(())
 }
 
-/// Response edits: configured header changes, then the request id.
+/// Response edits: configured header changes, rate-limit headers, cache labels, request id.
 pub fn prepare_response(
     response: &mut ResponseHeader,
     ctx: &RequestCtx,
+    cache_labels: Option<super::caching::Labels>,
 ) -> pingora_error::Result<()> {
-    if let Some(route) = ctx.route() {
-        let ops = &route.spec.response_headers;
-        for name in &ops.remove {
-            response.remove_header(name);
+    let route = ctx.route();
+    let ops = route.map(|r| &r.spec.response_headers);
+    let additional = 1
+        + ops.map_or(0, |o| o.set.len())
+        + cache_labels
+            .as_ref()
+            .map_or(0, |_| super::caching::Labels::MAX_HEADERS)
+        + ctx
+            .ratelimit
+            .as_ref()
+            .map_or(0, |_| crate::ratelimit::MAX_HEADERS);
+    headers::edit_response(response, additional, |headers| {
+        if let Some(ops) = ops {
+            apply_ops(headers, ops)?;
         }
-        for (name, value) in &ops.set {
-            response.insert_header(name.clone(), value.clone())?;
+        if let Some(report) = &ctx.ratelimit {
+            crate::ratelimit::write_headers(&ctx.runtime.limiter, report, headers);
         }
-    }
-    if let Some(report) = &ctx.ratelimit {
-        for (name, value) in crate::ratelimit::headers(&ctx.runtime.limiter, report) {
-            response.insert_header(name, value)?;
+        if let Some(labels) = cache_labels {
+            labels.write(headers)?;
         }
-    }
-    response.insert_header(X_REQUEST_ID, ctx.request_id.header_value())
+        insert(headers, &X_REQUEST_ID, ctx.request_id.header_value())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parts(uri: &str) -> RequestParts {
+        RequestHeader::build("GET", uri.as_bytes(), None)
+            .unwrap()
+            .as_owned_parts()
+    }
 
     fn request(uri: &str, xff: Option<&str>) -> RequestHeader {
         let mut req = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
@@ -259,13 +306,13 @@ mod tests {
 
     #[test]
     fn strip_prefix_keeps_the_query() {
-        let mut req = request("/api/v1/users/7?x=1&y=2", None);
+        let mut req = parts("/api/v1/users/7?x=1&y=2");
         strip_prefix(&mut req, "/api/v1").unwrap();
         assert_eq!(req.uri.to_string(), "/users/7?x=1&y=2");
-        let mut req = request("/api/v1", None);
+        let mut req = parts("/api/v1");
         strip_prefix(&mut req, "/api/v1").unwrap();
         assert_eq!(req.uri.to_string(), "/");
-        let mut req = request("/api/v10/x", None);
+        let mut req = parts("/api/v10/x");
         strip_prefix(&mut req, "/api/v1").unwrap();
         assert_eq!(
             req.uri.to_string(),

@@ -6,6 +6,7 @@ mod caching;
 pub mod ctx;
 mod dispatch;
 mod forwarding;
+mod headers;
 mod report;
 pub mod respond;
 pub mod runtime;
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use ctx::RequestCtx;
 use pingora_cache::key::HashBinary;
 use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
+use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -52,6 +54,10 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::new(self.runtime.load_full())
     }
+
+    /// None: edgegate does not compress, and Pingora's default (a disabled compression module)
+    /// still costs ~1k instructions per request.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     /// Identity and routing: request id, keepalive, client IP, header size, route match.
     async fn early_request_filter(
@@ -99,16 +105,15 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let mut verdict = admission::check(session.req_header(), ctx);
         if let Verdict::AuthFailed(crate::auth::Failure::UnknownKid) = verdict {
-            // A key rotation may have happened: refetch once (rate-limited) and look again.
-            let runtime = Arc::clone(&ctx.runtime);
-            let route_auth = ctx.route().and_then(|r| r.spec.auth.as_ref());
-            if let Some(route_auth) = route_auth {
-                if runtime.auth.refetch_for_unknown_kid(route_auth).await {
-                    verdict = admission::check(session.req_header(), ctx);
-                }
-            }
+            // Rare and large: boxed so the common path's future stays small.
+            verdict = Box::pin(admission::recheck_after_key_refetch(
+                session.req_header(),
+                ctx,
+            ))
+            .await
+            .unwrap_or(verdict);
         }
-        let mut rejection = match verdict {
+        let rejection = match verdict {
             Verdict::Continue(auth) => {
                 let identity = auth.as_ref().map(|a| Arc::clone(&a.identity));
                 ctx.auth = auth;
@@ -143,10 +148,7 @@ impl ProxyHttp for Gateway {
                 admission::auth_rejection(failure)
             }
         };
-        if let Some(report) = &ctx.ratelimit {
-            rejection.headers = crate::ratelimit::headers(&ctx.runtime.limiter, report);
-        }
-        respond::send(session, ctx.request_id.as_str(), &rejection).await?;
+        Box::pin(reject(session, ctx, rejection)).await?;
         Ok(true)
     }
 
@@ -294,8 +296,8 @@ impl ProxyHttp for Gateway {
         if crate::lifecycle::draining() {
             keepalive(session, ctx);
         }
-        forwarding::prepare_response(upstream_response, ctx)?;
-        caching::label(session, ctx, upstream_response)
+        let cache_labels = caching::labels(session, ctx, upstream_response);
+        forwarding::prepare_response(upstream_response, ctx, cache_labels)
     }
 
     /// Any failure becomes the JSON error of DESIGN.md (502/503/504/...).
@@ -333,6 +335,14 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         report::finish(session, ctx, error);
     }
+}
+
+/// Answers a refused request with the JSON error (and the rate-limit headers of a limited route).
+async fn reject(session: &mut Session, ctx: &RequestCtx, mut rejection: Rejection) -> Result<()> {
+    if let Some(report) = &ctx.ratelimit {
+        rejection.headers = crate::ratelimit::headers(&ctx.runtime.limiter, report);
+    }
+    respond::send(session, ctx.request_id.as_str(), &rejection).await
 }
 
 /// Downstream keep-alive: the configured timeout, or none while the process drains so clients

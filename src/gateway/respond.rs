@@ -71,7 +71,7 @@ pub async fn send(
     let mut header = ResponseHeader::build(rejection.status, Some(4))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    header.insert_header(super::forwarding::X_REQUEST_ID, request_id)?;
+    header.insert_header(&super::forwarding::X_REQUEST_ID, request_id)?;
     if rejection.status == 503 {
         header.insert_header(http::header::RETRY_AFTER, "1")?;
     }

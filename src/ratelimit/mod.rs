@@ -80,6 +80,11 @@ impl Limiter {
         })
     }
 
+    /// The policies live in a shared store (Redis): deciding waits for a round trip.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.store, Store::Redis { .. })
+    }
+
     /// Applies the route's `policies` (indexes) to one request. Err only when the shared store
     /// is unreachable and `on_error: deny`.
     pub async fn check(
@@ -302,43 +307,76 @@ fn quota(policy: &PolicySpec, identity: Option<&Identity>) -> Quota {
     }
 }
 
+/// The most headers [`write_headers`] adds.
+pub const MAX_HEADERS: usize = 6;
+
+static X_RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("x-ratelimit-limit");
+static X_RATELIMIT_REMAINING: http::HeaderName =
+    http::HeaderName::from_static("x-ratelimit-remaining");
+static X_RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("x-ratelimit-reset");
+static RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+
 /// The rate-limit response headers for `report` (legacy `X-RateLimit-*` and the IETF pair).
 pub fn headers(limiter: &Limiter, report: &Report) -> Vec<(http::HeaderName, http::HeaderValue)> {
-    use http::{HeaderName, HeaderValue};
+    let mut map = HeaderMap::with_capacity(MAX_HEADERS);
+    write_headers(limiter, report, &mut map);
+    map.into_iter()
+        .filter_map(|(name, value)| Some((name?, value)))
+        .collect()
+}
+
+/// Writes the rate-limit headers for `report` into `headers`. Every value is a slice of one
+/// buffer, built without `fmt`: two allocations for the lot.
+pub fn write_headers(limiter: &Limiter, report: &Report, headers: &mut HeaderMap) {
     let Some(policy) = limiter.policies.get(report.policy) else {
-        return Vec::new();
+        return;
     };
     let d = &report.decision;
     let window = policy.window.as_secs().max(1);
-    let number = |n: u64| HeaderValue::from(n);
-    let mut headers = vec![
-        (
-            HeaderName::from_static("x-ratelimit-limit"),
-            number(d.limit),
-        ),
-        (
-            HeaderName::from_static("x-ratelimit-remaining"),
-            number(d.remaining),
-        ),
-        (
-            HeaderName::from_static("x-ratelimit-reset"),
-            number(d.reset_secs),
-        ),
-    ];
-    let policy_value = format!("\"{}\";q={};w={window}", policy.name, d.limit);
-    let state_value = format!("\"{}\";r={};t={}", policy.name, d.remaining, d.reset_secs);
-    for (name, value) in [
-        ("ratelimit-policy", policy_value),
-        ("ratelimit", state_value),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.push((HeaderName::from_static(name), value));
+    let mut text = Vec::with_capacity(96 + 2 * policy.name.len());
+    let number = |text: &mut Vec<u8>, n: u64| {
+        let start = text.len();
+        text.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        start..text.len()
+    };
+    let limit = number(&mut text, d.limit);
+    let remaining = number(&mut text, d.remaining);
+    let reset = number(&mut text, d.reset_secs);
+    let quoted_name = |text: &mut Vec<u8>| {
+        text.push(b'"');
+        text.extend_from_slice(policy.name.as_bytes());
+        text.push(b'"');
+    };
+    let policy_start = text.len();
+    quoted_name(&mut text);
+    text.extend_from_slice(b";q=");
+    number(&mut text, d.limit);
+    text.extend_from_slice(b";w=");
+    number(&mut text, window);
+    let state_start = text.len();
+    quoted_name(&mut text);
+    text.extend_from_slice(b";r=");
+    number(&mut text, d.remaining);
+    text.extend_from_slice(b";t=");
+    number(&mut text, d.reset_secs);
+    let end = text.len();
+    let retry_after = (!d.allowed).then(|| number(&mut text, d.retry_after_secs.max(1)));
+    let text = bytes::Bytes::from(text);
+    let mut put = |name: &http::HeaderName, range: std::ops::Range<usize>| {
+        // Policy names are validated at load; a value that is still not a header value is left out.
+        if let Ok(value) = http::HeaderValue::from_maybe_shared(text.slice(range)) {
+            let _ = headers.try_insert(name.clone(), value);
         }
+    };
+    put(&X_RATELIMIT_LIMIT, limit);
+    put(&X_RATELIMIT_REMAINING, remaining);
+    put(&X_RATELIMIT_RESET, reset);
+    put(&RATELIMIT_POLICY, policy_start..state_start);
+    put(&RATELIMIT, state_start..end);
+    if let Some(retry_after) = retry_after {
+        put(&http::header::RETRY_AFTER, retry_after);
     }
-    if !d.allowed {
-        headers.push((http::header::RETRY_AFTER, number(d.retry_after_secs.max(1))));
-    }
-    headers
 }
 
 /// remaining/limit of `a` below that of `b` (compared without division).
@@ -477,5 +515,51 @@ mod tests {
             "same tenant, other IP"
         );
         assert!(!check(&l, &[0], &input("10.0.0.1", None, &a)).allowed);
+    }
+
+    #[test]
+    fn headers_carry_the_decision_and_retry_after_only_when_refused() {
+        let l = limiter(vec![policy("per_ip", 10, vec![KeyPart::ClientIp], false)]);
+        let report = |allowed: bool| Report {
+            policy: 0,
+            decision: Decision {
+                allowed,
+                limit: 10,
+                remaining: if allowed { 7 } else { 0 },
+                reset_secs: 42,
+                retry_after_secs: if allowed { 0 } else { 5 },
+            },
+        };
+        let value = |headers: &[(http::HeaderName, http::HeaderValue)], name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.to_str().unwrap().to_owned())
+        };
+        let allowed = headers(&l, &report(true));
+        assert_eq!(value(&allowed, "x-ratelimit-limit").as_deref(), Some("10"));
+        assert_eq!(
+            value(&allowed, "x-ratelimit-remaining").as_deref(),
+            Some("7")
+        );
+        assert_eq!(value(&allowed, "x-ratelimit-reset").as_deref(), Some("42"));
+        assert_eq!(
+            value(&allowed, "ratelimit-policy").as_deref(),
+            Some("\"per_ip\";q=10;w=60")
+        );
+        assert_eq!(
+            value(&allowed, "ratelimit").as_deref(),
+            Some("\"per_ip\";r=7;t=42")
+        );
+        assert_eq!(value(&allowed, "retry-after"), None);
+        assert_eq!(allowed.len(), 5);
+
+        let refused = headers(&l, &report(false));
+        assert_eq!(value(&refused, "retry-after").as_deref(), Some("5"));
+        assert_eq!(
+            value(&refused, "ratelimit").as_deref(),
+            Some("\"per_ip\";r=0;t=42")
+        );
+        assert_eq!(refused.len(), MAX_HEADERS);
     }
 }
