@@ -1,9 +1,12 @@
 //! The verified-token cache: token -> identity, until the token's `exp`. Sharded, bounded.
-//! Keys are the whole token (compared in full on a hit), so a hash collision can never let an
-//! unverified token through.
+//! Entries keep the whole token and a hit compares it in full, so a hash collision can never
+//! let an unverified token through; the map itself is keyed by the token's hash, computed once.
+//! Only verified tokens are ever inserted, so clients cannot fill a shard with colliding keys and
+//! a fast non-cryptographic hash is enough.
 
 use super::Identity;
-use std::collections::hash_map::RandomState;
+use crate::hashing::Prehashed;
+use foldhash::quality::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
@@ -13,6 +16,7 @@ const SHARDS: usize = 16;
 const SHARD_CAPACITY: usize = 1024;
 
 struct Entry {
+    token: Box<str>,
     /// Valid while `now <= valid_until` (the token's exp plus clock skew).
     valid_until: u64,
     identity: Arc<Identity>,
@@ -21,27 +25,32 @@ struct Entry {
 /// A bounded map from verified token to identity.
 pub struct TokenCache {
     hasher: RandomState,
-    shards: Vec<Mutex<HashMap<Box<str>, Entry>>>,
+    shards: Vec<Mutex<HashMap<u64, Entry, Prehashed>>>,
 }
 
 impl TokenCache {
     /// An empty cache.
     pub fn new() -> Self {
         TokenCache {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::default(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
         }
     }
 
-    fn shard(&self, token: &str) -> &Mutex<HashMap<Box<str>, Entry>> {
-        &self.shards[self.hasher.hash_one(token) as usize % SHARDS]
+    /// The token's hash and its shard (chosen by the high bits; the map uses the low ones).
+    fn locate(&self, token: &str) -> (u64, &Mutex<HashMap<u64, Entry, Prehashed>>) {
+        let hash = self.hasher.hash_one(token);
+        (hash, &self.shards[(hash >> 32) as usize % SHARDS])
     }
 
     /// The identity of `token` if it was verified and is still valid at `now`.
     pub fn get(&self, token: &str, now: u64) -> Option<Arc<Identity>> {
-        let shard = self.shard(token).lock().ok()?;
-        let entry = shard.get(token)?;
-        (now <= entry.valid_until).then(|| Arc::clone(&entry.identity))
+        let (hash, shard) = self.locate(token);
+        let shard = shard.lock().ok()?;
+        let entry = shard.get(&hash)?;
+        (*entry.token == *token && now <= entry.valid_until).then(|| Arc::clone(&entry.identity))
     }
 
     /// Forgets every token (the keys they were verified with may be gone).
@@ -55,7 +64,8 @@ impl TokenCache {
 
     /// Remembers a verified token until `valid_until`.
     pub fn insert(&self, token: &str, valid_until: u64, identity: &Arc<Identity>) {
-        let Ok(mut shard) = self.shard(token).lock() else {
+        let (hash, shard) = self.locate(token);
+        let Ok(mut shard) = shard.lock() else {
             return;
         };
         if shard.len() >= SHARD_CAPACITY {
@@ -68,9 +78,11 @@ impl TokenCache {
                 }
             }
         }
+        // A colliding token replaces the one before it, which is then verified again when seen.
         shard.insert(
-            token.into(),
+            hash,
             Entry {
+                token: token.into(),
                 valid_until,
                 identity: Arc::clone(identity),
             },
@@ -81,5 +93,49 @@ impl TokenCache {
 impl Default for TokenCache {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(consumer: &str) -> Arc<Identity> {
+        Arc::new(Identity {
+            consumer: Some(consumer.into()),
+            ..Identity::default()
+        })
+    }
+
+    #[test]
+    fn hits_only_the_same_token_until_it_expires() {
+        let cache = TokenCache::new();
+        cache.insert("token-a", 100, &identity("alice"));
+        cache.insert("token-b", 200, &identity("bob"));
+        let consumer = |token: &str, now: u64| {
+            cache
+                .get(token, now)
+                .and_then(|identity| identity.consumer.clone())
+        };
+        assert_eq!(consumer("token-a", 100).as_deref(), Some("alice"));
+        assert_eq!(consumer("token-b", 150).as_deref(), Some("bob"));
+        assert_eq!(consumer("token-a", 101), None, "expired");
+        assert_eq!(consumer("token-c", 0), None, "never verified");
+        assert_eq!(consumer("token-", 0), None, "a prefix is another token");
+        cache.clear();
+        assert_eq!(consumer("token-b", 150), None);
+    }
+
+    #[test]
+    fn stays_bounded() {
+        let cache = TokenCache::new();
+        let alice = identity("alice");
+        for n in 0..SHARDS * SHARD_CAPACITY * 2 {
+            cache.insert(&format!("token-{n}"), u64::MAX, &alice);
+        }
+        let held: usize = cache.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert!(held <= SHARDS * SHARD_CAPACITY, "{held}");
+        let last = format!("token-{}", SHARDS * SHARD_CAPACITY * 2 - 1);
+        assert!(cache.get(&last, 0).is_some(), "the newest token is kept");
     }
 }

@@ -52,12 +52,12 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
         path: request.uri.path(),
         status: status.unwrap_or(0),
         bytes: session.body_bytes_sent(),
-        duration_ms: elapsed.as_secs_f64() * 1e3,
+        duration: elapsed,
         route: route.map(|r| r.spec.name.as_str()),
         upstream: lease.map(|l| l.pool().name.as_str()),
         backend: lease.and_then(|l| l.backend()).map(|b| b.label.as_str()),
         upstream_status: ctx.upstream.status,
-        upstream_duration_ms: ctx.upstream.duration.map(|d| d.as_secs_f64() * 1e3),
+        upstream_duration: ctx.upstream.duration,
         consumer: ctx
             .auth
             .as_ref()

@@ -26,12 +26,12 @@ pub struct Entry<'a> {
     pub path: &'a str,
     pub status: u16,
     pub bytes: usize,
-    pub duration_ms: f64,
+    pub duration: Duration,
     pub route: Option<&'a str>,
     pub upstream: Option<&'a str>,
     pub backend: Option<&'a str>,
     pub upstream_status: Option<u16>,
-    pub upstream_duration_ms: Option<f64>,
+    pub upstream_duration: Option<Duration>,
     pub consumer: Option<&'a str>,
     /// How the cache answered (`X-Cache`), on caching routes; `REFRESH` for a background
     /// revalidation.
@@ -138,6 +138,7 @@ impl BackgroundService for Flusher {
     }
 }
 
+// Hand-written rather than `write!`: `core::fmt` cost ~7k instructions per line.
 fn format_entry(out: &mut String, e: &Entry<'_>) {
     out.push_str("{\"time\":\"");
     write_rfc3339(out, e.time);
@@ -146,7 +147,9 @@ fn format_entry(out: &mut String, e: &Entry<'_>) {
     out.push_str(",\"client_ip\":");
     match e.client_ip {
         Some(ip) => {
-            let _ = write!(out, "\"{ip}\"");
+            out.push('"');
+            push_ip(out, ip);
+            out.push('"');
         }
         None => out.push_str("null"),
     }
@@ -156,19 +159,20 @@ fn format_entry(out: &mut String, e: &Entry<'_>) {
     push_json_str(out, e.host);
     out.push_str(",\"path\":");
     push_json_str(out, e.path);
-    let _ = write!(
-        out,
-        ",\"status\":{},\"bytes\":{},\"duration_ms\":{:.3}",
-        e.status, e.bytes, e.duration_ms
-    );
+    out.push_str(",\"status\":");
+    push_number(out, e.status);
+    out.push_str(",\"bytes\":");
+    push_number(out, e.bytes);
+    out.push_str(",\"duration_ms\":");
+    push_millis(out, e.duration);
     for (key, value) in [
-        ("route", e.route),
-        ("upstream", e.upstream),
-        ("backend", e.backend),
-        ("consumer", e.consumer),
-        ("cache", e.cache),
+        (",\"route\":", e.route),
+        (",\"upstream\":", e.upstream),
+        (",\"backend\":", e.backend),
+        (",\"consumer\":", e.consumer),
+        (",\"cache\":", e.cache),
     ] {
-        let _ = write!(out, ",\"{key}\":");
+        out.push_str(key);
         match value {
             Some(text) => push_json_str(out, text),
             None => out.push_str("null"),
@@ -176,39 +180,85 @@ fn format_entry(out: &mut String, e: &Entry<'_>) {
     }
     out.push_str(",\"upstream_status\":");
     match e.upstream_status {
-        Some(status) => {
-            let _ = write!(out, "{status}");
-        }
+        Some(status) => push_number(out, status),
         None => out.push_str("null"),
     }
     out.push_str(",\"upstream_duration_ms\":");
-    match e.upstream_duration_ms {
-        Some(ms) => {
-            let _ = write!(out, "{ms:.3}");
-        }
+    match e.upstream_duration {
+        Some(duration) => push_millis(out, duration),
         None => out.push_str("null"),
     }
     out.push_str("}\n");
 }
 
+fn push_number(out: &mut String, n: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// `duration` in milliseconds with three decimals (rounded to the microsecond).
+fn push_millis(out: &mut String, duration: Duration) {
+    let micros = (duration.as_nanos() + 500) / 1000;
+    push_number(out, micros / 1000);
+    out.push('.');
+    push_padded(out, (micros % 1000) as u32, 3);
+}
+
+/// `n` with leading zeros to `width` digits.
+fn push_padded(out: &mut String, n: u32, width: usize) {
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(n);
+    for _ in digits.len()..width {
+        out.push('0');
+    }
+    out.push_str(digits);
+}
+
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_number(out, octet);
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// Appends `text` as a JSON string literal.
 pub fn push_json_str(out: &mut String, text: &str) {
     out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let mut clean_from = 0;
+    // Every byte that needs escaping is ASCII, so the runs between them are whole characters.
+    for (at, byte) in text.bytes().enumerate() {
+        let escaped = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&text[clean_from..at]);
+        if escaped.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        } else {
+            out.push_str(escaped);
         }
+        clean_from = at + 1;
     }
+    out.push_str(&text[clean_from..]);
     out.push('"');
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// `2026-11-23T16:05:11.123Z`
 fn write_rfc3339(out: &mut String, time: SystemTime) {
@@ -216,14 +266,20 @@ fn write_rfc3339(out: &mut String, time: SystemTime) {
     let seconds = since_epoch.as_secs();
     let (days, rest) = (seconds / 86_400, seconds % 86_400);
     let (year, month, day) = civil_from_days(days as i64);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        since_epoch.subsec_millis()
-    );
+    push_padded(out, year.clamp(0, 9999) as u32, 4);
+    for (separator, value) in [
+        ('-', month),
+        ('-', day),
+        ('T', (rest / 3600) as u32),
+        (':', (rest % 3600 / 60) as u32),
+        (':', (rest % 60) as u32),
+    ] {
+        out.push(separator);
+        push_padded(out, value, 2);
+    }
+    out.push('.');
+    push_padded(out, since_epoch.subsec_millis(), 3);
+    out.push('Z');
 }
 
 /// Days since 1970-01-01 -> (year, month, day), Howard Hinnant's algorithm.
@@ -263,15 +319,15 @@ mod tests {
                 client_ip: Some("10.0.0.1".parse().unwrap()),
                 method: "GET",
                 host: "h\"x",
-                path: "/a\\b\n",
+                path: "/a\\b\n\u{1}é",
                 status: 200,
                 bytes: 12,
-                duration_ms: 1.5,
+                duration: Duration::from_micros(1500),
                 route: Some("r"),
                 upstream: None,
                 backend: None,
                 upstream_status: Some(200),
-                upstream_duration_ms: None,
+                upstream_duration: Some(Duration::from_nanos(2_000_499)),
                 consumer: Some("alice"),
                 cache: None,
             },
@@ -280,8 +336,45 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["time"], "2023-11-14T22:13:20.123Z");
         assert_eq!(value["host"], "h\"x");
-        assert_eq!(value["path"], "/a\\b\n");
+        assert_eq!(value["path"], "/a\\b\n\u{1}é");
+        assert!(line.contains(r#""path":"/a\\b\n\u0001é""#), "{line}");
+        assert_eq!(value["client_ip"], "10.0.0.1");
+        assert_eq!(value["status"], 200);
+        assert_eq!(value["bytes"], 12);
+        assert!(line.contains(r#""duration_ms":1.500,"#), "{line}");
+        assert!(line.contains(r#""upstream_duration_ms":2.000}"#), "{line}");
         assert_eq!(value["upstream"], serde_json::Value::Null);
         assert_eq!(value["upstream_status"], 200);
+    }
+
+    #[test]
+    fn ipv6_clients_and_long_durations() {
+        let mut line = String::new();
+        format_entry(
+            &mut line,
+            &Entry {
+                time: UNIX_EPOCH,
+                request_id: "",
+                client_ip: Some("2001:db8::1".parse().unwrap()),
+                method: "GET",
+                host: "",
+                path: "/",
+                status: 504,
+                bytes: 0,
+                duration: Duration::from_millis(61_234),
+                route: None,
+                upstream: None,
+                backend: None,
+                upstream_status: None,
+                upstream_duration: None,
+                consumer: None,
+                cache: None,
+            },
+        );
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["time"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(value["client_ip"], "2001:db8::1");
+        assert!(line.contains(r#""duration_ms":61234.000,"#), "{line}");
+        assert_eq!(value["upstream_duration_ms"], serde_json::Value::Null);
     }
 }

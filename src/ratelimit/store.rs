@@ -3,6 +3,7 @@
 //! the least recently used.
 
 use super::algorithm::State;
+use crate::hashing::Prehashed;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -18,7 +19,7 @@ struct Entry {
 
 /// Sharded, bounded key -> state map.
 pub struct LocalStore {
-    shards: Vec<Mutex<HashMap<u128, Entry>>>,
+    shards: Vec<Mutex<HashMap<u128, Entry, Prehashed>>>,
     per_shard: usize,
     epoch: Instant,
 }
@@ -27,7 +28,9 @@ impl LocalStore {
     /// A store holding at most about `max_keys` keys.
     pub fn new(max_keys: usize) -> Self {
         LocalStore {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
             per_shard: (max_keys / SHARDS).max(16),
             epoch: Instant::now(),
         }
@@ -46,7 +49,8 @@ impl LocalStore {
         forget_after: u64,
         update: impl FnOnce(&mut State) -> R,
     ) -> R {
-        let shard = &self.shards[(key as usize) % SHARDS];
+        // The map indexes by the low bits: the shard comes from the high ones.
+        let shard = &self.shards[((key >> 64) as usize) % SHARDS];
         let Ok(mut map) = shard.lock() else {
             // A poisoned shard (a panic elsewhere): decide from a fresh state rather than fail.
             return update(&mut State::default());
@@ -79,7 +83,7 @@ impl LocalStore {
     }
 }
 
-fn evict(map: &mut HashMap<u128, Entry>, now: u64, capacity: usize) {
+fn evict(map: &mut HashMap<u128, Entry, Prehashed>, now: u64, capacity: usize) {
     map.retain(|_, entry| now.saturating_sub(entry.last_used) < entry.forget_after);
     if map.len() < capacity {
         return;
