@@ -265,7 +265,9 @@ pub fn find_token<'a, 's>(
     sources.iter().find_map(|source| {
         let token = match source {
             TokenSource::Header(name) => request.headers.get_all(name).iter().find_map(|value| {
-                let value = value.to_str().ok()?.trim();
+                // Checked a word at a time (`to_str` goes byte by byte); a token that is not
+                // ASCII fails verification like any other bad token.
+                let value = std::str::from_utf8(value.as_bytes()).ok()?.trim();
                 let (scheme, token) = value.split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             }),

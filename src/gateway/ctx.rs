@@ -37,15 +37,19 @@ impl RequestId {
     /// A fresh random id: 32 lower-case hex digits.
     pub fn generate() -> Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut random = rand::random::<u128>();
         let mut text = [0u8; 32];
-        for slot in text.iter_mut() {
-            *slot = HEX[(random & 0xf) as usize];
-            random >>= 4;
+        for (digits, byte) in text
+            .chunks_exact_mut(2)
+            .zip(rand::random::<u128>().to_le_bytes())
+        {
+            digits[0] = HEX[usize::from(byte >> 4)];
+            digits[1] = HEX[usize::from(byte & 0xf)];
         }
         RequestId {
-            // Hex digits are always a valid header value.
-            value: HeaderValue::from_bytes(&text)
+            // Owned (not copied into a Vec) so the clones for the upstream request and the
+            // response share it without promoting it: one allocation. Hex digits are always a
+            // valid header value.
+            value: HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
                 .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
             from_client: false,
         }
@@ -53,7 +57,8 @@ impl RequestId {
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        self.value.to_str().unwrap_or("")
+        // Checked when the id was made; `from_utf8` is the cheap way back to text.
+        std::str::from_utf8(self.value.as_bytes()).unwrap_or("")
     }
 
     /// The id as a header value.

@@ -50,15 +50,16 @@ pub fn error_code(status: u16) -> &'static str {
 
 /// Renders `{"error":..,"message":..,"request_id":..}`.
 pub fn error_body(status: u16, message: &str, request_id: &str) -> String {
-    let mut body = String::with_capacity(96 + message.len());
-    body.push_str("{\"error\":\"");
-    body.push_str(error_code(status));
-    body.push_str("\",\"message\":");
+    let mut body = Vec::with_capacity(96 + message.len());
+    body.extend_from_slice(b"{\"error\":\"");
+    body.extend_from_slice(error_code(status).as_bytes());
+    body.extend_from_slice(b"\",\"message\":");
     push_json_str(&mut body, message);
-    body.push_str(",\"request_id\":");
+    body.extend_from_slice(b",\"request_id\":");
     push_json_str(&mut body, request_id);
-    body.push('}');
-    body
+    body.push(b'}');
+    // Built from `&str`s and ASCII only.
+    String::from_utf8(body).unwrap_or_default()
 }
 
 /// Writes the JSON error response for `rejection`.

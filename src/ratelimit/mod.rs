@@ -9,7 +9,7 @@ pub mod store;
 use crate::auth::Identity;
 use crate::config::{KeyPart, PolicySpec, RateLimitSpec, StoreSpec};
 use algorithm::{decide, forget_after_ms, refund, Decision, Quota};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use redis::{RedisStore, StoreUnavailable};
 use std::net::IpAddr;
 use store::LocalStore;
@@ -55,8 +55,10 @@ enum Store {
 pub struct Limiter {
     pub policies: Vec<PolicySpec>,
     store: Store,
-    /// Two independent keyed hashes make a 128-bit key: collisions are not a practical concern.
+    /// A 128-bit keyed hash of the key parts: collisions are not a practical concern.
     hasher: crate::hashing::Keyed128,
+    /// Per policy, the header values that depend only on its configuration.
+    fixed_headers: Vec<Vec<FixedHeaders>>,
 }
 
 impl Limiter {
@@ -77,6 +79,7 @@ impl Limiter {
             policies: spec.policies.clone(),
             store,
             hasher: crate::hashing::Keyed128::new(),
+            fixed_headers: spec.policies.iter().map(FixedHeaders::for_policy).collect(),
         })
     }
 
@@ -326,56 +329,103 @@ pub fn headers(limiter: &Limiter, report: &Report) -> Vec<(http::HeaderName, htt
         .collect()
 }
 
-/// Writes the rate-limit headers for `report` into `headers`. Every value is a slice of one
-/// buffer, built without `fmt`: two allocations for the lot.
+/// `X-RateLimit-Limit` and `RateLimit-Policy` for one limit a policy can report.
+struct FixedHeaders {
+    limit: u64,
+    limit_value: HeaderValue,
+    policy_value: HeaderValue,
+}
+
+impl FixedHeaders {
+    /// Built once for every limit the policy reports: its own and its tiers', as a count per
+    /// window or as a bucket size.
+    fn for_policy(policy: &PolicySpec) -> Vec<FixedHeaders> {
+        let mut limits: Vec<u64> = std::iter::once(policy.limit)
+            .chain(policy.tiers.iter().map(|(_, limit)| *limit))
+            .flat_map(|limit| [limit, policy.burst.unwrap_or(limit).max(1)])
+            .collect();
+        limits.sort_unstable();
+        limits.dedup();
+        limits
+            .into_iter()
+            .filter_map(|limit| FixedHeaders::new(policy, limit))
+            .collect()
+    }
+
+    fn new(policy: &PolicySpec, limit: u64) -> Option<FixedHeaders> {
+        let window = policy.window.as_secs().max(1);
+        let mut text = Vec::with_capacity(48 + policy.name.len());
+        push_quoted(&mut text, &policy.name);
+        text.extend_from_slice(b";q=");
+        push_number(&mut text, limit);
+        text.extend_from_slice(b";w=");
+        push_number(&mut text, window);
+        Some(FixedHeaders {
+            limit,
+            limit_value: HeaderValue::from(limit),
+            // Policy names are validated at load; one that is still not a header value is left out.
+            policy_value: HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()?,
+        })
+    }
+}
+
+fn push_number(text: &mut Vec<u8>, n: u64) -> std::ops::Range<usize> {
+    let start = text.len();
+    text.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    start..text.len()
+}
+
+fn push_quoted(text: &mut Vec<u8>, name: &str) {
+    text.push(b'"');
+    text.extend_from_slice(name.as_bytes());
+    text.push(b'"');
+}
+
+/// Writes the rate-limit headers for `report` into `headers`. The limit and the policy come
+/// pre-built; the rest are slices of one buffer built without `fmt`.
 pub fn write_headers(limiter: &Limiter, report: &Report, headers: &mut HeaderMap) {
     let Some(policy) = limiter.policies.get(report.policy) else {
         return;
     };
     let d = &report.decision;
-    let window = policy.window.as_secs().max(1);
-    let mut text = Vec::with_capacity(96 + 2 * policy.name.len());
-    let number = |text: &mut Vec<u8>, n: u64| {
-        let start = text.len();
-        text.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        start..text.len()
+    let built;
+    let fixed = match limiter
+        .fixed_headers
+        .get(report.policy)
+        .and_then(|all| all.iter().find(|fixed| fixed.limit == d.limit))
+    {
+        Some(fixed) => Some(fixed),
+        None => {
+            built = FixedHeaders::new(policy, d.limit);
+            built.as_ref()
+        }
     };
-    let limit = number(&mut text, d.limit);
-    let remaining = number(&mut text, d.remaining);
-    let reset = number(&mut text, d.reset_secs);
-    let quoted_name = |text: &mut Vec<u8>| {
-        text.push(b'"');
-        text.extend_from_slice(policy.name.as_bytes());
-        text.push(b'"');
-    };
-    let policy_start = text.len();
-    quoted_name(&mut text);
-    text.extend_from_slice(b";q=");
-    number(&mut text, d.limit);
-    text.extend_from_slice(b";w=");
-    number(&mut text, window);
+    let mut text = Vec::with_capacity(64 + policy.name.len());
+    let remaining = push_number(&mut text, d.remaining);
+    let reset = push_number(&mut text, d.reset_secs);
     let state_start = text.len();
-    quoted_name(&mut text);
+    push_quoted(&mut text, &policy.name);
     text.extend_from_slice(b";r=");
-    number(&mut text, d.remaining);
+    push_number(&mut text, d.remaining);
     text.extend_from_slice(b";t=");
-    number(&mut text, d.reset_secs);
-    let end = text.len();
-    let retry_after = (!d.allowed).then(|| number(&mut text, d.retry_after_secs.max(1)));
+    push_number(&mut text, d.reset_secs);
+    let state = state_start..text.len();
+    let retry_after = (!d.allowed).then(|| push_number(&mut text, d.retry_after_secs.max(1)));
     let text = bytes::Bytes::from(text);
-    let mut put = |name: &http::HeaderName, range: std::ops::Range<usize>| {
-        // Policy names are validated at load; a value that is still not a header value is left out.
-        if let Ok(value) = http::HeaderValue::from_maybe_shared(text.slice(range)) {
+    let slice =
+        |range: std::ops::Range<usize>| HeaderValue::from_maybe_shared(text.slice(range)).ok();
+    let mut put = |name: &http::HeaderName, value: Option<HeaderValue>| {
+        if let Some(value) = value {
             let _ = headers.try_insert(name.clone(), value);
         }
     };
-    put(&X_RATELIMIT_LIMIT, limit);
-    put(&X_RATELIMIT_REMAINING, remaining);
-    put(&X_RATELIMIT_RESET, reset);
-    put(&RATELIMIT_POLICY, policy_start..state_start);
-    put(&RATELIMIT, state_start..end);
+    put(&X_RATELIMIT_LIMIT, fixed.map(|f| f.limit_value.clone()));
+    put(&X_RATELIMIT_REMAINING, slice(remaining));
+    put(&X_RATELIMIT_RESET, slice(reset));
+    put(&RATELIMIT_POLICY, fixed.map(|f| f.policy_value.clone()));
+    put(&RATELIMIT, slice(state));
     if let Some(retry_after) = retry_after {
-        put(&http::header::RETRY_AFTER, retry_after);
+        put(&http::header::RETRY_AFTER, slice(retry_after));
     }
 }
 
@@ -561,5 +611,27 @@ mod tests {
             Some("\"per_ip\";r=0;t=42")
         );
         assert_eq!(refused.len(), MAX_HEADERS);
+
+        // A limit nothing was pre-built for (another tier, a bucket size) is built on the spot.
+        let mut other = report(true);
+        other.decision.limit = 77;
+        let other = headers(&l, &other);
+        assert_eq!(value(&other, "x-ratelimit-limit").as_deref(), Some("77"));
+        assert_eq!(
+            value(&other, "ratelimit-policy").as_deref(),
+            Some("\"per_ip\";q=77;w=60")
+        );
+    }
+
+    #[test]
+    fn fixed_values_cover_every_tier_and_bucket_size() {
+        let mut spec = policy("p", 10, vec![KeyPart::ClientIp], false);
+        spec.burst = Some(25);
+        spec.tiers = vec![("gold".into(), 100)];
+        let limits: Vec<u64> = FixedHeaders::for_policy(&spec)
+            .iter()
+            .map(|fixed| fixed.limit)
+            .collect();
+        assert_eq!(limits, [10, 25, 100]);
     }
 }
