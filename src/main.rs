@@ -150,6 +150,13 @@ fn token(
 
 fn run(path: &std::path::Path, daemon: bool, upgrade: bool) -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Transparent huge pages make the allocator's sparsely used arenas resident 2 MiB at a time
+    // (+12 MiB idle RSS measured). mimalloc's `no_thp` stops it asking for them; this also covers
+    // hosts where THP is `always`.
+    #[cfg(target_os = "linux")]
+    if let Err(error) = nix::sys::prctl::set_thp_disable(true) {
+        log::debug!("cannot opt out of transparent huge pages: {error}");
+    }
     let model = match config::load(path) {
         Ok(model) => model,
         Err(error) => {
