@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Load-test kit: builds release, starts two origins, then for each mode starts edgegate (one
-# worker thread, upstream keepalive, access log off) on free loopback ports, drives it with wrk
-# (benches/wrk/kit.lua) and prints one row: requests/s, p50/p99/p99.9 latency, gateway CPU per
-# request, peak RSS, errors. nginx proxying the same origins runs in the same invocation as the
-# reference row (and with proxy_cache beside the cache mode).
+# Load-test kit: builds release, starts two origins, nginx as the reference proxy (installed with
+# apt when missing) and edgegate in each mode (one worker thread, upstream keepalive, access log
+# off unless `full`), all on free loopback ports; drives each with wrk (benches/wrk/kit.lua), round
+# after round with the contenders interleaved, and prints one table of medians: requests/s,
+# p50/p99/p99.9 latency, CPU per request, peak RSS, errors, and CPU per request as a ratio to
+# nginx's (to nginx with proxy_cache for the cache mode).
 #
 #   benches/wrk/run.sh                                  plain proxying + nginx, 10 s each, 64 connections
-#   benches/wrk/run.sh --modes plain,jwt,ratelimit,cache,full
+#   benches/wrk/run.sh --modes plain,jwt,ratelimit,cache,full --rounds 3
 #        plain      one route, round robin over the two origins
 #        jwt        HS256 JWT on every request (verified-token cache), `sub` forwarded
 #        ratelimit  a sliding-window policy keyed by X-Client-Id (10,000 clients cycling)
@@ -16,14 +17,14 @@
 #   benches/wrk/run.sh --duration 30 --connections 256 --threads 2 --binary PATH --no-reference
 #   benches/wrk/run.sh --origin demo                    origins: nginx (default when installed; fixed
 #                                                       101-byte body) or demo (examples/demo_origin)
-#   benches/wrk/run.sh --smoke                          2 s per mode against the debug build; fails on
-#                                                       any error
+#   benches/wrk/run.sh --smoke                          2 s per contender against the debug build, one
+#                                                       round; fails unless every one answered 200s
 # Nothing is pinned: wrk, the origins and the proxy share the cores. Compare rows of one run.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 duration=10 connections=64 wrk_threads=1 binary="" smoke=0 profile=release origin="" modes=plain
-paths=0 clients=10000 reference=1 script=""
+paths=0 clients=10000 reference=1 script="" rounds=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="$2"; shift 2 ;;
@@ -35,13 +36,19 @@ while [ $# -gt 0 ]; do
     --paths) paths="$2"; shift 2 ;;
     --script) script="$2"; shift 2 ;;
     --no-reference) reference=0; shift ;;
-    --smoke) smoke=1; duration=2; connections=8; profile=debug; reference=0; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --rounds) rounds="$2"; shift 2 ;;
+    --smoke) smoke=1; duration=2; connections=8; profile=debug; shift ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
 
-"$root/scripts/install-deps.sh" test
+# The smoke run (the test suite) uses nginx only where it is already installed.
+if [ "$reference" = 1 ] && [ "$smoke" = 0 ]; then
+  "$root/scripts/install-deps.sh" bench
+else
+  "$root/scripts/install-deps.sh" test
+fi
 cd "$root"
 if [ "$profile" = release ]; then
   cargo build --release --bin edgegate --example demo_origin
@@ -73,7 +80,10 @@ token=$("$binary" token --alg HS256 --secret-file "$tmp/jwt.secret" --sub load-t
 ticks_per_sec=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# run_wrk NAME PID TOKEN CLIENTS: one wrk run against $proxy, one table row; PID is the server's.
+# run_wrk NAME PID TOKEN CLIENTS: one wrk run against $proxy, recorded as one line of $results
+# (name rps p50 p99 p99.9 cpu rss errors); PID is the server's.
+results="$tmp/results"
+: > "$results"
 run_wrk() {
   local name="$1" pid="$2" jwt="$3" ids="$4" before after
   local wrk_args=(-t"$wrk_threads" -c"$connections" -d"${duration}s" --latency -s "$here/${script:-kit.lua}")
@@ -83,13 +93,13 @@ run_wrk() {
   after=$(cpu_ticks "$pid")
   local requests rps errors rss_kib cpu p50 p99 p999
   requests=$(awk '/requests in/ {print $1}' "$tmp/wrk.out")
-  rps=$(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.out")
+  rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$tmp/wrk.out")
   errors=$(wrk_errors "$tmp/wrk.out")
   rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-  cpu=$(awk -v t=$((after - before)) -v hz="$ticks_per_sec" -v r="$requests" 'BEGIN { if (r > 0) printf "%.1f", t / hz * 1e6 / r; else print "n/a" }')
-  read -r p50 p99 p999 < <(awk '/^kit-latency-us/ { for (i = 2; i <= 4; i++) { split($i, kv, "="); printf "%.2fms ", kv[2] / 1000 } }' "$tmp/wrk.out"; echo)
-  printf '%-12s %12s %9s %9s %9s %12s %9s %7s\n' "$name" "$rps" "${p50:-n/a}" "${p99:-n/a}" "${p999:-n/a}" \
-    "$cpu" "$((rss_kib / 1024))" "$errors"
+  cpu=$(awk -v t=$((after - before)) -v hz="$ticks_per_sec" -v r="$requests" 'BEGIN { if (r > 0) printf "%.1f", t / hz * 1e6 / r; else print "nan" }')
+  read -r p50 p99 p999 < <(awk '/^kit-latency-us/ { for (i = 2; i <= 4; i++) { split($i, kv, "="); printf "%.2f ", kv[2] / 1000 } }' "$tmp/wrk.out"; echo)
+  echo "$name ${rps:-0} ${p50:-nan} ${p99:-nan} ${p999:-nan} $cpu $((rss_kib / 1024)) $errors" >> "$results"
+  echo "round $round: $name ${rps:-0} req/s, $cpu us/req, $errors errors" >&2
   if [ "$smoke" = 1 ]; then
     [ "${requests:-0}" -gt 0 ] || { echo "smoke: wrk completed no request ($name)" >&2; exit 1; }
     [ "$errors" = 0 ] || { echo "smoke: $errors errors ($name)" >&2; cat "$tmp/wrk.out" >&2; exit 1; }
@@ -155,24 +165,55 @@ start_nginx_proxy() {
 }
 stop_nginx_proxy() { kill "$nginx_pid" 2>/dev/null || true; wait "$nginx_pid" 2>/dev/null || true; }
 
-printf '%-12s %12s %9s %9s %9s %12s %9s %7s\n' mode "requests/s" p50 p99 p99.9 "cpu us/req" "RSS MiB" errors
 IFS=, read -r -a mode_list <<< "$modes"
+contenders=()
+[ "$reference" = 1 ] && contenders+=(nginx)
 for mode in "${mode_list[@]}"; do
-  edgegate_config "$mode" > "$tmp/edgegate.yaml"
-  start_edgegate "$binary" "$tmp/edgegate.yaml"
-  jwt="" ids=0
-  case "$mode" in jwt | full) jwt="$token" ;; esac
-  case "$mode" in ratelimit | full) ids="$clients" ;; esac
-  run_wrk "$mode" "$gateway_pid" "$jwt" "$ids"
-  stop_edgegate
-  if [ "$reference" = 1 ] && [ "$mode" = cache ]; then
-    start_nginx_proxy cache; run_wrk nginx-cache "$nginx_pid" "" 0; stop_nginx_proxy
-  fi
+  edgegate_config "$mode" > /dev/null  # an unknown mode fails before anything runs
+  contenders+=("$mode")
+  if [ "$reference" = 1 ] && [ "$mode" = cache ]; then contenders+=(nginx-cache); fi
 done
-if [ "$reference" = 1 ]; then
-  start_nginx_proxy; run_wrk nginx "$nginx_pid" "" 0; stop_nginx_proxy
-fi
-echo "($profile build; wrk -t$wrk_threads -c$connections -d${duration}s -s ${script:-kit.lua}, $paths paths;" \
-  "one worker thread/process each, access log off unless full; origins: 2 x $origin; nothing pinned)"
+
+for round in $(seq 1 "$rounds"); do
+  for contender in "${contenders[@]}"; do
+    case "$contender" in
+      nginx) start_nginx_proxy; run_wrk nginx "$nginx_pid" "" 0; stop_nginx_proxy ;;
+      nginx-cache) start_nginx_proxy cache; run_wrk nginx-cache "$nginx_pid" "" 0; stop_nginx_proxy ;;
+      *)
+        edgegate_config "$contender" > "$tmp/edgegate.yaml"
+        start_edgegate "$binary" "$tmp/edgegate.yaml"
+        jwt="" ids=0
+        case "$contender" in jwt | full) jwt="$token" ;; esac
+        case "$contender" in ratelimit | full) ids="$clients" ;; esac
+        run_wrk "$contender" "$gateway_pid" "$jwt" "$ids"
+        stop_edgegate
+        ;;
+    esac
+  done
+done
+
+# median NAME COLUMN: the median of one column over the contender's rounds.
+median() {
+  awk -v n="$1" -v c="$2" '$1 == n {print $c}' "$results" | sort -g |
+    awk '{v[NR] = $1} END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+nginx_cpu=$(median nginx 6) nginx_cache_cpu=$(median nginx-cache 6)
+printf '%-12s %11s %9s %9s %9s %11s %8s %7s %11s\n' contender "requests/s" "p50 ms" "p99 ms" "p99.9 ms" \
+  "cpu us/req" "RSS MiB" errors "cpu÷nginx"
+for contender in "${contenders[@]}"; do
+  reference_cpu=$nginx_cpu
+  [ "$contender" = cache ] && [ "$nginx_cache_cpu" != nan ] && reference_cpu=$nginx_cache_cpu
+  awk -v n="$contender" -v rps="$(median "$contender" 2)" -v p50="$(median "$contender" 3)" \
+    -v p99="$(median "$contender" 4)" -v p999="$(median "$contender" 5)" -v cpu="$(median "$contender" 6)" \
+    -v ref="$reference_cpu" '
+    $1 == n { if ($7 > rss) rss = $7; errors += $8 }
+    END {
+      ratio = (ref != "nan" && ref > 0 && cpu != "nan") ? sprintf("%.2f", cpu / ref) : "-"
+      printf "%-12s %11.0f %9s %9s %9s %11s %8d %7d %11s\n", n, rps, p50, p99, p999, cpu, rss, errors, ratio
+    }' "$results"
+done
+echo "($profile build; medians of $rounds round(s), contenders interleaved; wrk -t$wrk_threads -c$connections" \
+  "-d${duration}s -s ${script:-kit.lua}, $paths paths; one worker thread/process each, access log off" \
+  "unless full; origins: 2 x $origin; nothing pinned; cpu÷nginx: the cache mode against nginx-cache)"
 [ "$smoke" = 1 ] && echo "smoke: ok"
 exit 0
