@@ -160,12 +160,15 @@ fn format_entry(out: &mut Vec<u8>, e: &Entry<'_>) {
         }
         None => out.extend_from_slice(b"null"),
     }
-    out.extend_from_slice(b",\"method\":");
-    push_json_str(out, e.method);
-    out.extend_from_slice(b",\"host\":");
-    push_json_str(out, e.host);
-    out.extend_from_slice(b",\"path\":");
-    push_json_str(out, e.path);
+    let request: [(&[u8], &str); 3] = [
+        (b",\"method\":", e.method),
+        (b",\"host\":", e.host),
+        (b",\"path\":", e.path),
+    ];
+    for (key, text) in request {
+        out.extend_from_slice(key);
+        push_json_str(out, text);
+    }
     out.extend_from_slice(b",\"status\":");
     push_number(out, e.status);
     out.extend_from_slice(b",\"bytes\":");
