@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
     --no-reference) reference=0; shift ;;
     --rounds) rounds="$2"; shift 2 ;;
     --smoke) smoke=1; duration=2; connections=8; profile=debug; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
