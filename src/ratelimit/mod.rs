@@ -382,7 +382,7 @@ fn push_quoted(text: &mut Vec<u8>, name: &str) {
 }
 
 /// Writes the rate-limit headers for `report` into `headers`. The limit and the policy come
-/// pre-built; the rest are slices of one buffer built without `fmt`.
+/// pre-built; the rest are slices of one buffer built without `fmt`, each number written once.
 pub fn write_headers(limiter: &Limiter, report: &Report, headers: &mut HeaderMap) {
     let Some(policy) = limiter.policies.get(report.policy) else {
         return;
@@ -400,16 +400,14 @@ pub fn write_headers(limiter: &Limiter, report: &Report, headers: &mut HeaderMap
             built.as_ref()
         }
     };
+    // `"name";r=REMAINING;t=RESET`: the two legacy headers are slices of its numbers.
     let mut text = Vec::with_capacity(64 + policy.name.len());
-    let remaining = push_number(&mut text, d.remaining);
-    let reset = push_number(&mut text, d.reset_secs);
-    let state_start = text.len();
     push_quoted(&mut text, &policy.name);
     text.extend_from_slice(b";r=");
-    push_number(&mut text, d.remaining);
+    let remaining = push_number(&mut text, d.remaining);
     text.extend_from_slice(b";t=");
-    push_number(&mut text, d.reset_secs);
-    let state = state_start..text.len();
+    let reset = push_number(&mut text, d.reset_secs);
+    let state = 0..text.len();
     let retry_after = (!d.allowed).then(|| push_number(&mut text, d.retry_after_secs.max(1)));
     let text = bytes::Bytes::from(text);
     let slice =
