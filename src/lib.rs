@@ -7,6 +7,7 @@ pub mod config;
 pub mod gateway;
 pub mod hashing;
 pub mod lifecycle;
+pub mod listener;
 pub mod observability;
 pub mod ratelimit;
 pub mod reload;

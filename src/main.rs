@@ -1,7 +1,7 @@
 //! The `edgegate` command line: run / check / hash-key.
 
 use clap::{Parser, Subcommand};
-use edgegate::config::{self, Model, PathMatch, RouteTarget};
+use edgegate::config::{self, EncodedSlashes, Model, PathMatch, RouteTarget};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -180,9 +180,33 @@ fn summary(model: &Model) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}: OK", model.source.display());
     let _ = writeln!(out, "listeners:");
+    let limit = |limit: Option<u32>| limit.map_or("unlimited".to_string(), |n| n.to_string());
     for listener in &model.listeners {
-        let _ = writeln!(out, "  {:<12} http://{}", listener.name, listener.address);
+        let _ = writeln!(
+            out,
+            "  {:<12} http://{} (connections: {}, per client address: {})",
+            listener.name,
+            listener.address,
+            limit(listener.max_connections),
+            limit(listener.max_connections_per_ip)
+        );
     }
+    let server = &model.server;
+    let slashes = match server.paths.encoded_slashes {
+        EncodedSlashes::Reject => "rejected",
+        EncodedSlashes::Keep => "kept encoded",
+    };
+    let _ = writeln!(
+        out,
+        "requests: head within {:?}, body reads {:?} apart; slashes {}, %2F/%5C {slashes}",
+        server.header_read_timeout,
+        server.body_read_timeout,
+        if server.paths.merge_slashes {
+            "merged"
+        } else {
+            "kept"
+        },
+    );
     let _ = writeln!(out, "admin: http://{}", model.admin_address);
     let _ = writeln!(out, "upstreams:");
     for upstream in &model.upstreams {
@@ -240,6 +264,17 @@ fn summary(model: &Model) -> String {
             out,
             "  {:<16} {path}{hosts}{methods} -> {target}{cached}",
             route.name
+        );
+    }
+    for provider in &model.auth.jwt_providers {
+        let keys = match edgegate::auth::jwt::describe_keys(provider) {
+            Ok(description) => description,
+            Err(error) => format!("unusable: {error}"),
+        };
+        let _ = writeln!(
+            out,
+            "jwt provider {}: {:?}; {keys}",
+            provider.name, provider.algorithms
         );
     }
     if let Some(cache) = &model.cache {

@@ -7,6 +7,7 @@ use crate::config::Model;
 use crate::gateway::runtime::Runtime;
 use crate::gateway::Gateway;
 use crate::lifecycle;
+use crate::listener::EdgeApp;
 use crate::observability::{access_log, metrics};
 use crate::reload::Reloader;
 use crate::upstream::health::HealthChecker;
@@ -130,10 +131,13 @@ pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
         })),
     ));
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(Arc::clone(&runtime)),
-        "edgegate proxy",
+    let mut proxy = Service::new(
+        "edgegate proxy".to_string(),
+        EdgeApp::new(
+            pingora_proxy::http_proxy(&server.configuration, Gateway::new(Arc::clone(&runtime))),
+            &listeners,
+            Arc::clone(&runtime),
+        ),
     );
     for listener in &listeners {
         proxy.add_tcp(&listener.address.to_string());

@@ -3,10 +3,10 @@
 //! (single-flight, at most once per 30 s). A failed fetch keeps the last good set; until a first
 //! set arrives, requests needing it are answered 503.
 
+use super::keys::KeySet;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::DecodingKey;
+use jsonwebtoken::Algorithm;
 use log::{info, warn};
 use pingora_core::connectors::http::Connector;
 use pingora_core::server::ShutdownWatch;
@@ -14,14 +14,10 @@ use pingora_core::services::background::BackgroundService;
 use pingora_core::services::ServiceReadyNotifier;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-/// Keys by `kid`.
-pub type KeySet = HashMap<String, DecodingKey>;
 
 /// At most one refetch per this long for unknown `kid`s.
 const UNKNOWN_KID_REFETCH_EVERY: Duration = Duration::from_secs(30);
@@ -35,6 +31,8 @@ pub struct RemoteJwks {
     provider: String,
     url: http::Uri,
     refresh: Duration,
+    /// The provider's algorithms: a fetched key is usable for these only.
+    algorithms: Vec<Algorithm>,
     keys: ArcSwapOption<KeySet>,
     /// Bumped on every successful load.
     generation: AtomicU64,
@@ -46,11 +44,17 @@ pub struct RemoteJwks {
 
 impl RemoteJwks {
     /// A key set for `provider` at `url`, not fetched yet.
-    pub fn new(provider: &str, url: http::Uri, refresh: Duration) -> Self {
+    pub fn new(
+        provider: &str,
+        url: http::Uri,
+        refresh: Duration,
+        algorithms: Vec<Algorithm>,
+    ) -> Self {
         RemoteJwks {
             provider: provider.to_string(),
             url,
             refresh,
+            algorithms,
             keys: ArcSwapOption::empty(),
             generation: AtomicU64::new(0),
             fetching: tokio::sync::Mutex::new(()),
@@ -137,7 +141,7 @@ impl RemoteJwks {
             peer.options.read_timeout = Some(FETCH_TIMEOUT);
             peer.options.write_timeout = Some(FETCH_TIMEOUT);
             match self.get(&peer, &host, port, tls, target).await {
-                Ok(body) => return parse(&body),
+                Ok(body) => return parse(&self.provider, &body, &self.algorithms),
                 Err(error) => last_error = format!("{address}: {error}"),
             }
         }
@@ -208,28 +212,12 @@ impl RemoteJwks {
     }
 }
 
-/// A JWK set document as keys by `kid` (keys without one are named `#index`).
-pub fn parse(body: &[u8]) -> Result<KeySet, String> {
-    let set: JwkSet = serde_json::from_slice(body).map_err(|e| format!("not a JWK set: {e}"))?;
-    let mut keys = HashMap::with_capacity(set.keys.len());
-    for (index, jwk) in set.keys.iter().enumerate() {
-        match DecodingKey::from_jwk(jwk) {
-            Ok(key) => {
-                let kid = jwk
-                    .common
-                    .key_id
-                    .clone()
-                    .unwrap_or_else(|| format!("#{index}"));
-                keys.insert(kid, key);
-            }
-            // One unusable key (an unsupported curve, say) must not hide the others.
-            Err(error) => warn!("skipping a JWK that cannot be used: {error}"),
-        }
-    }
-    if keys.is_empty() {
-        return Err("no usable key in the set".into());
-    }
-    Ok(keys)
+/// A fetched JWK set document: its usable keys (unusable ones are logged and counted), or why
+/// it holds none.
+pub fn parse(provider: &str, body: &[u8], algorithms: &[Algorithm]) -> Result<KeySet, String> {
+    let decoded = super::keys::from_jwk_set(body, algorithms, true)?;
+    super::jwt::report_skipped(provider, &decoded.skipped);
+    decoded.usable().map(|decoded| decoded.keys)
 }
 
 /// The remote key sets of the configuration in force (they change on reload).

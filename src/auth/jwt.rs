@@ -1,17 +1,20 @@
-//! JWT verification for one provider: the token's `alg` must be one the provider lists and fit
-//! its key; `exp`/`nbf`/`iat` are checked with `clock_skew`, `iss`/`aud` when configured.
-//! Verified tokens are cached until their `exp`, so hot clients skip signature checks.
+//! JWT verification for one provider, as strict as PyJWT and jwcrypto: the token's header is
+//! read here (a `crit` parameter is refused, RFC 7515 §4.1.11), its `alg` must be in the
+//! provider's list and fit the chosen key, and the signature is checked with that one algorithm
+//! (`jsonwebtoken::crypto::verify`). The claims are checked here too: `exp`/`nbf`/`iat` must be
+//! numbers and hold with `clock_skew`, `iss` must be present and equal, `aud` present and (one of)
+//! the audiences. Verified tokens are cached until `exp + clock_skew`, the same bound as uncached.
 
 use super::cache::TokenCache;
 use super::jwks::RemoteJwks;
+use super::keys::{self, KeySet, Lookup};
 use super::{Failure, Identity};
 use crate::config::{JwtProviderSpec, KeyMaterial};
+use base64::Engine as _;
 use http::{HeaderName, HeaderValue};
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,9 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const MAX_TOKEN_BYTES: usize = 16 << 10;
 
 enum Keys {
-    One(DecodingKey),
-    /// JWKS: by `kid`; a token without `kid` is tried against the only key when there is one.
-    ByKid(HashMap<String, DecodingKey>),
+    Static(KeySet),
     /// A JWKS fetched from a URL in the background.
     Remote(Arc<RemoteJwks>),
 }
@@ -30,13 +31,12 @@ enum Keys {
 pub struct JwtVerifier {
     pub spec: JwtProviderSpec,
     keys: Keys,
-    validation: Validation,
     cache: TokenCache,
     /// The remote key-set generation the cache was filled under.
     cache_generation: std::sync::atomic::AtomicU64,
 }
 
-/// Why a provider could not be built (validation already checked the keys, so this is rare).
+/// Why a provider could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("JWT provider `{provider}`: {message}")]
 pub struct BuildError {
@@ -44,63 +44,72 @@ pub struct BuildError {
     message: String,
 }
 
+/// Decodes a provider's static key material with the rule of [`keys`]: unusable keys are
+/// logged and counted, none usable is an error.
+pub fn static_keys(spec: &JwtProviderSpec) -> Result<Option<KeySet>, String> {
+    let decoded = match &spec.keys {
+        KeyMaterial::Secret(secret) => keys::from_secret(secret, &spec.algorithms),
+        KeyMaterial::PublicKeyPem(pem) => keys::from_pem(pem, &spec.algorithms)?,
+        KeyMaterial::Jwks(json) => keys::from_jwk_set(json.as_bytes(), &spec.algorithms, false)?,
+        KeyMaterial::JwksUrl { .. } => return Ok(None),
+    };
+    report_skipped(&spec.name, &decoded.skipped);
+    decoded.usable().map(|decoded| Some(decoded.keys))
+}
+
+/// For `edgegate check`: how many keys of the provider's source are usable, and why others are
+/// skipped (nothing is logged or counted).
+pub fn describe_keys(spec: &JwtProviderSpec) -> Result<String, String> {
+    let decoded = match &spec.keys {
+        KeyMaterial::Secret(secret) => keys::from_secret(secret, &spec.algorithms),
+        KeyMaterial::PublicKeyPem(pem) => keys::from_pem(pem, &spec.algorithms)?,
+        KeyMaterial::Jwks(json) => keys::from_jwk_set(json.as_bytes(), &spec.algorithms, false)?,
+        KeyMaterial::JwksUrl { url, refresh } => {
+            return Ok(format!("keys fetched from {url} every {refresh:?}"))
+        }
+    };
+    let mut description = format!("{} usable key(s)", decoded.keys.len());
+    for why in &decoded.skipped {
+        description.push_str(&format!("; skipped {why}"));
+    }
+    Ok(description)
+}
+
+/// Logs and counts the keys a provider could not use.
+pub fn report_skipped(provider: &str, skipped: &[String]) {
+    for why in skipped {
+        log::warn!("JWT provider {provider}: skipping a key that cannot be used: {why}");
+    }
+    if !skipped.is_empty() {
+        crate::observability::metrics::jwt_keys_skipped(provider, skipped.len());
+    }
+}
+
 impl JwtVerifier {
-    /// Parses the provider's keys and prepares its validation rules.
+    /// Parses the provider's keys.
     pub fn new(spec: &JwtProviderSpec) -> Result<Self, BuildError> {
-        let error = |message: String| BuildError {
-            provider: spec.name.clone(),
-            message,
-        };
+        crate::observability::metrics::jwt_keys_skipped(&spec.name, 0);
         let keys = match &spec.keys {
-            KeyMaterial::Secret(secret) => Keys::One(DecodingKey::from_secret(secret)),
-            KeyMaterial::PublicKeyPem(pem) => Keys::One(
-                DecodingKey::from_rsa_pem(pem)
-                    .or_else(|_| DecodingKey::from_ec_pem(pem))
-                    .or_else(|_| DecodingKey::from_ed_pem(pem))
-                    .map_err(|e| error(format!("public key: {e}")))?,
-            ),
-            KeyMaterial::Jwks(json) => {
-                let set: JwkSet =
-                    serde_json::from_str(json).map_err(|e| error(format!("JWKS: {e}")))?;
-                let mut by_kid = HashMap::new();
-                for (index, jwk) in set.keys.iter().enumerate() {
-                    let key =
-                        DecodingKey::from_jwk(jwk).map_err(|e| error(format!("JWKS key: {e}")))?;
-                    let kid = jwk
-                        .common
-                        .key_id
-                        .clone()
-                        .unwrap_or_else(|| format!("#{index}"));
-                    by_kid.insert(kid, key);
+            KeyMaterial::JwksUrl { url, refresh } => Keys::Remote(Arc::new(RemoteJwks::new(
+                &spec.name,
+                url.clone(),
+                *refresh,
+                spec.algorithms.clone(),
+            ))),
+            _ => match static_keys(spec) {
+                Ok(Some(set)) => Keys::Static(set),
+                Ok(None) => Keys::Static(KeySet::default()),
+                Err(message) => {
+                    return Err(BuildError {
+                        provider: spec.name.clone(),
+                        message,
+                    })
                 }
-                Keys::ByKid(by_kid)
-            }
-            KeyMaterial::JwksUrl { url, refresh } => {
-                Keys::Remote(Arc::new(RemoteJwks::new(&spec.name, url.clone(), *refresh)))
-            }
+            },
         };
-        let mut validation = Validation::new(spec.algorithms.first().copied().unwrap_or_default());
-        validation.algorithms = spec.algorithms.clone();
-        validation.leeway = spec.clock_skew.as_secs();
-        validation.validate_nbf = true;
-        validation.validate_exp = true;
-        validation.required_spec_claims = spec
-            .require_claims
-            .iter()
-            .filter(|c| matches!(c.as_str(), "exp" | "nbf" | "aud" | "iss" | "sub"))
-            .cloned()
-            .collect();
-        validation.validate_aud = !spec.audiences.is_empty();
-        if !spec.audiences.is_empty() {
-            validation.set_audience(&spec.audiences);
-        }
-        if let Some(issuer) = &spec.issuer {
-            validation.set_issuer(&[issuer]);
-        }
         Ok(JwtVerifier {
             spec: spec.clone(),
             keys,
-            validation,
             cache: TokenCache::new(),
             cache_generation: std::sync::atomic::AtomicU64::new(0),
         })
@@ -112,7 +121,6 @@ impl JwtVerifier {
             return Err(Failure::Malformed("the token is larger than 16 KiB"));
         }
         let now = unix_now();
-        let skew = self.spec.clock_skew.as_secs();
         if let Keys::Remote(remote) = &self.keys {
             // A reloaded key set may have dropped a key: tokens it verified must be checked again.
             use std::sync::atomic::Ordering::Relaxed;
@@ -121,52 +129,152 @@ impl JwtVerifier {
                 self.cache.clear();
             }
         }
-        if let Some(identity) = self.cache.get(token, now.saturating_sub(skew)) {
+        if let Some(identity) = self.cache.get(token, now) {
             return Ok(identity);
         }
         let identity = self.verify_uncached(token)?;
-        if let Some(exp) = identity.expires {
-            self.cache
-                .insert(token, exp.saturating_add(skew), &identity);
+        if let Some(valid_until) = identity.valid_until {
+            self.cache.insert(token, valid_until, &identity);
         }
         Ok(identity)
     }
 
-    /// Full verification (signature and claims), bypassing the cache.
+    /// Full verification (header, signature, claims), bypassing the cache.
     pub fn verify_uncached(&self, token: &str) -> Result<Arc<Identity>, Failure> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Failure::Malformed("the token is larger than 16 KiB"));
         }
-        let now = unix_now();
-        let skew = self.spec.clock_skew.as_secs();
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| Failure::Malformed("the token is not a JWT"))?;
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Failure::Malformed("the token is not a JWT"));
+        };
+        let header = decode_json(header)
+            .ok_or(Failure::Malformed("the token header is not base64url JSON"))?;
+        if header.contains_key("crit") {
+            return Err(Failure::Malformed(
+                "the token has critical header parameters (crit) this gateway does not understand",
+            ));
+        }
+        let algorithm = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .and_then(|name| Algorithm::from_str(name).ok())
+            .filter(|algorithm| self.spec.algorithms.contains(algorithm))
+            .ok_or(Failure::BadSignature)?;
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) => Some(kid.as_str()),
+            Some(_) => return Err(Failure::Malformed("the token's kid is not a string")),
+        };
         let remote_keys;
-        let key = match &self.keys {
-            Keys::One(key) => key,
-            Keys::ByKid(keys) => by_kid(keys, header.kid.as_deref())?,
+        let set = match &self.keys {
+            Keys::Static(set) => set,
             Keys::Remote(remote) => {
                 remote_keys = remote.keys().ok_or(Failure::KeysUnavailable)?;
-                by_kid(&remote_keys, header.kid.as_deref())?
+                &remote_keys
             }
         };
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
-            .map_err(classify)?;
-        let claims = data.claims;
-        if let Some(iat) = claims.get("iat").and_then(Value::as_u64) {
-            if iat > now + skew {
-                return Err(Failure::NotYetValid);
-            }
+        let candidates = set
+            .candidates(kid, algorithm)
+            .map_err(|lookup| match lookup {
+                Lookup::UnknownKid => Failure::UnknownKid,
+                Lookup::AlgorithmMismatch => Failure::BadSignature,
+            })?;
+        let message = &token[..header_and_payload_len(token)];
+        if !candidates
+            .iter()
+            .any(|key| signature_holds(signature, message, key, algorithm))
+        {
+            return Err(Failure::BadSignature);
         }
+        let claims = decode_json(payload).ok_or(Failure::Malformed(
+            "the token claims are not base64url JSON",
+        ))?;
+        let valid_until = self.check_claims(&claims, unix_now())?;
+        Ok(Arc::new(self.identity(claims, valid_until)))
+    }
+
+    /// The registered claims; returns until when (inclusive, whole seconds) the token is valid.
+    fn check_claims(&self, claims: &Map<String, Value>, now: u64) -> Result<Option<u64>, Failure> {
+        let skew = self.spec.clock_skew.as_secs_f64();
+        let now = now as f64;
+        let exp = numeric_date(claims, "exp", "the exp claim is not a number")?;
+        let nbf = numeric_date(claims, "nbf", "the nbf claim is not a number")?;
+        let iat = numeric_date(claims, "iat", "the iat claim is not a number")?;
         for claim in &self.spec.require_claims {
             if !claims.contains_key(claim) {
                 return Err(Failure::Malformed("a required claim is missing"));
             }
         }
-        Ok(Arc::new(self.identity(claims)))
+        if exp.is_some_and(|exp| now >= exp + skew) {
+            return Err(Failure::Expired);
+        }
+        if nbf.is_some_and(|nbf| nbf > now + skew) {
+            return Err(Failure::NotYetValid("the token is not valid yet (nbf)"));
+        }
+        if iat.is_some_and(|iat| iat > now + skew) {
+            return Err(Failure::NotYetValid(
+                "the token was issued in the future (iat)",
+            ));
+        }
+        for (claim, message) in [
+            ("sub", "the sub claim is not a string"),
+            ("jti", "the jti claim is not a string"),
+        ] {
+            if claims.get(claim).is_some_and(|v| !v.is_string()) {
+                return Err(Failure::Malformed(message));
+            }
+        }
+        if let Some(issuer) = &self.spec.issuer {
+            match claims.get("iss") {
+                None => return Err(Failure::WrongIssuer("the token has no iss claim")),
+                Some(Value::String(iss)) if iss == issuer => {}
+                Some(Value::String(_)) => {
+                    return Err(Failure::WrongIssuer(
+                        "the token was issued by an untrusted issuer",
+                    ))
+                }
+                Some(_) => return Err(Failure::WrongIssuer("the iss claim is not a string")),
+            }
+        }
+        if !self.spec.audiences.is_empty() {
+            self.check_audience(claims.get("aud"))?;
+        }
+        // Valid while now < exp + skew, so through the last whole second before it.
+        Ok(exp.map(|exp| ((exp + skew).ceil() as u64).saturating_sub(1)))
     }
 
-    fn identity(&self, claims: Map<String, Value>) -> Identity {
+    fn check_audience(&self, aud: Option<&Value>) -> Result<(), Failure> {
+        let wanted = |candidate: &str| self.spec.audiences.iter().any(|a| a == candidate);
+        let matches = match aud {
+            None => return Err(Failure::WrongAudience("the token has no aud claim")),
+            Some(Value::String(aud)) => wanted(aud),
+            Some(Value::Array(items)) => {
+                if !items.iter().all(Value::is_string) {
+                    return Err(Failure::WrongAudience(
+                        "the aud claim is not a string or an array of strings",
+                    ));
+                }
+                items.iter().filter_map(Value::as_str).any(wanted)
+            }
+            Some(_) => {
+                return Err(Failure::WrongAudience(
+                    "the aud claim is not a string or an array of strings",
+                ))
+            }
+        };
+        if matches {
+            Ok(())
+        } else {
+            Err(Failure::WrongAudience(
+                "the token is not meant for this audience",
+            ))
+        }
+    }
+
+    fn identity(&self, claims: Map<String, Value>, valid_until: Option<u64>) -> Identity {
         let forwarded: Vec<(HeaderName, HeaderValue)> = self
             .spec
             .forward_claims
@@ -190,30 +298,56 @@ impl JwtVerifier {
                 _ => string_list(claims.get("scp")),
             },
             forwarded,
-            expires: claims.get("exp").and_then(Value::as_u64),
+            valid_until,
             claims,
         }
     }
-}
 
-impl JwtVerifier {
     /// The remote key set, when this provider fetches one.
     pub fn remote(&self) -> Option<&Arc<RemoteJwks>> {
         match &self.keys {
             Keys::Remote(remote) => Some(remote),
-            _ => None,
+            Keys::Static(_) => None,
         }
     }
 }
 
-fn by_kid<'k>(
-    keys: &'k HashMap<String, DecodingKey>,
-    kid: Option<&str>,
-) -> Result<&'k DecodingKey, Failure> {
-    match kid {
-        Some(kid) => keys.get(kid).ok_or(Failure::UnknownKid),
-        None if keys.len() == 1 => keys.values().next().ok_or(Failure::UnknownKid),
-        None => Err(Failure::UnknownKid),
+/// Length of `header.payload` (the signed part) in a token known to have two dots.
+fn header_and_payload_len(token: &str) -> usize {
+    token.rfind('.').unwrap_or(0)
+}
+
+fn signature_holds(
+    signature: &str,
+    message: &str,
+    key: &DecodingKey,
+    algorithm: Algorithm,
+) -> bool {
+    jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, algorithm).unwrap_or(false)
+}
+
+/// A base64url (unpadded) JSON object.
+fn decode_json(part: &str) -> Option<Map<String, Value>> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// A NumericDate claim (RFC 7519 §2): absent, or a JSON number; anything else is refused.
+fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &str,
+    not_a_number: &'static str,
+) -> Result<Option<f64>, Failure> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(number)) => number
+            .as_f64()
+            .filter(|value| value.is_finite())
+            .map(Some)
+            .ok_or(Failure::Malformed(not_a_number)),
+        Some(_) => Err(Failure::Malformed(not_a_number)),
     }
 }
 
@@ -250,24 +384,120 @@ fn string_list(value: Option<&Value>) -> Vec<String> {
     }
 }
 
-fn classify(error: jsonwebtoken::errors::Error) -> Failure {
-    match error.kind() {
-        ErrorKind::InvalidSignature => Failure::BadSignature,
-        ErrorKind::InvalidAlgorithm
-        | ErrorKind::MissingAlgorithm
-        | ErrorKind::InvalidAlgorithmName => Failure::BadSignature,
-        ErrorKind::ExpiredSignature => Failure::Expired,
-        ErrorKind::ImmatureSignature => Failure::NotYetValid,
-        ErrorKind::InvalidIssuer => Failure::WrongIssuer,
-        ErrorKind::InvalidAudience => Failure::WrongAudience,
-        ErrorKind::MissingRequiredClaim(_) => Failure::Malformed("a required claim is missing"),
-        _ => Failure::Malformed("the token could not be decoded"),
-    }
-}
-
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TokenSource;
+    use std::time::Duration;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn verifier(issuer: Option<&str>, audiences: &[&str]) -> JwtVerifier {
+        JwtVerifier::new(&JwtProviderSpec {
+            name: "t".into(),
+            issuer: issuer.map(str::to_string),
+            audiences: audiences.iter().map(|a| a.to_string()).collect(),
+            algorithms: vec![Algorithm::HS256],
+            keys: KeyMaterial::Secret(SECRET.to_vec()),
+            clock_skew: Duration::from_secs(10),
+            require_claims: vec![],
+            token_from: vec![TokenSource::Header(http::header::AUTHORIZATION)],
+            forward_claims: vec![],
+            tier_claim: "plan".into(),
+            strip_token: false,
+        })
+        .unwrap()
+    }
+
+    fn claims(json: serde_json::Value) -> Map<String, Value> {
+        json.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn numeric_dates_hold_with_the_skew_and_must_be_numbers() {
+        let v = verifier(None, &[]);
+        let now = 1_000_000;
+        let check = |c: serde_json::Value| v.check_claims(&claims(c), now);
+        assert_eq!(
+            check(serde_json::json!({"exp": now + 5})),
+            Ok(Some(now + 14))
+        );
+        assert_eq!(check(serde_json::json!({"exp": now - 9})), Ok(Some(now)));
+        assert_eq!(
+            check(serde_json::json!({"exp": now - 10})),
+            Err(Failure::Expired)
+        );
+        assert_eq!(
+            check(serde_json::json!({"exp": now as f64 - 9.5})),
+            Ok(Some(now))
+        );
+        assert!(matches!(
+            check(serde_json::json!({"exp": "9999999999"})),
+            Err(Failure::Malformed(_))
+        ));
+        assert!(matches!(
+            check(serde_json::json!({"iat": (now + 11) as f64})),
+            Err(Failure::NotYetValid(_))
+        ));
+        assert!(matches!(
+            check(serde_json::json!({"iat": "1"})),
+            Err(Failure::Malformed(_))
+        ));
+        assert!(matches!(
+            check(serde_json::json!({"nbf": now + 11})),
+            Err(Failure::NotYetValid(_))
+        ));
+        assert_eq!(
+            check(serde_json::json!({"nbf": now + 10, "iat": now + 10})),
+            Ok(None)
+        );
+        assert!(matches!(
+            check(serde_json::json!({"nbf": null})),
+            Err(Failure::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn issuer_and_audience_must_be_present_and_well_typed() {
+        let v = verifier(Some("https://issuer/"), &["api"]);
+        let check = |c: serde_json::Value| v.check_claims(&claims(c), 0);
+        assert_eq!(
+            check(serde_json::json!({"iss": "https://issuer/", "aud": "api"})),
+            Ok(None)
+        );
+        assert_eq!(
+            check(serde_json::json!({"iss": "https://issuer/", "aud": ["x", "api"]})),
+            Ok(None)
+        );
+        for bad in [
+            serde_json::json!({"aud": "api"}),
+            serde_json::json!({"iss": ["https://issuer/"], "aud": "api"}),
+            serde_json::json!({"iss": 7, "aud": "api"}),
+            serde_json::json!({"iss": "https://other/", "aud": "api"}),
+        ] {
+            assert!(
+                matches!(check(bad.clone()), Err(Failure::WrongIssuer(_))),
+                "{bad}"
+            );
+        }
+        for bad in [
+            serde_json::json!({"iss": "https://issuer/"}),
+            serde_json::json!({"iss": "https://issuer/", "aud": 7}),
+            serde_json::json!({"iss": "https://issuer/", "aud": {"api": true}}),
+            serde_json::json!({"iss": "https://issuer/", "aud": ["api", 1]}),
+            serde_json::json!({"iss": "https://issuer/", "aud": "other"}),
+        ] {
+            assert!(
+                matches!(check(bad.clone()), Err(Failure::WrongAudience(_))),
+                "{bad}"
+            );
+        }
+    }
 }

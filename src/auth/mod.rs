@@ -5,6 +5,7 @@ pub mod api_key;
 mod cache;
 pub mod jwks;
 pub mod jwt;
+pub mod keys;
 pub mod mint;
 
 use crate::config::{AuthMethod, AuthSpec, RouteAuthSpec, TokenSource};
@@ -25,8 +26,8 @@ pub struct Identity {
     pub scopes: Vec<String>,
     /// Headers sent upstream (`forward_claims`), built once per verified token.
     pub forwarded: Vec<(HeaderName, HeaderValue)>,
-    /// The JWT's `exp`.
-    pub expires: Option<u64>,
+    /// The last second (Unix time) the token is valid, clock skew included: `exp + clock_skew`.
+    pub valid_until: Option<u64>,
     /// Every claim of the JWT (empty for API keys), for `claim:NAME` rate-limit keys.
     pub claims: serde_json::Map<String, serde_json::Value>,
 }
@@ -38,9 +39,9 @@ pub enum Failure {
     Malformed(&'static str),
     BadSignature,
     Expired,
-    NotYetValid,
-    WrongIssuer,
-    WrongAudience,
+    NotYetValid(&'static str),
+    WrongIssuer(&'static str),
+    WrongAudience(&'static str),
     UnknownKid,
     UnknownApiKey,
     Forbidden(&'static str),
@@ -71,9 +72,9 @@ impl Failure {
             Failure::Malformed(_) => 1,
             Failure::BadSignature => 2,
             Failure::Expired => 3,
-            Failure::NotYetValid => 4,
-            Failure::WrongIssuer => 5,
-            Failure::WrongAudience => 6,
+            Failure::NotYetValid(_) => 4,
+            Failure::WrongIssuer(_) => 5,
+            Failure::WrongAudience(_) => 6,
             Failure::UnknownKid => 7,
             Failure::UnknownApiKey => 8,
             Failure::Forbidden(_) => 9,
@@ -94,12 +95,13 @@ impl Failure {
     pub fn description(self) -> &'static str {
         match self {
             Failure::Missing => "no credentials were presented",
-            Failure::Malformed(why) | Failure::Forbidden(why) => why,
+            Failure::Malformed(why)
+            | Failure::Forbidden(why)
+            | Failure::NotYetValid(why)
+            | Failure::WrongIssuer(why)
+            | Failure::WrongAudience(why) => why,
             Failure::BadSignature => "the token signature or algorithm is not accepted",
             Failure::Expired => "the token has expired",
-            Failure::NotYetValid => "the token is not valid yet",
-            Failure::WrongIssuer => "the token was issued by an untrusted issuer",
-            Failure::WrongAudience => "the token is not meant for this audience",
             Failure::UnknownKid => "the token was signed with an unknown key",
             Failure::UnknownApiKey => "the API key is not valid",
             Failure::KeysUnavailable => {

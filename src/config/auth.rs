@@ -5,8 +5,7 @@ use super::model::*;
 use super::raw::*;
 use super::units::parse_duration;
 use super::validate::Checker;
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -126,7 +125,7 @@ fn jwt_provider(check: &mut Checker, name: &str, raw: RawJwtProvider) -> Option<
             ),
         }
     }
-    if let Some(keys) = &keys {
+    if let (Some(keys), false) = (&keys, parsed.is_empty()) {
         check_key_fits_algorithms(check, &key, keys, &parsed);
     }
 
@@ -214,72 +213,57 @@ fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-/// An HMAC secret only ever verifies HS*, a public key only its own family: no algorithm confusion.
+/// Decodes the keys with the runtime's decoder (`auth::keys`): a source with no usable key is an
+/// error, and so is an algorithm no key can verify (an HMAC secret never verifies RS256: no
+/// algorithm confusion). Unusable keys of a JWK set are only warned about when the provider is
+/// built.
 fn check_key_fits_algorithms(
     check: &mut Checker,
     key: &str,
     keys: &KeyMaterial,
     algorithms: &[Algorithm],
 ) {
-    let families: Vec<AlgorithmFamily> = match keys {
-        KeyMaterial::Secret(_) => vec![AlgorithmFamily::Hmac],
-        KeyMaterial::PublicKeyPem(pem) => {
-            let family = if DecodingKey::from_rsa_pem(pem).is_ok() {
-                AlgorithmFamily::Rsa
-            } else if DecodingKey::from_ec_pem(pem).is_ok() {
-                AlgorithmFamily::Ec
-            } else if DecodingKey::from_ed_pem(pem).is_ok() {
-                AlgorithmFamily::Ed
-            } else {
-                check.fail(
-                    format!("{key}.public_key_file"),
-                    "is not a PEM RSA, EC or Ed25519 public key",
-                );
-                return;
-            };
-            vec![family]
-        }
+    use crate::auth::keys;
+    let (field, decoded) = match keys {
+        KeyMaterial::Secret(secret) => ("", Ok(keys::from_secret(secret, algorithms))),
+        KeyMaterial::PublicKeyPem(pem) => ("public_key_file", keys::from_pem(pem, algorithms)),
+        KeyMaterial::Jwks(json) => (
+            "jwks_file",
+            keys::from_jwk_set(json.as_bytes(), algorithms, false),
+        ),
         // The remote set is unknown at load; it may only ever verify public-key algorithms.
-        KeyMaterial::JwksUrl { .. } => vec![
-            AlgorithmFamily::Rsa,
-            AlgorithmFamily::Ec,
-            AlgorithmFamily::Ed,
-        ],
-        KeyMaterial::Jwks(json) => match serde_json::from_str::<JwkSet>(json) {
-            Ok(set) if !set.keys.is_empty() => {
-                let mut families = Vec::new();
-                for jwk in &set.keys {
-                    match DecodingKey::from_jwk(jwk) {
-                        Ok(decoding) => families.push(decoding.family()),
-                        Err(error) => {
-                            check.fail(
-                                format!("{key}.jwks_file"),
-                                format!("a key cannot be used: {error}"),
-                            );
-                            return;
-                        }
-                    }
+        KeyMaterial::JwksUrl { .. } => {
+            for (index, algorithm) in algorithms.iter().enumerate() {
+                if algorithm.family() == AlgorithmFamily::Hmac {
+                    check.fail(
+                        format!("{key}.algorithms[{index}]"),
+                        format!("{algorithm:?} needs a shared secret, which a published key set never holds"),
+                    );
                 }
-                families
             }
-            Ok(_) => {
-                check.fail(format!("{key}.jwks_file"), "the key set is empty");
-                return;
-            }
-            Err(error) => {
-                check.fail(
-                    format!("{key}.jwks_file"),
-                    format!("is not a JWK set: {error}"),
-                );
-                return;
-            }
-        },
+            return;
+        }
     };
+    let at = if field.is_empty() {
+        key.to_string()
+    } else {
+        format!("{key}.{field}")
+    };
+    let decoded = match decoded.and_then(keys::Decoded::usable) {
+        Ok(decoded) => decoded,
+        Err(message) => {
+            check.fail(at, message);
+            return;
+        }
+    };
+    let verifiable = decoded.keys.algorithms();
     for (index, algorithm) in algorithms.iter().enumerate() {
-        if !families.contains(&algorithm.family()) {
+        if !verifiable.contains(algorithm) {
             check.fail(
                 format!("{key}.algorithms[{index}]"),
-                format!("{algorithm:?} cannot be verified with this provider's {families:?} key"),
+                format!(
+                    "{algorithm:?} cannot be verified with any of this provider's keys (they verify {verifiable:?})"
+                ),
             );
         }
     }

@@ -38,6 +38,29 @@ pub struct ServerSettings {
     pub keepalive_timeout: Duration,
     pub max_request_header_size: usize,
     pub trusted_proxies: Vec<IpNet>,
+    /// A client must send its whole request head within this.
+    pub header_read_timeout: Duration,
+    /// Longest wait between two reads of a request body.
+    pub body_read_timeout: Duration,
+    pub paths: PathRules,
+}
+
+/// How request paths are normalized before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathRules {
+    /// `//a///b` -> `/a/b`.
+    pub merge_slashes: bool,
+    /// What `%2F` and `%5C` (and a raw `\`) in a path get.
+    pub encoded_slashes: EncodedSlashes,
+}
+
+/// The treatment of encoded slashes and backslashes in a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodedSlashes {
+    /// 400: a backend that decodes them would see other path segments than the router did.
+    Reject,
+    /// Kept encoded (never decoded), so they stay inside their segment.
+    Keep,
 }
 
 /// One plain-HTTP listening socket.
@@ -45,6 +68,10 @@ pub struct ServerSettings {
 pub struct ListenerSpec {
     pub name: String,
     pub address: SocketAddr,
+    /// Over this many open connections, new ones are closed at once.
+    pub max_connections: Option<u32>,
+    /// Over this many open connections from one client address, its new ones are closed at once.
+    pub max_connections_per_ip: Option<u32>,
 }
 
 /// Where access-log lines go.

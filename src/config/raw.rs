@@ -157,6 +157,10 @@ pub struct RawServer {
     pub max_request_header_size: Option<String>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    pub header_read_timeout: Option<String>,
+    pub body_read_timeout: Option<String>,
+    pub merge_slashes: Option<bool>,
+    pub path_encoded_slashes: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +169,8 @@ pub struct RawListener {
     pub name: String,
     pub address: String,
     pub tls: Unsupported,
+    pub max_connections: Option<u32>,
+    pub max_connections_per_ip: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -238,7 +238,22 @@ fn server_settings(check: &mut Checker, raw: RawServer) -> ServerSettings {
         keepalive_timeout,
         max_request_header_size,
         trusted_proxies,
+        header_read_timeout,
+        body_read_timeout,
+        merge_slashes,
+        path_encoded_slashes,
     } = raw;
+    let encoded_slashes = match path_encoded_slashes.as_deref() {
+        None | Some("reject") => EncodedSlashes::Reject,
+        Some("keep") => EncodedSlashes::Keep,
+        Some(other) => {
+            check.fail(
+                "server.path_encoded_slashes",
+                format!("`{other}` is not one of: reject, keep"),
+            );
+            EncodedSlashes::Reject
+        }
+    };
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads == 0 || threads > 1024 {
@@ -278,6 +293,20 @@ fn server_settings(check: &mut Checker, raw: RawServer) -> ServerSettings {
         ),
         max_request_header_size: max_request_header_size as usize,
         trusted_proxies: check.cidrs("server.trusted_proxies", &trusted_proxies),
+        header_read_timeout: check.positive_duration(
+            "server.header_read_timeout".into(),
+            &header_read_timeout,
+            Duration::from_secs(10),
+        ),
+        body_read_timeout: check.positive_duration(
+            "server.body_read_timeout".into(),
+            &body_read_timeout,
+            Duration::from_secs(30),
+        ),
+        paths: PathRules {
+            merge_slashes: merge_slashes.unwrap_or(true),
+            encoded_slashes,
+        },
     }
 }
 
@@ -288,8 +317,34 @@ fn listener_specs(check: &mut Checker, raw: Vec<RawListener>) -> Vec<ListenerSpe
     let mut names = HashSet::new();
     let mut addresses = HashSet::new();
     let mut specs = Vec::with_capacity(raw.len());
-    for (index, RawListener { name, address, tls }) in raw.into_iter().enumerate() {
+    for (index, listener) in raw.into_iter().enumerate() {
+        let RawListener {
+            name,
+            address,
+            tls,
+            max_connections,
+            max_connections_per_ip,
+        } = listener;
         let key = format!("listeners[{index}]");
+        for (field, value) in [
+            ("max_connections", max_connections),
+            ("max_connections_per_ip", max_connections_per_ip),
+        ] {
+            if value == Some(0) {
+                check.fail(
+                    format!("{key}.{field}"),
+                    "must be at least 1 (omit it for no limit)",
+                );
+            }
+        }
+        if let (Some(total), Some(per_ip)) = (max_connections, max_connections_per_ip) {
+            if per_ip > total {
+                check.fail(
+                    format!("{key}.max_connections_per_ip"),
+                    format!("{per_ip} is more than the listener's max_connections ({total})"),
+                );
+            }
+        }
         check.unsupported(
             format!("{key}.tls"),
             &tls,
@@ -308,7 +363,12 @@ fn listener_specs(check: &mut Checker, raw: Vec<RawListener>) -> Vec<ListenerSpe
                     format!("{address} is listed twice"),
                 );
             }
-            specs.push(ListenerSpec { name, address });
+            specs.push(ListenerSpec {
+                name,
+                address,
+                max_connections,
+                max_connections_per_ip,
+            });
         }
     }
     specs

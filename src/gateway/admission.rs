@@ -1,4 +1,4 @@
-//! `request_filter`'s ordered short-circuit checks: header size -> route -> IP lists -> body size
+//! `request_filter`'s ordered short-circuit checks: malformed request -> header size -> route -> IP lists -> body size
 //! -> authentication -> roles and scopes; then (async, as it may ask Redis) rate limits.
 //! Each returns a value; only the phase code writes the response.
 
@@ -20,6 +20,10 @@ pub enum Verdict {
 
 /// Runs every check in order; the first failure wins.
 pub fn check(request: &RequestHeader, ctx: &RequestCtx) -> Verdict {
+    if let Some(bad) = ctx.bad_request {
+        crate::observability::metrics::bad_request(bad.index());
+        return Verdict::Reject(Rejection::new(bad.status(), bad.message()));
+    }
     if ctx.header_bytes > ctx.runtime.max_request_header_size {
         return Verdict::Reject(Rejection::new(
             431,
@@ -172,18 +176,6 @@ fn content_length(request: &RequestHeader) -> Option<u64> {
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// Size of the request head as received: request line plus `name: value\r\n` lines.
-pub fn header_bytes(request: &RequestHeader) -> usize {
-    let target = request
-        .uri
-        .path_and_query()
-        .map_or(1, |pq| pq.as_str().len());
-    let line = request.method.as_str().len() + target + 12;
-    request.headers.iter().fold(line, |sum, (name, value)| {
-        sum + name.as_str().len() + value.len() + 4
-    })
 }
 
 #[cfg(test)]

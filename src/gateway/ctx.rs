@@ -90,6 +90,8 @@ pub struct RequestCtx {
     pub request_id: RequestId,
     pub client_ip: Option<IpAddr>,
     pub route: Option<usize>,
+    /// Set when the request is refused before routing (framing, Host, method, path).
+    pub bad_request: Option<super::strict::BadRequest>,
     pub header_bytes: usize,
     /// Set when the route requires authentication and it succeeded.
     pub auth: Option<crate::auth::Authenticated>,
@@ -117,6 +119,7 @@ impl RequestCtx {
             },
             client_ip: None,
             route: None,
+            bad_request: None,
             header_bytes: 0,
             auth: None,
             ratelimit: None,

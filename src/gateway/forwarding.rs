@@ -119,7 +119,7 @@ fn forwarding_headers(
             .any(|net| net.contains(&ip))
     });
     if let Some(peer) = peer {
-        let forwarded = forwarded_for(headers.get(&X_FORWARDED_FOR), peer)?;
+        let forwarded = forwarded_for(headers.get_all(&X_FORWARDED_FOR), peer)?;
         insert(headers, &X_FORWARDED_FOR, forwarded)?;
     }
     if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
@@ -152,17 +152,21 @@ pub fn insert(
     Ok(())
 }
 
-/// `existing, peer` (or just `peer`), formatted without `fmt` machinery into one allocation.
+/// Every hop the client's `X-Forwarded-For` lines list, in order, then `peer`: one line,
+/// formatted without `fmt` machinery into one allocation.
 fn forwarded_for(
-    existing: Option<&HeaderValue>,
+    existing: http::header::GetAll<'_, HeaderValue>,
     peer: IpAddr,
 ) -> pingora_error::Result<HeaderValue> {
-    let existing = existing
-        .map(HeaderValue::as_bytes)
-        .filter(|e| !e.iter().all(u8::is_ascii_whitespace));
-    let mut value = Vec::with_capacity(existing.map_or(0, |e| e.len() + 2) + 39);
-    if let Some(existing) = existing {
-        value.extend_from_slice(existing);
+    let hops = || {
+        existing
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .filter(|e| !e.iter().all(u8::is_ascii_whitespace))
+    };
+    let mut value = Vec::with_capacity(hops().map(|e| e.len() + 2).sum::<usize>() + 39);
+    for hop in hops() {
+        value.extend_from_slice(hop);
         value.extend_from_slice(b", ");
     }
     match peer {
@@ -289,18 +293,22 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_appends_the_peer() {
+    fn forwarded_for_keeps_every_line_and_appends_the_peer() {
         let v4: IpAddr = "10.20.3.4".parse().unwrap();
-        assert_eq!(forwarded_for(None, v4).unwrap(), "10.20.3.4");
-        let existing = HeaderValue::from_static("1.1.1.1");
+        let mut headers = HeaderMap::new();
         assert_eq!(
-            forwarded_for(Some(&existing), v4).unwrap(),
-            "1.1.1.1, 10.20.3.4"
+            forwarded_for(headers.get_all(&X_FORWARDED_FOR), v4).unwrap(),
+            "10.20.3.4"
         );
-        let blank = HeaderValue::from_static("  ");
+        headers.append(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        headers.append(&X_FORWARDED_FOR, HeaderValue::from_static("  "));
+        headers.append(
+            &X_FORWARDED_FOR,
+            HeaderValue::from_static("2.2.2.2, 3.3.3.3"),
+        );
         assert_eq!(
-            forwarded_for(Some(&blank), "::1".parse().unwrap()).unwrap(),
-            "::1"
+            forwarded_for(headers.get_all(&X_FORWARDED_FOR), v4).unwrap(),
+            "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.20.3.4"
         );
     }
 

@@ -10,6 +10,9 @@ mod headers;
 mod report;
 pub mod respond;
 pub mod runtime;
+pub mod strict;
+
+pub use admission::canonical as canonical_ip;
 
 use crate::observability::metrics::Connection;
 use admission::Verdict;
@@ -59,19 +62,32 @@ impl ProxyHttp for Gateway {
     /// still costs ~1k instructions per request.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
-    /// Identity and routing: request id, keepalive, client IP, header size, route match.
+    /// Identity, strictness and routing: request id, keepalive and body timeout, client IP,
+    /// header size, framing/Host/method/path checks (the path normalized), route match.
     async fn early_request_filter(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         keepalive(session, ctx);
+        session.set_read_timeout(Some(ctx.runtime.body_read_timeout));
+        // Pipelined requests are answered one after the other, in order (RFC 9112 §9.3.2).
+        session.set_pipelining_enabled(true);
         let peer = peer_ip(session);
         let request = session.req_header();
         ctx.request_id = forwarding::request_id(request);
         ctx.client_ip = forwarding::client_ip(peer, request, &ctx.runtime.trusted_proxies);
-        ctx.header_bytes = admission::header_bytes(request);
-        ctx.route = ctx.runtime.router.find(&routing_view(request));
+        let (header_bytes, verdict) = strict::inspect(session, ctx.runtime.paths);
+        ctx.header_bytes = header_bytes;
+        match verdict {
+            Ok(()) => ctx.route = ctx.runtime.router.find(&routing_view(session.req_header())),
+            Err(bad) => {
+                if !bad.keeps_connection() {
+                    session.set_keepalive(None);
+                }
+                ctx.bad_request = Some(bad);
+            }
+        }
         ctx.metrics().start();
         ctx.in_flight = true;
         if ctx.connection.is_none() {
@@ -296,6 +312,11 @@ impl ProxyHttp for Gateway {
         if crate::lifecycle::draining() {
             keepalive(session, ctx);
         }
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client) = strict::client_stream(session) {
+                client.upgraded();
+            }
+        }
         let cache_labels = caching::labels(session, ctx, upstream_response);
         forwarding::prepare_response(upstream_response, ctx, cache_labels)
     }
@@ -307,7 +328,16 @@ impl ProxyHttp for Gateway {
         error: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let Some(mut rejection) = respond::classify(error) else {
+        let violation = strict::client_stream(session).and_then(|c| c.violation());
+        let classified = match violation {
+            Some(violation) => {
+                let bad = strict::BadRequest::Framing(violation);
+                crate::observability::metrics::bad_request(bad.index());
+                Some(Rejection::new(bad.status(), bad.message()))
+            }
+            None => respond::classify(error),
+        };
+        let Some(mut rejection) = classified else {
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
@@ -346,8 +376,13 @@ async fn reject(session: &mut Session, ctx: &RequestCtx, mut rejection: Rejectio
 }
 
 /// Downstream keep-alive: the configured timeout, or none while the process drains so clients
-/// move to the instance that replaces it.
+/// move to the instance that replaces it. A connection Pingora already decided to close (the
+/// client asked, HTTP/1.0, or both `Transfer-Encoding` and `Content-Length`: RFC 9112 §6.1)
+/// stays closing.
 fn keepalive(session: &mut Session, ctx: &RequestCtx) {
+    if session.get_keepalive().is_none() {
+        return;
+    }
     let timeout = if crate::lifecycle::draining() {
         None
     } else {

@@ -37,6 +37,8 @@ pub fn error_code(status: u16) -> &'static str {
         401 => "unauthorized",
         403 => "forbidden",
         404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
         413 => "payload_too_large",
         429 => "rate_limited",
         431 => "request_header_fields_too_large",
@@ -117,7 +119,16 @@ pub fn classify(error: &Error) -> Option<Rejection> {
             _ => Rejection::new(502, "the upstream failed to answer"),
         }),
         ErrorSource::Downstream => match etype {
-            ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout => None,
+            ReadTimedout => {
+                crate::observability::metrics::client_timeout(
+                    crate::observability::metrics::ClientTimeout::Body,
+                );
+                Some(Rejection::new(
+                    408,
+                    "the request body was not received in time",
+                ))
+            }
+            ReadError | WriteError | ConnectionClosed | WriteTimedout => None,
             _ => Some(Rejection::new(400, "the request could not be parsed")),
         },
         ErrorSource::Internal | ErrorSource::Unset => {

@@ -51,6 +51,9 @@ pub struct Runtime {
     /// Metrics for requests that matched no route.
     pub unmatched: RouteMetrics,
     pub keepalive_secs: Option<u64>,
+    /// Longest wait between two reads of a request body.
+    pub body_read_timeout: std::time::Duration,
+    pub paths: crate::config::PathRules,
     pub max_request_header_size: usize,
     pub trusted_proxies: Vec<IpNet>,
     pub access_log: Arc<AccessLog>,
@@ -178,6 +181,8 @@ impl Runtime {
             pools,
             unmatched: RouteMetrics::new("unmatched", 0),
             keepalive_secs: (!keepalive.is_zero()).then(|| keepalive.as_secs().max(1)),
+            body_read_timeout: model.server.body_read_timeout,
+            paths: model.server.paths,
             max_request_header_size: model.server.max_request_header_size,
             trusted_proxies: model.server.trusted_proxies.clone(),
             access_log,

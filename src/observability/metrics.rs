@@ -42,12 +42,18 @@ struct Families {
     request_bytes: IntCounterVec,
     response_bytes: IntCounterVec,
     downstream_connections: IntGauge,
+    listener_connections: IntGaugeVec,
+    connections_refused: IntCounterVec,
+    client_timeouts: IntCounterVec,
+    bad_requests: IntCounterVec,
+    jwt_keys_skipped: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
 // Registration fails only if a family is registered twice, which this single LazyLock rules out.
 #[allow(clippy::expect_used)]
-static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
+static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
+    Families {
     requests: register_int_counter_vec!(
         "edgegate_requests_total",
         "Requests answered, by route, method and status class",
@@ -200,12 +206,43 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         "Client connections open now that have carried a request (HTTP/2: streams)"
     )
     .expect("register edgegate_downstream_connections"),
+    listener_connections: register_int_gauge_vec!(
+        "edgegate_listener_connections",
+        "Client connections open now, by listener",
+        &["listener"]
+    )
+    .expect("register edgegate_listener_connections"),
+    connections_refused: register_int_counter_vec!(
+        "edgegate_connections_refused_total",
+        "Client connections closed at once, by listener and reason: max_connections, max_connections_per_ip",
+        &["listener", "reason"]
+    )
+    .expect("register edgegate_connections_refused_total"),
+    client_timeouts: register_int_counter_vec!(
+        "edgegate_client_timeouts_total",
+        "Clients cut for slowness, by phase: header (server.header_read_timeout), body (server.body_read_timeout)",
+        &["phase"]
+    )
+    .expect("register edgegate_client_timeouts_total"),
+    bad_requests: register_int_counter_vec!(
+        "edgegate_bad_requests_total",
+        "Requests refused before routing, by reason: framing, request_line, host, method, path",
+        &["reason"]
+    )
+    .expect("register edgegate_bad_requests_total"),
+    jwt_keys_skipped: register_int_counter_vec!(
+        "edgegate_jwt_keys_skipped_total",
+        "Keys of a JWT provider's key set that cannot be used (skipped with a warning), by provider",
+        &["provider"]
+    )
+    .expect("register edgegate_jwt_keys_skipped_total"),
     build_info: register_int_gauge_vec!(
         "edgegate_build_info",
         "Always 1; labels name the build",
         &["version"]
     )
     .expect("register edgegate_build_info"),
+}
 });
 
 /// Registers every family and sets the build info gauge.
@@ -216,6 +253,86 @@ pub fn init() {
         .set(1);
     for result in ["success", "error"] {
         FAMILIES.config_reloads.with_label_values(&[result]);
+    }
+    for phase in ClientTimeout::ALL {
+        FAMILIES.client_timeouts.with_label_values(&[phase.label()]);
+    }
+    for reason in crate::gateway::strict::BadRequest::REASONS {
+        FAMILIES.bad_requests.with_label_values(&[reason]);
+    }
+}
+
+/// Where a slow client was cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientTimeout {
+    Header,
+    Body,
+}
+
+impl ClientTimeout {
+    const ALL: [ClientTimeout; 2] = [ClientTimeout::Header, ClientTimeout::Body];
+
+    fn label(self) -> &'static str {
+        match self {
+            ClientTimeout::Header => "header",
+            ClientTimeout::Body => "body",
+        }
+    }
+}
+
+/// Counts a client cut for slowness.
+pub fn client_timeout(phase: ClientTimeout) {
+    static COUNTERS: LazyLock<[IntCounter; 2]> = LazyLock::new(|| {
+        ClientTimeout::ALL.map(|phase| FAMILIES.client_timeouts.with_label_values(&[phase.label()]))
+    });
+    COUNTERS[phase as usize].inc();
+}
+
+/// Counts a request refused before routing (`reason` indexes `BadRequest::REASONS`).
+pub fn bad_request(reason: usize) {
+    static COUNTERS: LazyLock<[IntCounter; 5]> = LazyLock::new(|| {
+        crate::gateway::strict::BadRequest::REASONS
+            .map(|reason| FAMILIES.bad_requests.with_label_values(&[reason]))
+    });
+    if let Some(counter) = COUNTERS.get(reason) {
+        counter.inc();
+    }
+}
+
+/// Counts keys of `provider`'s key set that were skipped as unusable.
+pub fn jwt_keys_skipped(provider: &str, count: usize) {
+    FAMILIES
+        .jwt_keys_skipped
+        .with_label_values(&[provider])
+        .inc_by(count as u64);
+}
+
+/// Handles for one listener's connections.
+pub struct ListenerMetrics {
+    pub open: IntGauge,
+    refused: [IntCounter; 2],
+}
+
+impl ListenerMetrics {
+    /// Handles for the listener `name`.
+    pub fn new(name: &str) -> Self {
+        ListenerMetrics {
+            open: FAMILIES.listener_connections.with_label_values(&[name]),
+            refused: ["max_connections", "max_connections_per_ip"].map(|reason| {
+                FAMILIES
+                    .connections_refused
+                    .with_label_values(&[name, reason])
+            }),
+        }
+    }
+
+    /// Counts a connection closed at once.
+    pub fn refused(&self, refusal: crate::listener::Refusal) {
+        let index = match refusal {
+            crate::listener::Refusal::MaxConnections => 0,
+            crate::listener::Refusal::MaxConnectionsPerIp => 1,
+        };
+        self.refused[index].inc();
     }
 }
 

@@ -462,7 +462,7 @@ fn auth_configuration_mistakes_are_reported() {
     let (ok, _, stderr) = crate::support::check(&path);
     assert!(!ok);
     for expected in [
-        "auth.jwt.providers.confused.algorithms[1]: HS256 cannot be verified with this provider's [Rsa] key",
+        "auth.jwt.providers.confused.algorithms[1]: HS256 cannot be verified with any of this provider's keys (they verify [RS256])",
         "auth.jwt.providers.nothing.algorithms[0]: `none` is never accepted",
         "auth.jwt.providers.nothing: the HMAC secret is 8 bytes; use at least 32",
         "routes[0].auth.jwt: no JWT provider named `missing`",

@@ -160,6 +160,59 @@ fn cache_settings_are_validated() {
 }
 
 #[test]
+fn edge_security_settings_are_validated_and_summarized() {
+    let yaml = VALID
+        .replace(
+            "  - { name: http, address: 127.0.0.1:8080 }",
+            "  - { name: http, address: 127.0.0.1:8080, max_connections: 0 }\n\
+             \x20 - { name: two, address: 127.0.0.1:8081, max_connections: 5, max_connections_per_ip: 6 }",
+        )
+        .replace(
+            "listeners:",
+            "server:\n  header_read_timeout: 0s\n  body_read_timeout: soon\n  \
+             merge_slashes: yes-please\n  path_encoded_slashes: decode\nlisteners:",
+        );
+    let (ok, _, stderr) = check_text(&yaml);
+    assert!(!ok);
+    assert!(
+        stderr.contains("FILE:4:18: server.merge_slashes: invalid type: string \"yes-please\", expected a boolean"),
+        "{stderr}"
+    );
+    let yaml = yaml.replace("merge_slashes: yes-please", "merge_slashes: false");
+    let (ok, _, stderr) = check_text(&yaml);
+    assert!(!ok);
+    for expected in [
+        "FILE:2:3: server.header_read_timeout: must be greater than zero",
+        "FILE:3:3: server.body_read_timeout: duration `soon`",
+        "FILE:5:3: server.path_encoded_slashes: `decode` is not one of: reject, keep",
+        "FILE:7:44: listeners[0].max_connections: must be at least 1 (omit it for no limit)",
+        "listeners[1].max_connections_per_ip: 6 is more than the listener's max_connections (5)",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    let good = VALID.replace(
+        "  - { name: http, address: 127.0.0.1:8080 }",
+        "  - { name: http, address: 127.0.0.1:8080, max_connections: 100, max_connections_per_ip: 10 }",
+    );
+    let good = format!("server:\n  header_read_timeout: 3s\n  path_encoded_slashes: keep\n  merge_slashes: false\n{good}");
+    let (ok, stdout, stderr) = check_text(&good);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("http://127.0.0.1:8080 (connections: 100, per client address: 10)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "requests: head within 3s, body reads 30s apart; slashes kept, %2F/%5C kept encoded"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn syntax_errors_have_a_position() {
     let (ok, _, stderr) = check_text("listeners: [\n  - {name: x\n");
     assert!(!ok);

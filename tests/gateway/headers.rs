@@ -63,6 +63,26 @@ fn forwarded_headers_are_appended_and_hop_by_hop_headers_dropped() {
 }
 
 #[test]
+fn every_x_forwarded_for_line_is_kept_in_order() {
+    let origin = Origin::start("app");
+    let gw = gateway(&origin, "", "");
+    let response = gw.request(
+        "GET",
+        "/",
+        &[
+            ("X-Forwarded-For", "198.51.100.1"),
+            ("X-Forwarded-For", "198.51.100.2, 198.51.100.3"),
+            ("X-Forwarded-For", "198.51.100.4"),
+        ],
+        b"",
+    );
+    assert_eq!(
+        response.json()["headers"]["x-forwarded-for"],
+        "198.51.100.1, 198.51.100.2, 198.51.100.3, 198.51.100.4, 127.0.0.1"
+    );
+}
+
+#[test]
 fn client_ip_comes_from_x_forwarded_for_only_for_trusted_peers() {
     let origin = Origin::start("app");
     let trusted = gateway(&origin, "", "  trusted_proxies: [127.0.0.0/8]\n");

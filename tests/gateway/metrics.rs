@@ -49,8 +49,11 @@ fn every_documented_metric_is_exported_with_its_labels() {
     let origin = Origin::start("app");
     origin.set(|b| b.headers = vec![("Cache-Control".into(), "max-age=60".into())]);
     let refused = format!("127.0.0.1:{}", free_port());
+    let secret = crate::support::temp_dir().join("jwt.secret");
+    std::fs::write(&secret, "a-shared-secret-of-at-least-32-bytes!").unwrap();
     let gw = Gateway::start(&format!(
         "auth:\n  api_keys:\n    keys: [{{ consumer: partner, sha256: {key} }}]\n\
+         \x20 jwt: {{ providers: {{ main: {{ algorithms: [HS256], secret_file: {secret} }} }} }}\n\
          rate_limits:\n  policies:\n\
          \x20   one: {{ algorithm: fixed_window, key: client_ip, limit: 2, window: 1m }}\n\
          \x20   watch: {{ algorithm: fixed_window, key: client_ip, limit: 1, window: 1m, shadow: true }}\n\
@@ -65,6 +68,7 @@ fn every_documented_metric_is_exported_with_its_labels() {
          \x20 - {{ name: all, upstream: app, retries: {{ attempts: 1, on: [connect_failure] }} }}\n",
         origin.addr,
         key = edgegate::auth::api_key::hash_key_hex("partner-key"),
+        secret = secret.display(),
     ));
     for _ in 0..4 {
         assert_eq!(gw.get("/").status, 200, "retried past the refusing backend");

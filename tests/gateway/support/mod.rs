@@ -48,22 +48,40 @@ impl Gateway {
         Self::launch(body, "", 1, env)
     }
 
+    /// Like `start`, with one listener on `address` whose extra keys are `listener_extra`
+    /// (YAML flow-mapping entries, e.g. `max_connections: 4`).
+    pub fn start_with_listener(body: &str, address: SocketAddr, listener_extra: &str) -> Gateway {
+        let listeners =
+            format!("  - {{ name: capped, address: \"{address}\", {listener_extra} }}\n");
+        Self::launch_with(body, "", vec![address], listeners, &[])
+    }
+
     fn launch(
         body: &str,
         server_extra: &str,
         listener_count: usize,
         env: &[(&str, &str)],
     ) -> Gateway {
-        let dir = temp_dir();
         let proxies: Vec<SocketAddr> = (0..listener_count)
             .map(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap())
             .collect();
-        let proxy = proxies[0];
         let listeners: String = proxies
             .iter()
             .enumerate()
             .map(|(i, address)| format!("  - {{ name: http{i}, address: \"{address}\" }}\n"))
             .collect();
+        Self::launch_with(body, server_extra, proxies, listeners, env)
+    }
+
+    fn launch_with(
+        body: &str,
+        server_extra: &str,
+        proxies: Vec<SocketAddr>,
+        listeners: String,
+        env: &[(&str, &str)],
+    ) -> Gateway {
+        let dir = temp_dir();
+        let proxy = proxies[0];
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
             "server:\n  threads: 2\n  pid_file: {dir}/edgegate.pid\n  upgrade_sock: {dir}/upgrade.sock\n  grace_period: 1s\n  shutdown_timeout: 1s\n{server_extra}\
@@ -360,4 +378,59 @@ pub fn check(path: &Path) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// What a raw exchange on one connection produced.
+#[derive(Debug)]
+pub struct Exchange {
+    pub responses: Vec<Response>,
+    /// The gateway closed the connection (rather than leaving it open for more).
+    pub closed: bool,
+}
+
+/// Writes `bytes` as they are on one connection and reads responses until the gateway closes
+/// it or stays silent for `quiet`.
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], quiet: Duration) -> Exchange {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(quiet)).unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut responses = Vec::new();
+    loop {
+        match reader.fill_buf() {
+            Ok([]) => {
+                return Exchange {
+                    responses,
+                    closed: true,
+                }
+            }
+            Ok(_) => match read_response(&mut reader, false) {
+                Ok(response) => responses.push(response),
+                Err(_) => {
+                    return Exchange {
+                        responses,
+                        closed: true,
+                    }
+                }
+            },
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Exchange {
+                    responses,
+                    closed: false,
+                }
+            }
+            Err(_) => {
+                return Exchange {
+                    responses,
+                    closed: true,
+                }
+            }
+        }
+    }
 }

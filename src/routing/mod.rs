@@ -1,5 +1,8 @@
 //! The compiled route table: host -> path (exact/prefix/regex) -> method/header predicates,
-//! first match wins. Built once per configuration; matching allocates nothing.
+//! first match wins. Built once per configuration; matching allocates nothing. Paths are
+//! normalized first (`normalize`), so the path matched is the path forwarded.
+
+pub mod normalize;
 
 use crate::config::{HostPattern, MatchSpec, PathMatch, RouteSpec};
 use http::{HeaderMap, Method};

@@ -1,0 +1,786 @@
+//! A strict shadow of HTTP/1.1 message framing (RFC 9112) over the bytes a client sends.
+//!
+//! Pingora parses requests leniently where a front-end must not: it percent-encodes a request
+//! line with a space or control byte in its target and proxies it, and its chunk parser takes any
+//! byte (a bare LF included) inside a chunk extension. Neither has a switch, so every byte a client
+//! sends also passes through this tracker on its way to Pingora. It checks each request line where
+//! the request starts; the rest of the head is held until the proxy has parsed it and says how
+//! long it was and how its body is framed (Pingora's parser is the one authority on where a head
+//! ends); then it walks the body (chunked bodies strictly: hex size, well-formed extensions, CRLF
+//! only) to find where the next request starts. The common request (a whole head in one read, no
+//! body) costs one vector search and a table lookup per byte of its request line, and a copy of
+//! its header lines.
+
+/// How the body of the request whose head was just parsed is framed (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// What is wrong with what the client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// A request line that is not `method SP target SP HTTP/x.y` (a space or control byte in the
+    /// target, two spaces...): Pingora would have repaired it.
+    RequestLine,
+    /// The head Pingora parsed is not the head seen on the wire.
+    HeadMismatch,
+    /// A chunk-size line, chunk extension or chunk delimiter breaks RFC 9112 §7.1 (a bare LF, a
+    /// control byte, a size that is not hex...).
+    Chunk,
+    /// A trailer line of a chunked body that does not end with CRLF.
+    Trailer,
+}
+
+impl Violation {
+    /// A sentence for the client.
+    pub fn message(self) -> &'static str {
+        match self {
+            Violation::RequestLine => {
+                "the request line is malformed (a space or control character in the target?)"
+            }
+            Violation::HeadMismatch => "the request head is ambiguous",
+            Violation::Chunk => "the chunked request body is malformed (RFC 9112 section 7.1)",
+            Violation::Trailer => "a trailer line of the chunked request body is malformed",
+        }
+    }
+}
+
+/// The framing tracker of one client connection.
+pub struct Tracker {
+    state: State,
+    /// Bytes after a request line that the proxy has not placed yet, from `held_start` on.
+    held: Vec<u8>,
+    held_start: usize,
+    /// Request heads the proxy has announced so far (a head deadline belongs to one head).
+    heads: u64,
+}
+
+enum State {
+    /// Reading a request line.
+    Line(LineScan),
+    /// The request line is read; the rest of the head is held until the proxy announces it.
+    Rest {
+        /// Bytes of the head before this state (leading empty lines and the request line).
+        line_len: usize,
+        line_ok: bool,
+    },
+    Length(u64),
+    Chunked(Chunk),
+    /// Not HTTP/1 any more (an upgrade, an h2c preface) or after a violation.
+    Off,
+}
+
+#[derive(Default)]
+struct LineScan {
+    len: usize,
+    phase: LinePhase,
+    ok: bool,
+    /// The bytes so far are the start of an HTTP/2 prior-knowledge preface (first request only).
+    maybe_preface: bool,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum LinePhase {
+    /// Empty lines before the request line (RFC 9112 §2.2).
+    #[default]
+    Leading,
+    LeadingCr,
+    Method,
+    /// Bytes of the target so far (none or some).
+    Target(bool),
+    /// Index into `HTTP/x.y`.
+    Version(u8),
+    VersionCr,
+    /// A broken request line: skip to its end.
+    SkipLine,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size { digits: u8, value: u64 },
+    SizeSpace { value: u64 },
+    ExtBeforeName { value: u64 },
+    ExtName { value: u64 },
+    ExtAfterName { value: u64 },
+    ExtBeforeValue { value: u64 },
+    ExtToken { value: u64 },
+    ExtQuoted { value: u64 },
+    ExtQuotedEscape { value: u64 },
+    ExtAfterValue { value: u64 },
+    SizeLf { value: u64 },
+    Data { left: u64 },
+    DataCr,
+    DataLf,
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+}
+
+/// RFC 9110 `tchar`.
+fn is_tchar(byte: u8) -> bool {
+    LINE_BYTES[usize::from(byte)] & 1 != 0
+}
+
+fn is_blank(byte: u8) -> bool {
+    byte == b' ' || byte == b'\t'
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tracker {
+    /// A tracker at the start of a connection.
+    pub fn new() -> Self {
+        Tracker {
+            state: State::Line(LineScan {
+                maybe_preface: true,
+                ok: true,
+                ..LineScan::default()
+            }),
+            held: Vec::new(),
+            held_start: 0,
+            heads: 0,
+        }
+    }
+
+    /// Request heads announced so far.
+    pub fn heads(&self) -> u64 {
+        self.heads
+    }
+
+    /// A request head has started and has not been announced yet.
+    pub fn head_in_progress(&self) -> bool {
+        match &self.state {
+            State::Line(scan) => scan.len > 0,
+            State::Rest { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The tracker no longer looks at the bytes.
+    pub fn is_off(&self) -> bool {
+        matches!(self.state, State::Off)
+    }
+
+    /// Stops tracking: the connection is no longer HTTP/1 (an upgrade was accepted).
+    pub fn stop(&mut self) {
+        self.state = State::Off;
+        self.held = Vec::new();
+        self.held_start = 0;
+    }
+
+    /// Takes the next bytes the client sent. Errors are body framing violations: the bytes must
+    /// not reach the parser. (Request-line problems are reported when the head is announced.)
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), Violation> {
+        if matches!(self.state, State::Rest { .. }) {
+            self.held.extend_from_slice(bytes);
+            return Ok(());
+        }
+        let consumed = self.advance(bytes)?;
+        if consumed < bytes.len() {
+            self.held.extend_from_slice(&bytes[consumed..]);
+        }
+        Ok(())
+    }
+
+    /// The proxy parsed a head of `head_len` bytes whose body is framed as `framing`: checks its
+    /// request line, skips the rest of the head, then walks what was held back.
+    pub fn announce(&mut self, head_len: usize, framing: BodyFraming) -> Result<(), Violation> {
+        let (line_len, line_ok) = match self.state {
+            State::Off => return Ok(()),
+            State::Rest { line_len, line_ok } => (line_len, line_ok),
+            _ => return self.fail(Violation::HeadMismatch),
+        };
+        if !line_ok {
+            return self.fail(Violation::RequestLine);
+        }
+        let rest_of_head = head_len.checked_sub(line_len);
+        match rest_of_head {
+            Some(rest) if rest <= self.held.len() - self.held_start => self.held_start += rest,
+            _ => return self.fail(Violation::HeadMismatch),
+        }
+        self.heads += 1;
+        self.state = match framing {
+            BodyFraming::None | BodyFraming::Length(0) => State::Line(LineScan::fresh()),
+            BodyFraming::Length(length) => State::Length(length),
+            BodyFraming::Chunked => State::Chunked(Chunk::Size {
+                digits: 0,
+                value: 0,
+            }),
+        };
+        let held = std::mem::take(&mut self.held);
+        let result = self.advance(&held[self.held_start..]);
+        self.held = held;
+        let consumed = result?;
+        self.held_start += consumed;
+        if self.held_start == self.held.len() {
+            self.held.clear();
+            self.held_start = 0;
+            if self.held.capacity() > 64 << 10 {
+                self.held = Vec::new();
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, violation: Violation) -> Result<(), Violation> {
+        self.stop();
+        Err(violation)
+    }
+
+    /// Walks `bytes` until a request line completes (then stops: the rest of its head is the
+    /// proxy's to place) or they run out; returns how many were consumed.
+    fn advance(&mut self, bytes: &[u8]) -> Result<usize, Violation> {
+        let mut at = 0;
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            match &mut self.state {
+                State::Off => return Ok(bytes.len()),
+                State::Rest { .. } => return Ok(at),
+                State::Line(scan) => {
+                    if scan.maybe_preface && scan.preface_complete(rest) {
+                        // HTTP/2 with prior knowledge: not HTTP/1 framing, not ours to judge.
+                        self.stop();
+                        return Ok(bytes.len());
+                    }
+                    let (used, complete) = scan.scan(rest);
+                    at += used;
+                    if complete {
+                        self.state = State::Rest {
+                            line_len: scan.len,
+                            line_ok: scan.ok,
+                        };
+                    }
+                }
+                State::Length(left) => {
+                    let take = (*left).min(rest.len() as u64);
+                    *left -= take;
+                    at += take as usize;
+                    if *left == 0 {
+                        self.state = State::Line(LineScan::fresh());
+                    }
+                }
+                State::Chunked(chunk) => {
+                    let (used, done) = match chunk.scan(rest) {
+                        Ok(progress) => progress,
+                        Err(violation) => {
+                            self.stop();
+                            return Err(violation);
+                        }
+                    };
+                    at += used;
+                    if done {
+                        self.state = State::Line(LineScan::fresh());
+                    }
+                }
+            }
+        }
+        Ok(at)
+    }
+}
+
+impl LineScan {
+    fn fresh() -> Self {
+        LineScan {
+            ok: true,
+            ..LineScan::default()
+        }
+    }
+
+    /// Whether `bytes`, following the line's bytes so far, complete an h2 preface; clears
+    /// `maybe_preface` as soon as they cannot.
+    fn preface_complete(&mut self, bytes: &[u8]) -> bool {
+        let Some(expected) = PREFACE.get(self.len..) else {
+            self.maybe_preface = false;
+            return false;
+        };
+        let compared = expected.len().min(bytes.len());
+        if expected[..compared] != bytes[..compared] {
+            self.maybe_preface = false;
+            return false;
+        }
+        compared == expected.len()
+    }
+
+    /// Scans request-line bytes; returns (bytes used, line complete).
+    fn scan(&mut self, bytes: &[u8]) -> (usize, bool) {
+        if self.len == 0 && bytes.first().is_some_and(|&b| is_tchar(b)) {
+            if let Some(end) = memchr::memchr(b'\n', bytes) {
+                // The usual case: the whole line in one read, checked with table lookups.
+                self.ok = request_line_ok(&bytes[..end]);
+                self.len = end + 1;
+                return (end + 1, true);
+            }
+        }
+        let mut at = 0;
+        while at < bytes.len() {
+            if self.phase == LinePhase::SkipLine {
+                return match memchr::memchr(b'\n', &bytes[at..]) {
+                    Some(offset) => {
+                        self.len += offset + 1;
+                        (at + offset + 1, true)
+                    }
+                    None => {
+                        self.len += bytes.len() - at;
+                        (bytes.len(), false)
+                    }
+                };
+            }
+            let byte = bytes[at];
+            at += 1;
+            self.len += 1;
+            self.phase = match self.phase {
+                LinePhase::Leading => match byte {
+                    b'\n' => LinePhase::Leading,
+                    b'\r' => LinePhase::LeadingCr,
+                    _ if is_tchar(byte) => LinePhase::Method,
+                    _ => self.broken(),
+                },
+                LinePhase::LeadingCr => match byte {
+                    b'\n' => LinePhase::Leading,
+                    _ => self.broken(),
+                },
+                LinePhase::Method => match byte {
+                    b' ' => LinePhase::Target(false),
+                    _ if is_tchar(byte) => LinePhase::Method,
+                    _ => self.broken(),
+                },
+                LinePhase::Target(seen) => match byte {
+                    b' ' if seen => LinePhase::Version(0),
+                    _ if LINE_BYTES[usize::from(byte)] & 2 != 0 => LinePhase::Target(true),
+                    _ => self.broken(),
+                },
+                LinePhase::Version(index) => {
+                    let fits = match index {
+                        0..=4 => byte == b"HTTP/"[usize::from(index)],
+                        5 | 7 => byte.is_ascii_digit(),
+                        6 => byte == b'.',
+                        _ => false,
+                    };
+                    match (index, byte) {
+                        _ if fits => LinePhase::Version(index + 1),
+                        (8, b'\r') => LinePhase::VersionCr,
+                        (8, b'\n') => return (at, true),
+                        _ => self.broken(),
+                    }
+                }
+                LinePhase::VersionCr => match byte {
+                    b'\n' => return (at, true),
+                    _ => self.broken(),
+                },
+                LinePhase::SkipLine => LinePhase::SkipLine,
+            };
+            if byte == b'\n' && self.phase == LinePhase::SkipLine {
+                return (at, true);
+            }
+        }
+        (at, false)
+    }
+
+    /// The request line is broken: remember it and skip to its end.
+    fn broken(&mut self) -> LinePhase {
+        self.ok = false;
+        LinePhase::SkipLine
+    }
+}
+
+/// Byte classes of the request line: bit 1 a `tchar`, bit 2 a byte allowed in the target.
+static LINE_BYTES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        let tchar = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        let target = (b >= 0x21 && b != 0x7f) as u8;
+        table[byte] = tchar as u8 | target << 1;
+        byte += 1;
+    }
+    table
+};
+
+/// `method SP target SP HTTP/d.d [CR]` (the line without its LF), per RFC 9112 §3.
+fn request_line_ok(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() < 9 {
+        return false;
+    }
+    let (head, version) = line.split_at(line.len() - 9);
+    let version_ok = version[0] == b' '
+        && &version[1..6] == b"HTTP/"
+        && version[6].is_ascii_digit()
+        && version[7] == b'.'
+        && version[8].is_ascii_digit();
+    let Some(space) = memchr::memchr(b' ', head) else {
+        return false;
+    };
+    let (method, target) = (&head[..space], &head[space + 1..]);
+    version_ok
+        && !method.is_empty()
+        && !target.is_empty()
+        && method.iter().all(|&b| LINE_BYTES[usize::from(b)] & 1 != 0)
+        && target.iter().all(|&b| LINE_BYTES[usize::from(b)] & 2 != 0)
+}
+
+impl Chunk {
+    /// Scans chunked-body bytes; returns (bytes used, body complete).
+    fn scan(&mut self, bytes: &[u8]) -> Result<(usize, bool), Violation> {
+        let mut at = 0;
+        while at < bytes.len() {
+            if let Chunk::Data { left } = self {
+                let take = (*left).min((bytes.len() - at) as u64);
+                *left -= take;
+                at += take as usize;
+                if *left == 0 {
+                    *self = Chunk::DataCr;
+                }
+                continue;
+            }
+            let byte = bytes[at];
+            at += 1;
+            *self = match (*self, byte) {
+                (Chunk::Size { digits, value }, _) if byte.is_ascii_hexdigit() => {
+                    if digits >= 16 {
+                        return Err(Violation::Chunk);
+                    }
+                    let digit = match byte {
+                        b'0'..=b'9' => byte - b'0',
+                        _ => (byte | 0x20) - b'a' + 10,
+                    };
+                    Chunk::Size {
+                        digits: digits + 1,
+                        value: value << 4 | u64::from(digit),
+                    }
+                }
+                (Chunk::Size { digits: 0, .. }, _) => return Err(Violation::Chunk),
+                (Chunk::Size { value, .. } | Chunk::SizeSpace { value }, b' ' | b'\t') => {
+                    Chunk::SizeSpace { value }
+                }
+                (
+                    Chunk::Size { value, .. }
+                    | Chunk::SizeSpace { value }
+                    | Chunk::ExtName { value }
+                    | Chunk::ExtAfterName { value }
+                    | Chunk::ExtToken { value }
+                    | Chunk::ExtAfterValue { value },
+                    b';',
+                ) => Chunk::ExtBeforeName { value },
+                (
+                    Chunk::Size { value, .. }
+                    | Chunk::SizeSpace { value }
+                    | Chunk::ExtName { value }
+                    | Chunk::ExtAfterName { value }
+                    | Chunk::ExtToken { value }
+                    | Chunk::ExtAfterValue { value },
+                    b'\r',
+                ) => Chunk::SizeLf { value },
+                (Chunk::ExtBeforeName { value }, _) if is_blank(byte) => {
+                    Chunk::ExtBeforeName { value }
+                }
+                (Chunk::ExtBeforeName { value } | Chunk::ExtName { value }, _)
+                    if is_tchar(byte) =>
+                {
+                    Chunk::ExtName { value }
+                }
+                (Chunk::ExtName { value } | Chunk::ExtAfterName { value }, _) if is_blank(byte) => {
+                    Chunk::ExtAfterName { value }
+                }
+                (Chunk::ExtName { value } | Chunk::ExtAfterName { value }, b'=') => {
+                    Chunk::ExtBeforeValue { value }
+                }
+                (Chunk::ExtBeforeValue { value }, _) if is_blank(byte) => {
+                    Chunk::ExtBeforeValue { value }
+                }
+                (Chunk::ExtBeforeValue { value }, b'"') => Chunk::ExtQuoted { value },
+                (Chunk::ExtBeforeValue { value } | Chunk::ExtToken { value }, _)
+                    if is_tchar(byte) =>
+                {
+                    Chunk::ExtToken { value }
+                }
+                (Chunk::ExtToken { value } | Chunk::ExtAfterValue { value }, _)
+                    if is_blank(byte) =>
+                {
+                    Chunk::ExtAfterValue { value }
+                }
+                (Chunk::ExtQuoted { value }, b'"') => Chunk::ExtAfterValue { value },
+                (Chunk::ExtQuoted { value }, b'\\') => Chunk::ExtQuotedEscape { value },
+                (Chunk::ExtQuoted { value }, _)
+                    if byte == b'\t' || (byte >= 0x20 && byte != 0x7f) =>
+                {
+                    Chunk::ExtQuoted { value }
+                }
+                (Chunk::ExtQuotedEscape { value }, _)
+                    if byte == b'\t' || (byte >= 0x20 && byte != 0x7f) =>
+                {
+                    Chunk::ExtQuoted { value }
+                }
+                (Chunk::SizeLf { value: 0 }, b'\n') => Chunk::TrailerStart,
+                (Chunk::SizeLf { value }, b'\n') => Chunk::Data { left: value },
+                (Chunk::DataCr, b'\r') => Chunk::DataLf,
+                (Chunk::DataLf, b'\n') => Chunk::Size {
+                    digits: 0,
+                    value: 0,
+                },
+                (Chunk::TrailerStart, b'\r') => Chunk::EndLf,
+                (Chunk::TrailerStart | Chunk::TrailerLine, b'\n') => {
+                    return Err(Violation::Trailer)
+                }
+                (Chunk::TrailerLine, b'\r') => Chunk::TrailerLf,
+                (Chunk::TrailerStart | Chunk::TrailerLine, _)
+                    if byte == b'\t' || (byte >= 0x20 && byte != 0x7f) =>
+                {
+                    Chunk::TrailerLine
+                }
+                (Chunk::TrailerLf, b'\n') => Chunk::TrailerStart,
+                (Chunk::EndLf, b'\n') => return Ok((at, true)),
+                (Chunk::TrailerStart | Chunk::TrailerLine | Chunk::TrailerLf | Chunk::EndLf, _) => {
+                    return Err(Violation::Trailer)
+                }
+                _ => return Err(Violation::Chunk),
+            };
+        }
+        Ok((at, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One request of a test connection: its head, how its body is framed, its body.
+    struct Request<'a> {
+        head: &'a [u8],
+        framing: BodyFraming,
+        body: &'a [u8],
+    }
+
+    fn get(head: &[u8]) -> Request<'_> {
+        Request {
+            head,
+            framing: BodyFraming::None,
+            body: b"",
+        }
+    }
+
+    /// Feeds the requests' bytes in pieces of `step`, announcing each head as soon as all of it
+    /// has arrived (as Pingora would); returns how many heads were announced.
+    fn run(requests: &[Request<'_>], step: usize) -> Result<u64, Violation> {
+        let wire: Vec<u8> = requests
+            .iter()
+            .flat_map(|r| r.head.iter().chain(r.body.iter()).copied())
+            .collect();
+        let mut tracker = Tracker::new();
+        let (mut fed, mut next, mut start) = (0, 0, 0);
+        for piece in wire.chunks(step) {
+            tracker.feed(piece)?;
+            fed += piece.len();
+            while let Some(request) = requests.get(next) {
+                if start + request.head.len() > fed {
+                    break;
+                }
+                tracker.announce(request.head.len(), request.framing)?;
+                start += request.head.len() + request.body.len();
+                next += 1;
+            }
+        }
+        Ok(tracker.heads())
+    }
+
+    fn all_steps(requests: &[Request<'_>]) -> Result<u64, Violation> {
+        let whole = run(requests, usize::MAX);
+        for step in [1, 2, 3, 7] {
+            assert_eq!(run(requests, step), whole, "step {step}");
+        }
+        whole
+    }
+
+    #[test]
+    fn well_formed_requests_pass_in_any_split() {
+        let requests = [
+            get(b"\r\nGET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            get(b"GET /b HTTP/1.0\nHost: y\n\n"),
+            Request {
+                head: b"POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+                framing: BodyFraming::Length(5),
+                body: b"hello",
+            },
+            get(b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n"),
+        ];
+        assert_eq!(all_steps(&requests), Ok(4));
+    }
+
+    #[test]
+    fn a_head_longer_or_shorter_than_what_arrived_is_a_mismatch() {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut tracker = Tracker::new();
+        tracker.feed(head).unwrap();
+        assert_eq!(
+            tracker.announce(head.len() + 1, BodyFraming::None),
+            Err(Violation::HeadMismatch)
+        );
+        let mut tracker = Tracker::new();
+        tracker.feed(head).unwrap();
+        assert_eq!(
+            tracker.announce(10, BodyFraming::None),
+            Err(Violation::HeadMismatch),
+            "shorter than its own request line"
+        );
+        let mut tracker = Tracker::new();
+        tracker.feed(head).unwrap();
+        assert_eq!(tracker.announce(head.len(), BodyFraming::None), Ok(()));
+        assert_eq!(
+            tracker.announce(head.len(), BodyFraming::None),
+            Err(Violation::HeadMismatch),
+            "a head never seen"
+        );
+    }
+
+    #[test]
+    fn broken_request_lines_are_reported_when_announced() {
+        for line in [
+            &b"GET /a b HTTP/1.1\r\n\r\n"[..],
+            b"GET /a\x01b HTTP/1.1\r\n\r\n",
+            b"GET /a\x7f HTTP/1.1\r\n\r\n",
+            b"GET  /a HTTP/1.1\r\n\r\n",
+            b"GET /a  HTTP/1.1\r\n\r\n",
+            b"GET /a HTTP/1.1 \r\n\r\n",
+            b"GET /a\tHTTP/1.1\r\n\r\n",
+            b"G\x00T /a HTTP/1.1\r\n\r\n",
+            b"GET /a HTTP/1.1\rX\r\n\r\n",
+            b"GET /a HTTP/11\r\n\r\n",
+            b"GET /a\r\n\r\n",
+            b"GET\r\n\r\n",
+            b"GET /a HTTP/1.1\r\r\n\r\n",
+            b"\r\nGET /a b HTTP/1.1\r\n\r\n",
+        ] {
+            for step in [1, 2, usize::MAX] {
+                assert_eq!(
+                    run(&[get(line)], step),
+                    Err(Violation::RequestLine),
+                    "{} step {step}",
+                    line.escape_ascii()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_follow_rfc_9112_strictly() {
+        let head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let chunked = |body| Request {
+            head,
+            framing: BodyFraming::Chunked,
+            body,
+        };
+        let ok: &[&[u8]] = &[
+            b"5\r\nhello\r\n0\r\n\r\n",
+            b"5;name\r\nhello\r\n0\r\n\r\n",
+            b"5 ; a=b ; c=\"quoted; \\\" string\"\r\nhello\r\n0\r\n\r\n",
+            b"A\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n",
+            b"0000\r\n\r\n",
+        ];
+        for body in ok {
+            assert_eq!(
+                all_steps(&[chunked(body), get(b"GET /next HTTP/1.1\r\n\r\n")]),
+                Ok(2),
+                "{}",
+                body.escape_ascii()
+            );
+        }
+        let bad: &[(&[u8], Violation)] = &[
+            (b"5;ext\nfoo\r\nhello\r\n0\r\n\r\n", Violation::Chunk),
+            (b"5;\n\r\nhello\r\n0\r\n\r\n", Violation::Chunk),
+            (b"5\nhello\r\n0\r\n\r\n", Violation::Chunk),
+            (b"5\r\nhello\n0\r\n\r\n", Violation::Chunk),
+            (b"5\r\nhelloXX0\r\n\r\n", Violation::Chunk),
+            (b"5;a=\"x\ny\"\r\nhello\r\n0\r\n\r\n", Violation::Chunk),
+            (b"5;a\x01\r\nhello\r\n0\r\n\r\n", Violation::Chunk),
+            (b"5;=b\r\nhello\r\n0\r\n\r\n", Violation::Chunk),
+            (b"5x\r\nhello\r\n0\r\n\r\n", Violation::Chunk),
+            (b"\r\nhello\r\n0\r\n\r\n", Violation::Chunk),
+            (b"-5\r\nhello\r\n0\r\n\r\n", Violation::Chunk),
+            (b"11111111111111111\r\n", Violation::Chunk),
+            (b"0\r\nTrailer: x\n\r\n", Violation::Trailer),
+            (b"0\r\n\n", Violation::Trailer),
+        ];
+        for (body, expected) in bad {
+            for step in [1, 3, usize::MAX] {
+                assert_eq!(
+                    run(&[chunked(body)], step),
+                    Err(*expected),
+                    "{} step {step}",
+                    body.escape_ascii()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_h2_preface_turns_tracking_off() {
+        let mut tracker = Tracker::new();
+        tracker
+            .feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04")
+            .unwrap();
+        assert!(tracker.is_off());
+        let mut tracker = Tracker::new();
+        tracker.feed(b"PRI * HT").unwrap();
+        assert!(!tracker.is_off());
+        tracker.feed(b"TP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+        assert!(tracker.is_off());
+        let mut tracker = Tracker::new();
+        tracker.feed(b"PRIX").unwrap();
+        assert!(!tracker.is_off());
+    }
+
+    #[test]
+    fn pipelined_heads_are_held_without_quadratic_copying() {
+        let one = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let wire: Vec<u8> = one.iter().copied().cycle().take(one.len() * 1000).collect();
+        let mut tracker = Tracker::new();
+        tracker.feed(&wire).unwrap();
+        for _ in 0..1000 {
+            tracker.announce(one.len(), BodyFraming::None).unwrap();
+        }
+        assert_eq!(tracker.heads(), 1000);
+        assert!(tracker.held.is_empty());
+    }
+
+    #[test]
+    fn a_head_is_in_progress_from_its_first_byte_until_announced() {
+        let mut tracker = Tracker::new();
+        assert!(!tracker.head_in_progress());
+        tracker.feed(b"GET / HT").unwrap();
+        assert!(tracker.head_in_progress());
+        tracker.feed(b"TP/1.1\r\n\r\n").unwrap();
+        assert!(tracker.head_in_progress(), "until the proxy has parsed it");
+        tracker.announce(18, BodyFraming::Length(3)).unwrap();
+        assert!(!tracker.head_in_progress());
+        tracker.feed(b"abc").unwrap();
+        assert!(!tracker.head_in_progress(), "idle between requests");
+    }
+}

@@ -1,0 +1,282 @@
+//! The client connection as Pingora reads it, with two guards Pingora lacks: a deadline for the
+//! whole request head (Pingora's read timeout restarts with every byte, so a client dribbling a
+//! byte every half second holds a connection forever) and the strict framing shadow of
+//! [`super::framing`]. Everything else is passed straight to the underlying stream.
+
+use super::framing::{BodyFraming, Tracker, Violation};
+use crate::observability::metrics;
+use async_trait::async_trait;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// A client connection with a request-head deadline and framing checks.
+pub struct ClientStream {
+    inner: Stream,
+    /// Locked only by the proxy's hooks; reads reach it through `get_mut` without locking.
+    tracker: parking_lot::Mutex<Tracker>,
+    header_timeout: Duration,
+    /// When the head being received must be complete.
+    deadline: Option<Instant>,
+    /// Armed only once a read of an incomplete head has to wait.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// `Tracker::heads` when the deadline was set.
+    heads: u64,
+    /// The body framing violation that ended the connection, for the error answer.
+    violation: Option<Violation>,
+}
+
+impl std::fmt::Debug for ClientStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientStream")
+            .field("inner", &self.inner)
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+impl ClientStream {
+    /// Wraps a freshly accepted connection: its first request head is due within `header_timeout`.
+    pub fn new(inner: Stream, header_timeout: Duration) -> Self {
+        ClientStream {
+            inner,
+            tracker: parking_lot::Mutex::new(Tracker::new()),
+            header_timeout,
+            deadline: Some(Instant::now() + header_timeout),
+            timer: None,
+            heads: 0,
+            violation: None,
+        }
+    }
+
+    /// The proxy parsed a head of `head_len` bytes framed as `framing` (see [`Tracker::announce`]).
+    pub fn announce(&self, head_len: usize, framing: BodyFraming) -> Result<(), Violation> {
+        self.tracker.lock().announce(head_len, framing)
+    }
+
+    /// The connection switched protocols: its bytes are no longer HTTP/1 messages.
+    pub fn upgraded(&self) {
+        self.tracker.lock().stop();
+    }
+
+    /// The body framing violation that broke the connection, if that is what happened.
+    pub fn violation(&self) -> Option<Violation> {
+        self.violation
+    }
+
+    /// Drops the deadline once the head it was set for has been announced.
+    fn follow_heads(&mut self) {
+        let heads = self.tracker.get_mut().heads();
+        if heads != self.heads {
+            self.heads = heads;
+            self.deadline = None;
+            self.timer = None;
+        }
+    }
+
+    /// A read must wait. While a request head is incomplete the wait is bounded: the deadline is
+    /// set at the first wait inside a head (reads that find the whole head never look at the
+    /// clock), and once it passes the connection fails.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.follow_heads();
+        let tracker = self.tracker.get_mut();
+        if tracker.is_off() {
+            // An upgraded or HTTP/2 connection: no request heads to wait for.
+            self.deadline = None;
+            self.timer = None;
+            return Poll::Pending;
+        }
+        let deadline = match self.deadline {
+            Some(deadline) => deadline,
+            None if tracker.head_in_progress() => {
+                let deadline = Instant::now() + self.header_timeout;
+                self.deadline = Some(deadline);
+                deadline
+            }
+            None => return Poll::Pending,
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.deadline = None;
+        self.timer = None;
+        let started = self.tracker.get_mut().head_in_progress();
+        self.tracker.get_mut().stop();
+        metrics::client_timeout(metrics::ClientTimeout::Header);
+        if started {
+            self.answer_timeout(cx);
+        }
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the request head was not received within {:?} (server.header_read_timeout)",
+                self.header_timeout
+            ),
+        )))
+    }
+
+    /// Best effort: a 408 the client can read before the connection closes.
+    fn answer_timeout(&mut self, cx: &mut Context<'_>) {
+        let id = crate::gateway::ctx::RequestId::generate();
+        let body = crate::gateway::respond::error_body(
+            408,
+            "the request head was not received in time",
+            id.as_str(),
+        );
+        let mut response = Vec::with_capacity(160 + body.len());
+        response.extend_from_slice(b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\nX-Request-ID: ");
+        response.extend_from_slice(id.as_str().as_bytes());
+        response.extend_from_slice(b"\r\nContent-Length: ");
+        response.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        response.extend_from_slice(b"\r\n\r\n");
+        response.extend_from_slice(body.as_bytes());
+        let inner = Pin::new(&mut self.inner);
+        if let Poll::Ready(Ok(_)) = inner.poll_write(cx, &response) {
+            let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        }
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let tracker = this.tracker.get_mut();
+                if tracker.is_off() {
+                    return Poll::Ready(Ok(()));
+                }
+                // (The head deadline is looked at only when a read has to wait.)
+                if let Err(violation) = tracker.feed(&buf.filled()[before..]) {
+                    // The offending bytes never reach Pingora's parser.
+                    buf.set_filled(before);
+                    this.violation = Some(violation);
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        violation.message(),
+                    )));
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => this.poll_deadline(cx),
+            failed => failed,
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for ClientStream {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await;
+    }
+}
+
+impl UniqueID for ClientStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for ClientStream {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for ClientStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for ClientStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest);
+    }
+}
+
+impl GetSocketDigest for ClientStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest);
+    }
+}
+
+#[async_trait]
+impl Peek for ClientStream {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
