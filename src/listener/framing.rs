@@ -448,6 +448,20 @@ fn request_line_ok(line: &[u8]) -> bool {
 }
 
 impl Chunk {
+    /// The chunk's size, in the states of a chunk-size line where `;` (an extension) or CR (the
+    /// line's end) may come next.
+    fn separator_may_follow(self) -> Option<u64> {
+        match self {
+            Chunk::Size { digits: 1.., value }
+            | Chunk::SizeSpace { value }
+            | Chunk::ExtName { value }
+            | Chunk::ExtAfterName { value }
+            | Chunk::ExtToken { value }
+            | Chunk::ExtAfterValue { value } => Some(value),
+            _ => None,
+        }
+    }
+
     /// Scans chunked-body bytes; returns (bytes used, body complete).
     fn scan(&mut self, bytes: &[u8]) -> Result<(usize, bool), Violation> {
         let mut at = 0;
@@ -481,24 +495,14 @@ impl Chunk {
                 (Chunk::Size { value, .. } | Chunk::SizeSpace { value }, b' ' | b'\t') => {
                     Chunk::SizeSpace { value }
                 }
-                (
-                    Chunk::Size { value, .. }
-                    | Chunk::SizeSpace { value }
-                    | Chunk::ExtName { value }
-                    | Chunk::ExtAfterName { value }
-                    | Chunk::ExtToken { value }
-                    | Chunk::ExtAfterValue { value },
-                    b';',
-                ) => Chunk::ExtBeforeName { value },
-                (
-                    Chunk::Size { value, .. }
-                    | Chunk::SizeSpace { value }
-                    | Chunk::ExtName { value }
-                    | Chunk::ExtAfterName { value }
-                    | Chunk::ExtToken { value }
-                    | Chunk::ExtAfterValue { value },
-                    b'\r',
-                ) => Chunk::SizeLf { value },
+                (state, b';' | b'\r') if state.separator_may_follow().is_some() => {
+                    let value = state.separator_may_follow().unwrap_or(0);
+                    if byte == b';' {
+                        Chunk::ExtBeforeName { value }
+                    } else {
+                        Chunk::SizeLf { value }
+                    }
+                }
                 (Chunk::ExtBeforeName { value }, _) if is_blank(byte) => {
                     Chunk::ExtBeforeName { value }
                 }
