@@ -200,19 +200,25 @@ fn connections_over_the_listener_or_per_address_limit_are_closed_at_once() {
             "edgegate_connections_refused_total{{listener=\"capped\",reason=\"{reason}\"}}"
         ))
     };
+    // The start-up probes connected from 127.0.0.1; once a request on a later connection has been
+    // answered they have all been accepted, and they are gone when the count is back to zero.
+    let probe = open(addr, "127.0.0.1");
+    assert_eq!(get_on(&probe), 200);
+    drop(probe);
     assert!(wait_until(Duration::from_secs(5), || open_now() == Some(0.0)));
-    let mut held: Vec<TcpStream> = (0..3).map(|_| open(addr, "127.0.0.1")).collect();
+
+    let mut held: Vec<TcpStream> = (0..3).map(|_| open(addr, "127.0.0.2")).collect();
     assert!(wait_until(Duration::from_secs(5), || open_now() == Some(3.0)));
-    let mut fourth = open(addr, "127.0.0.1");
+    let mut fourth = open(addr, "127.0.0.2");
     assert!(
         closed_at_once(&mut fourth),
         "a fourth connection from one address"
     );
     assert_eq!(refused("max_connections_per_ip"), Some(1.0));
 
-    held.push(open(addr, "127.0.0.2"));
+    held.push(open(addr, "127.0.0.3"));
     assert!(wait_until(Duration::from_secs(5), || open_now() == Some(4.0)));
-    let mut fifth = open(addr, "127.0.0.3");
+    let mut fifth = open(addr, "127.0.0.4");
     assert!(
         closed_at_once(&mut fifth),
         "a fifth connection on the listener"
@@ -228,6 +234,6 @@ fn connections_over_the_listener_or_per_address_limit_are_closed_at_once() {
     }
     drop(held);
     assert!(wait_until(Duration::from_secs(5), || open_now() == Some(0.0)));
-    let again = open(addr, "127.0.0.3");
+    let again = open(addr, "127.0.0.2");
     assert_eq!(get_on(&again), 200, "freed slots are usable again");
 }
