@@ -107,6 +107,7 @@ run_wrk() {
       # The answers that were not 200 (the full mode logs them; status 0 is wrk hanging up at the end).
       sleep 0.5  # the access log is flushed every 200 ms
       [ -f "$tmp/access.log" ] && grep -v -e '"status":200' -e '"status":0,' "$tmp/access.log" | head -5 >&2
+      [ -f "$tmp/edgegate.log" ] && tail -5 "$tmp/edgegate.log" >&2
       exit 1
     fi
   fi

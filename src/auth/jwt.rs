@@ -47,12 +47,10 @@ pub struct BuildError {
 /// Decodes a provider's static key material with the rule of [`keys`]: unusable keys are
 /// logged and counted, none usable is an error.
 pub fn static_keys(spec: &JwtProviderSpec) -> Result<Option<KeySet>, String> {
-    let decoded = match &spec.keys {
-        KeyMaterial::Secret(secret) => keys::from_secret(secret, &spec.algorithms),
-        KeyMaterial::PublicKeyPem(pem) => keys::from_pem(pem, &spec.algorithms)?,
-        KeyMaterial::Jwks(json) => keys::from_jwk_set(json.as_bytes(), &spec.algorithms, false)?,
-        KeyMaterial::JwksUrl { .. } => return Ok(None),
+    let Some(decoded) = keys::from_material(&spec.keys, &spec.algorithms) else {
+        return Ok(None);
     };
+    let decoded = decoded?;
     report_skipped(&spec.name, &decoded.skipped);
     decoded.usable().map(|decoded| Some(decoded.keys))
 }
@@ -60,14 +58,13 @@ pub fn static_keys(spec: &JwtProviderSpec) -> Result<Option<KeySet>, String> {
 /// For `edgegate check`: how many keys of the provider's source are usable, and why others are
 /// skipped (nothing is logged or counted).
 pub fn describe_keys(spec: &JwtProviderSpec) -> Result<String, String> {
-    let decoded = match &spec.keys {
-        KeyMaterial::Secret(secret) => keys::from_secret(secret, &spec.algorithms),
-        KeyMaterial::PublicKeyPem(pem) => keys::from_pem(pem, &spec.algorithms)?,
-        KeyMaterial::Jwks(json) => keys::from_jwk_set(json.as_bytes(), &spec.algorithms, false)?,
-        KeyMaterial::JwksUrl { url, refresh } => {
-            return Ok(format!("keys fetched from {url} every {refresh:?}"))
+    let Some(decoded) = keys::from_material(&spec.keys, &spec.algorithms) else {
+        if let KeyMaterial::JwksUrl { url, refresh } = &spec.keys {
+            return Ok(format!("keys fetched from {url} every {refresh:?}"));
         }
+        return Ok(String::new());
     };
+    let decoded = decoded?;
     let mut description = format!("{} usable key(s)", decoded.keys.len());
     for why in &decoded.skipped {
         description.push_str(&format!("; skipped {why}"));

@@ -4,6 +4,7 @@
 //! an error. Each key carries the algorithms it may verify: its type and curve, narrowed by the
 //! JWK's own `alg`, intersected with the provider's list.
 
+use crate::config::KeyMaterial;
 use jsonwebtoken::jwk::{
     AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
 };
@@ -141,6 +142,20 @@ const RSA: &[Algorithm] = &[
     Algorithm::PS384,
     Algorithm::PS512,
 ];
+
+/// A provider's key source, decoded; `None` for a `jwks_url`, whose keys exist only once fetched
+/// (see [`from_jwk_set`]).
+pub fn from_material(
+    material: &KeyMaterial,
+    allowed: &[Algorithm],
+) -> Option<Result<Decoded, String>> {
+    Some(match material {
+        KeyMaterial::Secret(secret) => Ok(from_secret(secret, allowed)),
+        KeyMaterial::PublicKeyPem(pem) => from_pem(pem, allowed),
+        KeyMaterial::Jwks(json) => from_jwk_set(json.as_bytes(), allowed, false),
+        KeyMaterial::JwksUrl { .. } => return None,
+    })
+}
 
 /// A shared secret: HS* only.
 pub fn from_secret(secret: &[u8], allowed: &[Algorithm]) -> Decoded {

@@ -224,30 +224,22 @@ fn check_key_fits_algorithms(
     algorithms: &[Algorithm],
 ) {
     use crate::auth::keys;
-    let (field, decoded) = match keys {
-        KeyMaterial::Secret(secret) => ("", Ok(keys::from_secret(secret, algorithms))),
-        KeyMaterial::PublicKeyPem(pem) => ("public_key_file", keys::from_pem(pem, algorithms)),
-        KeyMaterial::Jwks(json) => (
-            "jwks_file",
-            keys::from_jwk_set(json.as_bytes(), algorithms, false),
-        ),
-        // The remote set is unknown at load; it may only ever verify public-key algorithms.
-        KeyMaterial::JwksUrl { .. } => {
-            for (index, algorithm) in algorithms.iter().enumerate() {
-                if algorithm.family() == AlgorithmFamily::Hmac {
-                    check.fail(
-                        format!("{key}.algorithms[{index}]"),
-                        format!("{algorithm:?} needs a shared secret, which a published key set never holds"),
-                    );
-                }
+    let Some(decoded) = keys::from_material(keys, algorithms) else {
+        // A remote set is unknown at load; it may only ever verify public-key algorithms.
+        for (index, algorithm) in algorithms.iter().enumerate() {
+            if algorithm.family() == AlgorithmFamily::Hmac {
+                check.fail(
+                    format!("{key}.algorithms[{index}]"),
+                    format!("{algorithm:?} needs a shared secret, which a published key set never holds"),
+                );
             }
-            return;
         }
+        return;
     };
-    let at = if field.is_empty() {
-        key.to_string()
-    } else {
-        format!("{key}.{field}")
+    let at = match keys {
+        KeyMaterial::PublicKeyPem(_) => format!("{key}.public_key_file"),
+        KeyMaterial::Jwks(_) => format!("{key}.jwks_file"),
+        _ => key.to_string(),
     };
     let decoded = match decoded.and_then(keys::Decoded::usable) {
         Ok(decoded) => decoded,

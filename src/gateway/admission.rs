@@ -21,8 +21,7 @@ pub enum Verdict {
 /// Runs every check in order; the first failure wins.
 pub fn check(request: &RequestHeader, ctx: &RequestCtx) -> Verdict {
     if let Some(bad) = ctx.bad_request {
-        crate::observability::metrics::bad_request(bad.index());
-        return Verdict::Reject(Rejection::new(bad.status(), bad.message()));
+        return Verdict::Reject(bad.rejection());
     }
     if ctx.header_bytes > ctx.runtime.max_request_header_size {
         return Verdict::Reject(Rejection::new(

@@ -330,11 +330,7 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let violation = strict::client_stream(session).and_then(|c| c.violation());
         let classified = match violation {
-            Some(violation) => {
-                let bad = strict::BadRequest::Framing(violation);
-                crate::observability::metrics::bad_request(bad.index());
-                Some(Rejection::new(bad.status(), bad.message()))
-            }
+            Some(violation) => Some(strict::BadRequest::Framing(violation).rejection()),
             None => respond::classify(error),
         };
         let Some(mut rejection) = classified else {
@@ -343,6 +339,11 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         };
+        if rejection.status == 408 {
+            crate::observability::metrics::client_timeout(
+                crate::observability::metrics::ClientTimeout::Body,
+            );
+        }
         if session.response_written().is_none() {
             // The connection is not reused after a failure; say so instead of advertising keep-alive.
             session.set_keepalive(None);

@@ -119,15 +119,11 @@ pub fn classify(error: &Error) -> Option<Rejection> {
             _ => Rejection::new(502, "the upstream failed to answer"),
         }),
         ErrorSource::Downstream => match etype {
-            ReadTimedout => {
-                crate::observability::metrics::client_timeout(
-                    crate::observability::metrics::ClientTimeout::Body,
-                );
-                Some(Rejection::new(
-                    408,
-                    "the request body was not received in time",
-                ))
-            }
+            // Only a body read can time out here: a slow head is cut before the request exists.
+            ReadTimedout => Some(Rejection::new(
+                408,
+                "the request body was not received in time",
+            )),
             ReadError | WriteError | ConnectionClosed | WriteTimedout => None,
             _ => Some(Rejection::new(400, "the request could not be parsed")),
         },
@@ -158,6 +154,8 @@ mod tests {
         assert_eq!(classify(&refused).map(|r| r.status), Some(502));
         let gone = Error::new_down(ErrorType::ConnectionClosed);
         assert_eq!(classify(&gone), None);
+        let stalled = Error::new_down(ErrorType::ReadTimedout);
+        assert_eq!(classify(&stalled).map(|r| r.status), Some(408));
         let ours = Error::explain(
             ErrorType::HTTPStatus(503),
             "no healthy backend in upstream `u`",

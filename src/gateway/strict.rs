@@ -55,6 +55,12 @@ impl BadRequest {
         }
     }
 
+    /// The answer, counted in `edgegate_bad_requests_total`.
+    pub fn rejection(self) -> super::respond::Rejection {
+        crate::observability::metrics::bad_request(self.index());
+        super::respond::Rejection::new(self.status(), self.message())
+    }
+
     /// Whether the connection can carry another request after the answer: not when the
     /// message boundaries themselves are in doubt.
     pub fn keeps_connection(self) -> bool {

@@ -151,9 +151,9 @@ impl ServerApp for EdgeApp {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let gate = self.gate_of(&stream);
-        let _admission = match gate {
-            Some(gate) if gate.max_connections.is_some() || gate.max_per_ip.is_some() => {
+        let _admission = match self.gate_of(&stream) {
+            Some(gate) => {
+                // The peer's address is looked up only when it is counted.
                 let peer = gate.max_per_ip.and_then(|_| peer_ip(&stream));
                 match gate.admit(peer) {
                     Ok(admission) => Some(admission),
@@ -164,7 +164,6 @@ impl ServerApp for EdgeApp {
                     }
                 }
             }
-            Some(gate) => gate.admit(None).ok(),
             None => None,
         };
         let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {

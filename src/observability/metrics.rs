@@ -52,8 +52,7 @@ struct Families {
 
 // Registration fails only if a family is registered twice, which this single LazyLock rules out.
 #[allow(clippy::expect_used)]
-static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
-    Families {
+static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
     requests: register_int_counter_vec!(
         "edgegate_requests_total",
         "Requests answered, by route, method and status class",
@@ -214,13 +213,13 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
     .expect("register edgegate_listener_connections"),
     connections_refused: register_int_counter_vec!(
         "edgegate_connections_refused_total",
-        "Client connections closed at once, by listener and reason: max_connections, max_connections_per_ip",
+        "Client connections closed at once by a listener's limit, by listener and reason",
         &["listener", "reason"]
     )
     .expect("register edgegate_connections_refused_total"),
     client_timeouts: register_int_counter_vec!(
         "edgegate_client_timeouts_total",
-        "Clients cut for slowness, by phase: header (server.header_read_timeout), body (server.body_read_timeout)",
+        "Clients cut by server.header_read_timeout (header) or body_read_timeout (body)",
         &["phase"]
     )
     .expect("register edgegate_client_timeouts_total"),
@@ -232,7 +231,7 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
     .expect("register edgegate_bad_requests_total"),
     jwt_keys_skipped: register_int_counter_vec!(
         "edgegate_jwt_keys_skipped_total",
-        "Keys of a JWT provider's key set that cannot be used (skipped with a warning), by provider",
+        "Keys of a JWT provider's key source skipped as unusable, by provider",
         &["provider"]
     )
     .expect("register edgegate_jwt_keys_skipped_total"),
@@ -242,7 +241,6 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
         &["version"]
     )
     .expect("register edgegate_build_info"),
-}
 });
 
 /// Registers every family and sets the build info gauge.
