@@ -11,7 +11,8 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-next_port=$(( 20000 + RANDOM % 20000 ))
+# Below Linux's ephemeral range (32768-60999), so no client socket of an earlier run holds one.
+next_port=$(( 20000 + RANDOM % 10000 ))
 # Sets $port to a free loopback port (no subshell, so $next_port advances).
 take_port() {
   while ! port_free "$next_port"; do next_port=$((next_port + 1)); done

@@ -70,6 +70,13 @@ if [ "$origin" = nginx ]; then
 else
   "$origin_bin" "127.0.0.1:$origin1" origin-1 2>"$tmp/origin1.log" & pids+=($!)
   "$origin_bin" "127.0.0.1:$origin2" origin-2 2>"$tmp/origin2.log" & pids+=($!)
+  for port in "$origin1" "$origin2"; do
+    for _ in $(seq 1 100); do
+      curl -fsS -o /dev/null "http://127.0.0.1:$port/health" 2>/dev/null && continue 2
+      sleep 0.1
+    done
+    echo "the demo origin on $port did not come up:" >&2; cat "$tmp"/origin*.log >&2; exit 1
+  done
 fi
 command -v nginx >/dev/null 2>&1 || reference=0
 
@@ -108,6 +115,7 @@ run_wrk() {
       sleep 0.5  # the access log is flushed every 200 ms
       [ -f "$tmp/access.log" ] && grep -v -e '"status":200' -e '"status":0,' "$tmp/access.log" | head -5 >&2
       [ -f "$tmp/edgegate.log" ] && tail -5 "$tmp/edgegate.log" >&2
+      for log in "$tmp"/origin*.log; do [ -f "$log" ] && tail -3 "$log" >&2; done
       exit 1
     fi
   fi
