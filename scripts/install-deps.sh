@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing edgegate needs on Debian/Ubuntu, only when missing.
 #   scripts/install-deps.sh build        cmake, perl, make, a C compiler, pkg-config, OpenSSL headers (Pingora's build)
-#   scripts/install-deps.sh test         build + redis-server, wrk, curl (test suite, load tests)
+#   scripts/install-deps.sh test         build + redis-server, wrk, curl, openssl (test suite, load tests)
 #   scripts/install-deps.sh bench        test + nginx (the reference proxy in load tests)
 set -euo pipefail
 level="${1:-build}"
@@ -20,6 +20,7 @@ if [ "$level" = test ] || [ "$level" = bench ]; then
   want redis-server redis-server
   want wrk wrk
   want curl curl
+  want openssl openssl   # the TLS tests use `openssl s_client` as an independent client
 fi
 if [ "$level" = bench ]; then
   want nginx nginx

@@ -13,4 +13,5 @@ pub mod ratelimit;
 pub mod reload;
 pub mod routing;
 pub mod server;
+pub mod tls;
 pub mod upstream;

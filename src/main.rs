@@ -1,7 +1,9 @@
 //! The `edgegate` command line: run / check / hash-key.
 
 use clap::{Parser, Subcommand};
-use edgegate::config::{self, EncodedSlashes, Model, PathMatch, RouteTarget};
+use edgegate::config::{
+    self, ClientAuth, EncodedSlashes, ListenerTls, Model, PathMatch, RouteTarget, TlsVersion,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -175,6 +177,46 @@ fn run(path: &std::path::Path, daemon: bool, upgrade: bool) -> ExitCode {
     server.run_forever()
 }
 
+/// Each certificate's names and expiry; a warning for those expiring within 14 days.
+fn tls_summary(out: &mut String, tls: &ListenerTls) {
+    use edgegate::tls::certs::{now_unix, Certificate, EXPIRY_WARNING_SECONDS};
+    use std::fmt::Write;
+    let version = match tls.min_version {
+        TlsVersion::Tls12 => "1.2",
+        TlsVersion::Tls13 => "1.3",
+    };
+    let clients = match tls.client_auth {
+        ClientAuth::Off => String::new(),
+        ClientAuth::Optional => ", client certificates optional".to_string(),
+        ClientAuth::Required => ", client certificates required".to_string(),
+    };
+    let _ = writeln!(out, "               TLS {version}+{clients}");
+    let now = now_unix();
+    for (index, spec) in tls.certificates.iter().enumerate() {
+        let Ok(certificate) = Certificate::load_allowing_expired(spec) else {
+            continue;
+        };
+        let days = (certificate.not_after - now) / 86_400;
+        let default = if index == 0 { " (default)" } else { "" };
+        let _ = writeln!(
+            out,
+            "               {}{default}: {}, expires {} (in {days} days)",
+            spec.cert.display(),
+            certificate.names.join(" "),
+            certificate.leaf.not_after(),
+        );
+        if certificate.not_after - now < EXPIRY_WARNING_SECONDS {
+            let warning = format!(
+                "warning: {} expires in {days} days ({})",
+                spec.cert.display(),
+                certificate.leaf.not_after()
+            );
+            eprintln!("{warning}");
+            let _ = writeln!(out, "               {warning}");
+        }
+    }
+}
+
 fn summary(model: &Model) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -182,14 +224,23 @@ fn summary(model: &Model) -> String {
     let _ = writeln!(out, "listeners:");
     let limit = |limit: Option<u32>| limit.map_or("unlimited".to_string(), |n| n.to_string());
     for listener in &model.listeners {
+        let (scheme, protocols) = match (&listener.tls, listener.h2c) {
+            (Some(tls), _) if tls.http2 => ("https", ", h2 + http/1.1"),
+            (Some(_), _) => ("https", ", http/1.1"),
+            (None, true) => ("http", ", h2c + http/1.1"),
+            (None, false) => ("http", ""),
+        };
         let _ = writeln!(
             out,
-            "  {:<12} http://{} (connections: {}, per client address: {})",
+            "  {:<12} {scheme}://{} (connections: {}, per client address: {}{protocols})",
             listener.name,
             listener.address,
             limit(listener.max_connections),
             limit(listener.max_connections_per_ip)
         );
+        if let Some(tls) = &listener.tls {
+            tls_summary(&mut out, tls);
+        }
     }
     let server = &model.server;
     let slashes = match server.paths.encoded_slashes {

@@ -10,10 +10,12 @@ use crate::lifecycle;
 use crate::listener::EdgeApp;
 use crate::observability::{access_log, metrics};
 use crate::reload::Reloader;
+use crate::tls::Terminator;
 use crate::upstream::health::HealthChecker;
 use crate::upstream::outlier::Sweeper;
 use arc_swap::ArcSwap;
 use pingora_core::apps::http_app::HttpServer;
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -35,12 +37,15 @@ pub enum StartError {
     Runtime(#[from] crate::gateway::runtime::BuildError),
     #[error("upgrade: {0}")]
     Handover(#[from] lifecycle::HandoverError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// What SIGHUP and SIGUSR1 act on.
 struct Operator {
     runtime: Arc<ArcSwap<Runtime>>,
     reloader: Reloader,
+    terminators: Vec<Arc<Terminator>>,
 }
 
 #[async_trait::async_trait]
@@ -48,6 +53,12 @@ impl lifecycle::SignalTarget for Operator {
     async fn reload(&self) {
         log::info!("SIGHUP: reloading the configuration");
         self.reloader.reload().await;
+        for terminator in &self.terminators {
+            match terminator.reload() {
+                Ok(()) => log::info!("listener `{}`: certificates re-read", terminator.listener()),
+                Err(error) => log::error!("{error}; the previous certificates stay in use"),
+            }
+        }
     }
 
     fn reopen_logs(&self) {
@@ -62,6 +73,39 @@ fn whole_seconds(duration: Duration) -> u64 {
     duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 
+/// Pingora's HTTP proxy around our [`Gateway`], with bounded HTTP/2 from clients.
+fn proxy_app(
+    server: &Server,
+    runtime: &Arc<ArcSwap<Runtime>>,
+    settings: &crate::config::ServerSettings,
+) -> pingora_proxy::HttpProxy<Gateway> {
+    let mut proxy =
+        pingora_proxy::http_proxy(&server.configuration, Gateway::new(Arc::clone(runtime)));
+    let mut options = HttpServerOptions::default();
+    // An idle HTTP/2 connection is closed like an idle HTTP/1 keep-alive one.
+    options.h2_idle_timeout = Some(settings.keepalive_timeout);
+    proxy.server_options = Some(options);
+    let mut h2 = pingora_core::protocols::http::v2::server::default_h2_options();
+    h2.max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(settings.max_request_header_size as u32)
+        .initial_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_send_buffer_size(H2_SEND_BUFFER)
+        .max_pending_accept_reset_streams(H2_PENDING_RESETS);
+    proxy.h2_options = Some(h2);
+    proxy
+}
+
+/// Streams one HTTP/2 client may have open at once.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// Flow-control windows: what a client may send before the gateway reads (bounds buffered bodies).
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Response bytes buffered per stream for a slow client.
+const H2_SEND_BUFFER: usize = 256 * 1024;
+/// Streams reset by the client before being accepted (the "rapid reset" attack bound).
+const H2_PENDING_RESETS: usize = 20;
+
 /// Builds a ready-to-run server; `Server::run_forever` starts it.
 pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
     metrics::init();
@@ -73,7 +117,7 @@ pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
         threads: settings.threads,
         daemon: options.daemon,
         pid_file: settings.pid_file.clone(),
-        upgrade_sock: settings.upgrade_sock,
+        upgrade_sock: settings.upgrade_sock.clone(),
         grace_period_seconds: Some(whole_seconds(settings.grace_period)),
         graceful_shutdown_timeout_seconds: Some(whole_seconds(settings.shutdown_timeout)),
         ..ServerConf::default()
@@ -86,6 +130,13 @@ pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
     // Everything that can fail is built before the listeners are taken: `run -u` with a bad
     // configuration or key file exits here and the running instance never notices.
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(model)?));
+    let terminators = listeners
+        .iter()
+        .filter_map(|listener| {
+            let tls = listener.tls.as_ref()?;
+            Some(Terminator::new(&listener.name, tls).map(Arc::new))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     let phases = server.watch_execution_phase();
     if options.upgrade {
@@ -128,14 +179,16 @@ pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
         lifecycle::Signals(Box::new(Operator {
             runtime: Arc::clone(&runtime),
             reloader,
+            terminators: terminators.clone(),
         })),
     ));
 
     let mut proxy = Service::new(
         "edgegate proxy".to_string(),
         EdgeApp::new(
-            pingora_proxy::http_proxy(&server.configuration, Gateway::new(Arc::clone(&runtime))),
+            proxy_app(&server, &runtime, &settings),
             &listeners,
+            &terminators,
             Arc::clone(&runtime),
         ),
     );

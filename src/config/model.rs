@@ -63,15 +63,59 @@ pub enum EncodedSlashes {
     Keep,
 }
 
-/// One plain-HTTP listening socket.
+/// One listening socket: plain HTTP (optionally h2c) or TLS.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerSpec {
     pub name: String,
     pub address: SocketAddr,
+    /// TLS termination; `None` is plain HTTP.
+    pub tls: Option<ListenerTls>,
+    /// HTTP/2 with prior knowledge on a plain listener.
+    pub h2c: bool,
     /// Over this many open connections, new ones are closed at once.
     pub max_connections: Option<u32>,
     /// Over this many open connections from one client address, its new ones are closed at once.
     pub max_connections_per_ip: Option<u32>,
+}
+
+/// TLS termination on a listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerTls {
+    /// Chosen by SNI; the first is the default for clients that name no known host.
+    pub certificates: Vec<CertificateSpec>,
+    /// Offer `h2` by ALPN.
+    pub http2: bool,
+    pub min_version: TlsVersion,
+    /// Client certificates are requested and verified against this bundle.
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+}
+
+/// One certificate chain and its private key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSpec {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The names it serves; `None` = the certificate's own DNS names.
+    pub server_names: Option<Vec<String>>,
+}
+
+/// The oldest TLS version a listener accepts (1.0 and 1.1 never are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// Whether clients must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No client certificate is asked for.
+    Off,
+    /// Asked for; a client without one is served, one with a bad one is refused.
+    Optional,
+    /// A verified client certificate is needed to complete the handshake.
+    Required,
 }
 
 /// Where access-log lines go.

@@ -168,9 +168,36 @@ pub struct RawServer {
 pub struct RawListener {
     pub name: String,
     pub address: String,
-    pub tls: Unsupported,
+    pub tls: Option<RawListenerTls>,
+    pub h2c: Option<bool>,
     pub max_connections: Option<u32>,
     pub max_connections_per_ip: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub certificates: Vec<RawCertificate>,
+    pub http2: Option<bool>,
+    pub min_version: Option<RawTlsVersion>,
+    pub client_ca: Option<String>,
+    pub client_auth: Option<String>,
+}
+
+/// `min_version: 1.2` (a YAML number) and `"1.2"` mean the same.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawTlsVersion {
+    Text(String),
+    Number(f64),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: String,
+    pub key: String,
+    pub server_names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

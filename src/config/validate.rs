@@ -322,6 +322,7 @@ fn listener_specs(check: &mut Checker, raw: Vec<RawListener>) -> Vec<ListenerSpe
             name,
             address,
             tls,
+            h2c,
             max_connections,
             max_connections_per_ip,
         } = listener;
@@ -345,11 +346,14 @@ fn listener_specs(check: &mut Checker, raw: Vec<RawListener>) -> Vec<ListenerSpe
                 );
             }
         }
-        check.unsupported(
-            format!("{key}.tls"),
-            &tls,
-            "TLS listeners are not implemented yet",
-        );
+        let tls = tls.and_then(|tls| listener_tls(check, &format!("{key}.tls"), tls));
+        let h2c = h2c.unwrap_or(false);
+        if h2c && tls.is_some() {
+            check.fail(
+                format!("{key}.h2c"),
+                "h2c is HTTP/2 without TLS; a TLS listener offers h2 by ALPN (tls.http2)",
+            );
+        }
         if !names.insert(name.clone()) {
             check.fail(
                 format!("{key}.name"),
@@ -366,12 +370,122 @@ fn listener_specs(check: &mut Checker, raw: Vec<RawListener>) -> Vec<ListenerSpe
             specs.push(ListenerSpec {
                 name,
                 address,
+                tls,
+                h2c,
                 max_connections,
                 max_connections_per_ip,
             });
         }
     }
     specs
+}
+
+fn listener_tls(check: &mut Checker, key: &str, raw: RawListenerTls) -> Option<ListenerTls> {
+    let RawListenerTls {
+        certificates,
+        http2,
+        min_version,
+        client_ca,
+        client_auth,
+    } = raw;
+    let problems = check.problem_count();
+    if certificates.is_empty() {
+        check.fail(
+            format!("{key}.certificates"),
+            "at least one certificate is needed",
+        );
+    }
+    let mut specs = Vec::with_capacity(certificates.len());
+    for (index, raw) in certificates.into_iter().enumerate() {
+        let item = format!("{key}.certificates[{index}]");
+        let server_names = raw.server_names.map(|names| {
+            names
+                .iter()
+                .enumerate()
+                .filter_map(|(position, name)| {
+                    let name_key = format!("{item}.server_names[{position}]");
+                    let valid = crate::tls::certs::server_name(name);
+                    if valid.is_none() {
+                        check.fail(
+                            name_key,
+                            format!("`{name}` is not a host name (a leading `*.` is allowed)"),
+                        );
+                    }
+                    valid
+                })
+                .collect::<Vec<_>>()
+        });
+        let spec = CertificateSpec {
+            cert: raw.cert.into(),
+            key: raw.key.into(),
+            server_names,
+        };
+        if let Err(error) = crate::tls::certs::Certificate::load(&spec) {
+            let field = match &error {
+                crate::tls::certs::CertError::Read { path, .. }
+                | crate::tls::certs::CertError::Invalid { path, .. }
+                    if *path == spec.key =>
+                {
+                    "key"
+                }
+                _ => "cert",
+            };
+            check.fail(format!("{item}.{field}"), error.to_string());
+        }
+        specs.push(spec);
+    }
+    let min_version = match min_version {
+        None => TlsVersion::Tls12,
+        Some(version) => {
+            let text = match version {
+                RawTlsVersion::Text(text) => text,
+                RawTlsVersion::Number(number) => format!("{number:.1}"),
+            };
+            match text.as_str() {
+                "1.2" => TlsVersion::Tls12,
+                "1.3" => TlsVersion::Tls13,
+                _ => {
+                    check.fail(
+                        format!("{key}.min_version"),
+                        format!("`{text}` is not \"1.2\" or \"1.3\" (TLS 1.0 and 1.1 are never accepted)"),
+                    );
+                    TlsVersion::Tls12
+                }
+            }
+        }
+    };
+    let client_ca = client_ca.map(std::path::PathBuf::from);
+    if let Some(path) = &client_ca {
+        if let Err(error) = crate::tls::certs::load_ca(path) {
+            check.fail(format!("{key}.client_ca"), error.to_string());
+        }
+    }
+    let client_auth = match (client_auth.as_deref(), &client_ca) {
+        (None, None) => ClientAuth::Off,
+        (None | Some("required"), Some(_)) => ClientAuth::Required,
+        (Some("optional"), Some(_)) => ClientAuth::Optional,
+        (Some("required" | "optional"), None) => {
+            check.fail(
+                format!("{key}.client_auth"),
+                "needs client_ca (the CA bundle client certificates are verified against)",
+            );
+            ClientAuth::Off
+        }
+        (Some(other), _) => {
+            check.fail(
+                format!("{key}.client_auth"),
+                format!("`{other}` is not `required` or `optional`"),
+            );
+            ClientAuth::Off
+        }
+    };
+    (check.problem_count() == problems).then_some(ListenerTls {
+        certificates: specs,
+        http2: http2.unwrap_or(true),
+        min_version,
+        client_ca,
+        client_auth,
+    })
 }
 
 fn access_log_spec(check: &mut Checker, raw: Option<RawAccessLog>) -> AccessLogSpec {

@@ -5,10 +5,15 @@ use super::ctx::{RequestCtx, RequestId};
 use super::headers;
 use crate::config::HeaderOps;
 use crate::routing::has_segment_prefix;
+use crate::tls::peer::{
+    ClientCertificate, CLIENT_CERT_HEADERS, X_CLIENT_CERT_FINGERPRINT, X_CLIENT_CERT_SAN,
+    X_CLIENT_CERT_SUBJECT,
+};
 use http::header::HeaderMap;
 use http::request::Parts as RequestParts;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
+use pingora_core::protocols::tls::SslDigest;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::net::IpAddr;
 
@@ -18,6 +23,7 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 /// Keeps the client's sane `X-Request-ID` or makes a new one.
 pub fn request_id(request: &RequestHeader) -> RequestId {
@@ -70,21 +76,54 @@ pub fn request_host(request: &RequestHeader) -> &str {
         .unwrap_or("")
 }
 
+/// How the client reached the gateway.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Transport<'a> {
+    /// The client's address (the TCP peer).
+    pub peer: Option<IpAddr>,
+    /// TLS from the client; `None` for plain HTTP.
+    pub tls: Option<&'a SslDigest>,
+}
+
 /// Rewrites the upstream request: prefix, forwarding headers, request id, configured edits.
 pub fn prepare_upstream_request(
     upstream: &mut RequestHeader,
     ctx: &RequestCtx,
-    peer: Option<IpAddr>,
+    transport: Transport<'_>,
 ) -> pingora_error::Result<()> {
     let Some(route) = ctx.route() else {
         return Ok(());
     };
+    let client_certificate = transport
+        .tls
+        .and_then(|tls| tls.extension.get::<ClientCertificate>());
     let forwarded_identity = ctx.auth.as_ref().map_or(0, |a| a.identity.forwarded.len());
-    let additional = 4 + forwarded_identity + route.spec.request_headers.set.len();
+    let additional = 4
+        + forwarded_identity
+        + route.spec.request_headers.set.len()
+        + if client_certificate.is_some() { 3 } else { 0 };
     headers::edit_request(upstream, additional, |parts| {
         // Identity headers come only from the gateway: a client's copies never reach a backend.
         for name in ctx.runtime.auth.spoofable_headers() {
             parts.headers.remove(name);
+        }
+        for name in CLIENT_CERT_HEADERS {
+            parts.headers.remove(name);
+        }
+        if let Some(certificate) = client_certificate {
+            insert(
+                &mut parts.headers,
+                &X_CLIENT_CERT_SUBJECT,
+                certificate.subject.clone(),
+            )?;
+            if let Some(san) = &certificate.san {
+                insert(&mut parts.headers, &X_CLIENT_CERT_SAN, san.clone())?;
+            }
+            insert(
+                &mut parts.headers,
+                &X_CLIENT_CERT_FINGERPRINT,
+                certificate.fingerprint.clone(),
+            )?;
         }
         if let Some(auth) = &ctx.auth {
             for (name, value) in &auth.identity.forwarded {
@@ -100,7 +139,7 @@ pub fn prepare_upstream_request(
         if let Some(prefix) = &route.spec.strip_prefix {
             strip_prefix(parts, prefix)?;
         }
-        forwarding_headers(&mut parts.headers, ctx, peer)?;
+        forwarding_headers(&mut parts.headers, ctx, transport)?;
         apply_ops(&mut parts.headers, &route.spec.request_headers)
     })
 }
@@ -110,8 +149,9 @@ pub fn prepare_upstream_request(
 fn forwarding_headers(
     headers: &mut HeaderMap,
     ctx: &RequestCtx,
-    peer: Option<IpAddr>,
+    transport: Transport<'_>,
 ) -> pingora_error::Result<()> {
+    let peer = transport.peer;
     let peer_trusted = peer.is_some_and(|ip| {
         ctx.runtime
             .trusted_proxies
@@ -123,7 +163,12 @@ fn forwarding_headers(
         insert(headers, &X_FORWARDED_FOR, forwarded)?;
     }
     if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
-        insert(headers, &X_FORWARDED_PROTO, HTTP.clone())?;
+        let proto = if transport.tls.is_some() {
+            &HTTPS
+        } else {
+            &HTTP
+        };
+        insert(headers, &X_FORWARDED_PROTO, proto.clone())?;
     }
     if !peer_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
         if let Some(host) = headers.get(http::header::HOST).cloned() {

@@ -287,7 +287,11 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        forwarding::prepare_upstream_request(upstream_request, ctx, peer_ip(session))
+        let transport = forwarding::Transport {
+            peer: peer_ip(session),
+            tls: session.digest().and_then(|d| d.ssl_digest.as_deref()),
+        };
+        forwarding::prepare_upstream_request(upstream_request, ctx, transport)
     }
 
     /// The backend answered: count the attempt (and retry a 5xx when the route says so).

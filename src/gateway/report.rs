@@ -50,6 +50,11 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
         method: request.method.as_str(),
         host: request_host(request),
         path: request.uri.path(),
+        protocol: protocol_name(request.version),
+        tls: session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_deref())
+            .map(|tls| tls.version.as_ref()),
         status: status.unwrap_or(0),
         bytes: session.body_bytes_sent(),
         duration: elapsed,
@@ -68,4 +73,14 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
             cache.map(|c| c.header_value())
         },
     });
+}
+
+fn protocol_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
 }

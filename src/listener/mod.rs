@@ -1,7 +1,8 @@
 //! Client connections before HTTP: each accepted connection is counted against its listener's
-//! `max_connections` and `max_connections_per_ip` (over either, it is closed at once), then
-//! wrapped in a [`stream::ClientStream`] (request-head deadline, strict framing) and handed to
-//! Pingora's HTTP proxy.
+//! `max_connections` and `max_connections_per_ip` (over either, it is closed at once), goes
+//! through the TLS handshake on a TLS listener, is told apart as HTTP/1 or HTTP/2 (ALPN, or the
+//! h2c preface on a plain listener with `h2c`), is wrapped in a [`stream::ClientStream`]
+//! (request-head deadline, strict HTTP/1 framing) and handed to Pingora's HTTP proxy.
 
 pub mod framing;
 pub mod stream;
@@ -9,10 +10,12 @@ pub mod stream;
 use crate::config::ListenerSpec;
 use crate::gateway::runtime::Runtime;
 use crate::gateway::Gateway;
-use crate::observability::metrics::ListenerMetrics;
+use crate::observability::metrics::{self, ListenerMetrics};
+use crate::tls::Terminator;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
@@ -20,7 +23,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use stream::ClientStream;
+use std::time::Duration;
+use stream::{ClientStream, H2_PREFACE};
+use tokio::io::AsyncReadExt;
 
 /// The proxy service's application: connection limits and the guarded stream, then Pingora.
 pub struct EdgeApp {
@@ -37,6 +42,8 @@ struct Gate {
     open: AtomicU32,
     per_ip: parking_lot::Mutex<HashMap<IpAddr, u32>>,
     metrics: ListenerMetrics,
+    tls: Option<Arc<Terminator>>,
+    h2c: bool,
 }
 
 /// Why a connection was closed at once.
@@ -53,8 +60,10 @@ struct Admission<'a> {
 }
 
 impl Gate {
-    fn new(spec: &ListenerSpec) -> Self {
+    fn new(spec: &ListenerSpec, tls: Option<Arc<Terminator>>) -> Self {
         Gate {
+            tls,
+            h2c: spec.h2c,
             address: spec.address,
             max_connections: spec.max_connections,
             max_per_ip: spec.max_connections_per_ip,
@@ -112,15 +121,27 @@ impl Drop for Admission<'_> {
 }
 
 impl EdgeApp {
-    /// The application for `proxy` serving `listeners` (in the order they were added).
+    /// The application for `proxy` serving `listeners` (in the order they were added), with the
+    /// TLS terminators of those that have TLS (matched by listener name).
     pub fn new(
         proxy: HttpProxy<Gateway>,
         listeners: &[ListenerSpec],
+        terminators: &[Arc<Terminator>],
         runtime: Arc<ArcSwap<Runtime>>,
     ) -> Self {
+        let gates = listeners
+            .iter()
+            .map(|spec| {
+                let tls = terminators
+                    .iter()
+                    .find(|t| t.listener() == spec.name)
+                    .cloned();
+                Gate::new(spec, tls)
+            })
+            .collect();
         EdgeApp {
             proxy: Arc::new(proxy),
-            gates: listeners.iter().map(Gate::new).collect(),
+            gates,
             runtime,
         }
     }
@@ -144,6 +165,39 @@ fn peer_ip(stream: &Stream) -> Option<IpAddr> {
     Some(crate::gateway::canonical_ip(peer))
 }
 
+/// Reads until the bytes either are the HTTP/2 preface or cannot be (an HTTP/1 request line
+/// differs at its first byte), then puts them back. `None`: nothing conclusive within `timeout`.
+async fn sniff_h2c(stream: Stream, timeout: Duration) -> Option<(Stream, bool)> {
+    let mut l4 = *stream.into_any().downcast::<L4Stream>().ok()?;
+    let mut seen = [0u8; H2_PREFACE.len()];
+    let mut len = 0;
+    let read = tokio::time::timeout(timeout, async {
+        while len < seen.len() {
+            let n = l4.read(&mut seen[len..]).await?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+            if seen[..len] != H2_PREFACE[..len] {
+                break;
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+    match read {
+        Ok(Ok(())) => {
+            l4.rewind(&seen[..len]);
+            Some((Box::new(l4), seen == *H2_PREFACE))
+        }
+        Ok(Err(_)) => None,
+        Err(_) => {
+            metrics::client_timeout(metrics::ClientTimeout::Header);
+            None
+        }
+    }
+}
+
 #[async_trait]
 impl ServerApp for EdgeApp {
     async fn process_new(
@@ -151,7 +205,8 @@ impl ServerApp for EdgeApp {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let _admission = match self.gate_of(&stream) {
+        let gate = self.gate_of(&stream);
+        let _admission = match gate {
             Some(gate) => {
                 // The peer's address is looked up only when it is counted.
                 let peer = gate.max_per_ip.and_then(|_| peer_ip(&stream));
@@ -166,11 +221,23 @@ impl ServerApp for EdgeApp {
             }
             None => None,
         };
-        let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // HTTP/2 has its own framing and timeouts; these guards are HTTP/1's.
-            stream
+        let timeout = self.runtime.load().model.server.header_read_timeout;
+        let mut stream = match gate.and_then(|g| g.tls.as_ref()) {
+            Some(terminator) => terminator.accept(stream, timeout).await?,
+            None => stream,
+        };
+        let http2 = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            true
+        } else if gate.is_some_and(|g| g.h2c) {
+            let (sniffed, prior_knowledge) = sniff_h2c(stream, timeout).await?;
+            stream = sniffed;
+            prior_knowledge
         } else {
-            let timeout = self.runtime.load().model.server.header_read_timeout;
+            false
+        };
+        let stream: Stream = if http2 {
+            Box::new(ClientStream::http2(stream, timeout))
+        } else {
             Box::new(ClientStream::new(stream, timeout))
         };
         self.proxy.process_new(stream, shutdown).await
@@ -186,12 +253,17 @@ mod tests {
     use super::*;
 
     fn gate(max: Option<u32>, per_ip: Option<u32>) -> Gate {
-        Gate::new(&ListenerSpec {
-            name: "test".into(),
-            address: "127.0.0.1:1".parse().unwrap(),
-            max_connections: max,
-            max_connections_per_ip: per_ip,
-        })
+        Gate::new(
+            &ListenerSpec {
+                name: "test".into(),
+                address: "127.0.0.1:1".parse().unwrap(),
+                tls: None,
+                h2c: false,
+                max_connections: max,
+                max_connections_per_ip: per_ip,
+            },
+            None,
+        )
     }
 
     #[test]

@@ -35,7 +35,14 @@ pub struct ClientStream {
     heads: u64,
     /// The body framing violation that ended the connection, for the error answer.
     violation: Option<Violation>,
+    /// HTTP/2 (ALPN or prior knowledge): no HTTP/1 guards, Pingora is told it is h2.
+    http2: bool,
+    /// Bytes of the HTTP/2 connection preface still due before `deadline`.
+    preface_left: usize,
 }
+
+/// `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`, what every HTTP/2 client sends first (RFC 9113 §3.4).
+pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl std::fmt::Debug for ClientStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,7 +64,19 @@ impl ClientStream {
             timer: None,
             heads: 0,
             violation: None,
+            http2: false,
+            preface_left: 0,
         }
+    }
+
+    /// Wraps an HTTP/2 connection: its connection preface is due within `preface_timeout`, and
+    /// the HTTP/1 guards are off (h2 has its own framing and limits).
+    pub fn http2(inner: Stream, preface_timeout: Duration) -> Self {
+        let mut stream = ClientStream::new(inner, preface_timeout);
+        stream.tracker.get_mut().stop();
+        stream.http2 = true;
+        stream.preface_left = H2_PREFACE.len();
+        stream
     }
 
     /// The proxy parsed a head of `head_len` bytes framed as `framing` (see [`Tracker::announce`]).
@@ -89,6 +108,9 @@ impl ClientStream {
     /// set at the first wait inside a head (reads that find the whole head never look at the
     /// clock), and once it passes the connection fails.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.preface_left > 0 {
+            return self.poll_preface_deadline(cx);
+        }
         self.follow_heads();
         let tracker = self.tracker.get_mut();
         if tracker.is_off() {
@@ -129,6 +151,29 @@ impl ClientStream {
         )))
     }
 
+    /// An HTTP/2 client that connects and never sends its preface holds nothing for long.
+    fn poll_preface_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(deadline) = self.deadline else {
+            return Poll::Pending;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.deadline = None;
+        self.timer = None;
+        metrics::client_timeout(metrics::ClientTimeout::Header);
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the HTTP/2 connection preface was not received within {:?} (server.header_read_timeout)",
+                self.header_timeout
+            ),
+        )))
+    }
+
     /// Best effort: a 408 the client can read before the connection closes.
     fn answer_timeout(&mut self, cx: &mut Context<'_>) {
         let id = crate::gateway::ctx::RequestId::generate();
@@ -161,6 +206,15 @@ impl AsyncRead for ClientStream {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
+                if this.preface_left > 0 {
+                    let read = buf.filled().len() - before;
+                    this.preface_left = this.preface_left.saturating_sub(read);
+                    if this.preface_left == 0 || read == 0 {
+                        this.preface_left = 0;
+                        this.deadline = None;
+                        this.timer = None;
+                    }
+                }
                 let tracker = this.tracker.get_mut();
                 if tracker.is_off() {
                     return Poll::Ready(Ok(()));
@@ -236,6 +290,10 @@ impl Ssl for ClientStream {
     }
 
     fn selected_alpn_proto(&self) -> Option<ALPN> {
+        if self.http2 {
+            // Also for h2c with prior knowledge: this is what sends Pingora down its h2 path.
+            return Some(ALPN::H2);
+        }
         self.inner.selected_alpn_proto()
     }
 }

@@ -23,6 +23,10 @@ pub struct Entry<'a> {
     pub method: &'a str,
     pub host: &'a str,
     pub path: &'a str,
+    /// `HTTP/1.1`, `HTTP/2`...
+    pub protocol: &'static str,
+    /// The TLS version (`TLSv1.3`), `None` over plain TCP.
+    pub tls: Option<&'a str>,
     pub status: u16,
     pub bytes: usize,
     pub duration: Duration,
@@ -168,6 +172,13 @@ fn format_entry(out: &mut Vec<u8>, e: &Entry<'_>) {
     for (key, text) in request {
         out.extend_from_slice(key);
         push_json_str(out, text);
+    }
+    out.extend_from_slice(b",\"protocol\":\"");
+    out.extend_from_slice(e.protocol.as_bytes());
+    out.extend_from_slice(b"\",\"tls\":");
+    match e.tls {
+        Some(version) => push_json_str(out, version),
+        None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"status\":");
     push_number(out, e.status);
@@ -413,6 +424,8 @@ mod tests {
                 method: "GET",
                 host: "h\"x",
                 path: "/a\\b\n\u{1}é",
+                protocol: "HTTP/2",
+                tls: Some("TLSv1.3"),
                 status: 200,
                 bytes: 12,
                 duration: Duration::from_micros(1500),
@@ -439,6 +452,8 @@ mod tests {
         assert!(line.contains(r#""upstream_duration_ms":2.000}"#), "{line}");
         assert_eq!(value["upstream"], serde_json::Value::Null);
         assert_eq!(value["upstream_status"], 200);
+        assert_eq!(value["protocol"], "HTTP/2");
+        assert_eq!(value["tls"], "TLSv1.3");
     }
 
     #[test]
@@ -453,6 +468,8 @@ mod tests {
                 method: "GET",
                 host: "",
                 path: "/",
+                protocol: "HTTP/1.1",
+                tls: None,
                 status: 504,
                 bytes: 0,
                 duration: Duration::from_millis(61_234),

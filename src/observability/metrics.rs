@@ -44,6 +44,9 @@ struct Families {
     downstream_connections: IntGauge,
     listener_connections: IntGaugeVec,
     connections_refused: IntCounterVec,
+    tls_handshakes: IntCounterVec,
+    tls_handshake_failures: IntCounterVec,
+    tls_certificate_expiry: IntGaugeVec,
     client_timeouts: IntCounterVec,
     bad_requests: IntCounterVec,
     jwt_keys_skipped: IntCounterVec,
@@ -217,6 +220,24 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         &["listener", "reason"]
     )
     .expect("register edgegate_connections_refused_total"),
+    tls_handshakes: register_int_counter_vec!(
+        "edgegate_tls_handshakes_total",
+        "TLS handshakes completed, by listener and whether a session was resumed",
+        &["listener", "resumed"]
+    )
+    .expect("register edgegate_tls_handshakes_total"),
+    tls_handshake_failures: register_int_counter_vec!(
+        "edgegate_tls_handshake_failures_total",
+        "TLS handshakes that failed, by listener and reason",
+        &["listener", "reason"]
+    )
+    .expect("register edgegate_tls_handshake_failures_total"),
+    tls_certificate_expiry: register_int_gauge_vec!(
+        "edgegate_tls_certificate_expiry_seconds",
+        "When a served certificate expires (notAfter, Unix seconds), by listener, file and name",
+        &["listener", "cert", "name"]
+    )
+    .expect("register edgegate_tls_certificate_expiry_seconds"),
     client_timeouts: register_int_counter_vec!(
         "edgegate_client_timeouts_total",
         "Clients cut by server.header_read_timeout (header) or body_read_timeout (body)",
@@ -331,6 +352,54 @@ impl ListenerMetrics {
             crate::listener::Refusal::MaxConnectionsPerIp => 1,
         };
         self.refused[index].inc();
+    }
+}
+
+/// One TLS listener's handshake counters and certificate gauges.
+pub struct TlsMetrics {
+    listener: String,
+    /// Full, resumed.
+    handshakes: [IntCounter; 2],
+    failures: [IntCounter; crate::tls::HandshakeFailure::ALL.len()],
+}
+
+impl TlsMetrics {
+    /// Handles for the listener `name`.
+    pub fn new(name: &str) -> Self {
+        TlsMetrics {
+            listener: name.to_string(),
+            handshakes: ["false", "true"]
+                .map(|resumed| FAMILIES.tls_handshakes.with_label_values(&[name, resumed])),
+            failures: crate::tls::HandshakeFailure::ALL.map(|reason| {
+                FAMILIES
+                    .tls_handshake_failures
+                    .with_label_values(&[name, reason.label()])
+            }),
+        }
+    }
+
+    /// Counts a completed handshake.
+    pub fn handshake(&self, resumed: bool) {
+        self.handshakes[usize::from(resumed)].inc();
+    }
+
+    /// Counts a failed handshake.
+    pub fn handshake_failed(&self, reason: crate::tls::HandshakeFailure) {
+        if let Some(index) = crate::tls::HandshakeFailure::ALL
+            .iter()
+            .position(|r| *r == reason)
+        {
+            self.failures[index].inc();
+        }
+    }
+
+    /// Publishes when the certificate in `file` (serving `name`) expires.
+    pub fn certificate_expiry(&self, file: &std::path::Path, name: &str, not_after: i64) {
+        let file = file.display().to_string();
+        FAMILIES
+            .tls_certificate_expiry
+            .with_label_values(&[self.listener.as_str(), file.as_str(), name])
+            .set(not_after);
     }
 }
 

@@ -23,3 +23,4 @@ mod slow_clients;
 mod strict_http;
 mod support;
 mod tls;
+mod tls_listener;

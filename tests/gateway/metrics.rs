@@ -51,7 +51,11 @@ fn every_documented_metric_is_exported_with_its_labels() {
     let refused = format!("127.0.0.1:{}", free_port());
     let secret = crate::support::temp_dir().join("jwt.secret");
     std::fs::write(&secret, "a-shared-secret-of-at-least-32-bytes!").unwrap();
-    let gw = Gateway::start(&format!(
+    let dir = crate::support::temp_dir();
+    let ca = crate::tls_listener::Ca::new("Metrics CA");
+    let certificate = ca.server(&["metrics.test"]).write(&dir, "metrics");
+    let tls_address = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let gw = Gateway::start_with_second_listener(&format!(
         "auth:\n  api_keys:\n    keys: [{{ consumer: partner, sha256: {key} }}]\n\
          \x20 jwt: {{ providers: {{ main: {{ algorithms: [HS256], secret_file: {secret} }} }} }}\n\
          rate_limits:\n  policies:\n\
@@ -69,7 +73,7 @@ fn every_documented_metric_is_exported_with_its_labels() {
         origin.addr,
         key = edgegate::auth::api_key::hash_key_hex("partner-key"),
         secret = secret.display(),
-    ));
+    ), tls_address, &format!("tls: {{ certificates: [{certificate}] }}"));
     for _ in 0..4 {
         assert_eq!(gw.get("/").status, 200, "retried past the refusing backend");
     }

@@ -51,9 +51,32 @@ impl Gateway {
     /// Like `start`, with one listener on `address` whose extra keys are `listener_extra`
     /// (YAML flow-mapping entries, e.g. `max_connections: 4`).
     pub fn start_with_listener(body: &str, address: SocketAddr, listener_extra: &str) -> Gateway {
+        Self::start_with_listener_and_server(body, "", address, listener_extra)
+    }
+
+    /// Like `start`, plus a second listener on `address` with `listener_extra` keys (named `extra`).
+    pub fn start_with_second_listener(
+        body: &str,
+        address: SocketAddr,
+        listener_extra: &str,
+    ) -> Gateway {
+        let plain: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let listeners = format!(
+            "  - {{ name: http0, address: \"{plain}\" }}\n  - {{ name: extra, address: \"{address}\", {listener_extra} }}\n"
+        );
+        Self::launch_with(body, "", vec![plain, address], listeners, &[])
+    }
+
+    /// Like `start_with_listener`, with extra `server:` keys as in `start_with_server`.
+    pub fn start_with_listener_and_server(
+        body: &str,
+        server_extra: &str,
+        address: SocketAddr,
+        listener_extra: &str,
+    ) -> Gateway {
         let listeners =
             format!("  - {{ name: capped, address: \"{address}\", {listener_extra} }}\n");
-        Self::launch_with(body, "", vec![address], listeners, &[])
+        Self::launch_with(body, server_extra, vec![address], listeners, &[])
     }
 
     fn launch(

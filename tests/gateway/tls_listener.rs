@@ -1,0 +1,898 @@
+//! TLS from clients: SNI, versions, ALPN, resumption, client certificates, certificate rotation,
+//! `check` on certificates, HTTP/2 over TLS and h2c. The certificates come from a test CA made
+//! with the openssl crate; the clients are OpenSSL (the crate, and the `openssl s_client` CLI).
+
+use crate::support::{free_port, read_response, temp_dir, wait_until, Gateway, Origin, Response};
+use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::bn::BigNum;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode, SslVersion};
+use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
+use openssl::x509::{X509NameBuilder, X509};
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+fn ec_key() -> PKey<Private> {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
+}
+
+static SERIAL: AtomicU32 = AtomicU32::new(1);
+
+/// A test certificate authority (also used by the metrics test).
+pub struct Ca {
+    cert: X509,
+    key: PKey<Private>,
+}
+
+/// A certificate issued by a [`Ca`].
+pub struct Issued {
+    cert: X509,
+    key: PKey<Private>,
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Ca {
+        let key = ec_key();
+        let mut subject = X509NameBuilder::new().unwrap();
+        subject.append_entry_by_text("CN", name).unwrap();
+        let subject = subject.build();
+        let mut builder = X509::builder().unwrap();
+        builder.set_version(2).unwrap();
+        builder.set_serial_number(&serial()).unwrap();
+        builder.set_subject_name(&subject).unwrap();
+        builder.set_issuer_name(&subject).unwrap();
+        builder.set_pubkey(&key).unwrap();
+        builder
+            .set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        builder
+            .set_not_after(&Asn1Time::days_from_now(365).unwrap())
+            .unwrap();
+        builder
+            .append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+            .unwrap();
+        builder.sign(&key, MessageDigest::sha256()).unwrap();
+        Ca {
+            cert: builder.build(),
+            key,
+        }
+    }
+
+    /// A leaf for `subject` (`CN=...,O=...` entries) with these SANs, valid `days` from now
+    /// (negative: already expired).
+    fn issue(&self, subject: &[(&str, &str)], dns: &[&str], uri: &[&str], days: i64) -> Issued {
+        let key = ec_key();
+        let mut name = X509NameBuilder::new().unwrap();
+        for (field, value) in subject {
+            name.append_entry_by_text(field, value).unwrap();
+        }
+        let name = name.build();
+        let mut builder = X509::builder().unwrap();
+        builder.set_version(2).unwrap();
+        builder.set_serial_number(&serial()).unwrap();
+        builder.set_subject_name(&name).unwrap();
+        builder.set_issuer_name(self.cert.subject_name()).unwrap();
+        builder.set_pubkey(&key).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let start = if days < 0 {
+            now + days * 86_400 - 86_400
+        } else {
+            now - 60
+        };
+        builder
+            .set_not_before(&Asn1Time::from_unix(start).unwrap())
+            .unwrap();
+        builder
+            .set_not_after(&Asn1Time::from_unix(now + days * 86_400).unwrap())
+            .unwrap();
+        if !dns.is_empty() || !uri.is_empty() {
+            let mut san = SubjectAlternativeName::new();
+            for d in dns {
+                san.dns(d);
+            }
+            for u in uri {
+                san.uri(u);
+            }
+            let san = san
+                .build(&builder.x509v3_context(Some(&self.cert), None))
+                .unwrap();
+            builder.append_extension(san).unwrap();
+        }
+        builder.sign(&self.key, MessageDigest::sha256()).unwrap();
+        Issued {
+            cert: builder.build(),
+            key,
+        }
+    }
+
+    pub fn server(&self, dns: &[&str]) -> Issued {
+        self.issue(&[("CN", dns[0])], dns, &[], 90)
+    }
+
+    fn write(&self, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(format!("{name}.pem"));
+        std::fs::write(&path, self.cert.to_pem().unwrap()).unwrap();
+        path
+    }
+}
+
+fn serial() -> Asn1Integer {
+    BigNum::from_u32(SERIAL.fetch_add(1, Ordering::Relaxed) + 1000)
+        .unwrap()
+        .to_asn1_integer()
+        .unwrap()
+}
+
+impl Issued {
+    /// Writes `name.pem` and `name.key`; returns the YAML flow mapping naming them.
+    pub fn write(&self, dir: &Path, name: &str) -> String {
+        let cert = dir.join(format!("{name}.pem"));
+        let key = dir.join(format!("{name}.key"));
+        std::fs::write(&cert, self.cert.to_pem().unwrap()).unwrap();
+        std::fs::write(&key, self.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        format!(
+            "{{ cert: \"{}\", key: \"{}\" }}",
+            cert.display(),
+            key.display()
+        )
+    }
+}
+
+/// A gateway with one TLS listener (`tls_yaml` is the body of its `tls:` mapping) routing
+/// everything to `origin`; `sections` (YAML, e.g. routes) replaces the catch-all route when
+/// given; `server_extra` adds `server:` keys.
+fn tls_gateway(
+    origin: &Origin,
+    tls_yaml: &str,
+    sections: Option<&str>,
+    server_extra: &str,
+) -> Gateway {
+    let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let sections = sections.map_or_else(
+        || "routes:\n  - { name: all, upstream: app }\n".to_string(),
+        str::to_string,
+    );
+    Gateway::start_with_listener_and_server(
+        &format!(
+            "upstreams:\n  app: {{ targets: [{{ address: \"{}\" }}] }}\n{sections}",
+            origin.addr
+        ),
+        server_extra,
+        address,
+        &format!("tls: {{ {tls_yaml} }}"),
+    )
+}
+
+/// A client trusting `ca`, with optional tweaks to its settings.
+fn connector(ca: &Ca, tweak: impl FnOnce(&mut openssl::ssl::SslConnectorBuilder)) -> SslConnector {
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    builder.cert_store_mut().add_cert(ca.cert.clone()).unwrap();
+    tweak(&mut builder);
+    builder.build()
+}
+
+/// A TLS connection to `addr` sending `sni` (none when `None`).
+fn connect(
+    connector: &SslConnector,
+    addr: SocketAddr,
+    sni: Option<&str>,
+) -> Result<SslStream<TcpStream>, String> {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut config = connector.configure().unwrap();
+    if sni.is_none() {
+        config.set_use_server_name_indication(false);
+        config.set_verify_hostname(false);
+    }
+    config
+        .connect(sni.unwrap_or("unnamed"), tcp)
+        .map_err(|e| e.to_string())
+}
+
+/// The DNS names of the certificate the server presented.
+fn served_names(stream: &SslStream<TcpStream>) -> Vec<String> {
+    let cert = stream.ssl().peer_certificate().unwrap();
+    cert.subject_alt_names()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.dnsname().map(str::to_string))
+        .collect()
+}
+
+/// One HTTP/1.1 request over an open TLS connection (kept alive).
+fn exchange(
+    stream: &mut SslStream<TcpStream>,
+    host: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
+    let mut head = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    read_response(&mut BufReader::new(stream), false)
+}
+
+fn failures(gw: &Gateway, reason: &str) -> f64 {
+    gw.metric(&format!(
+        "edgegate_tls_handshake_failures_total{{listener=\"capped\",reason=\"{reason}\"}}"
+    ))
+    .unwrap_or(0.0)
+}
+
+fn wait_failure(gw: &Gateway, reason: &str) {
+    let seen = wait_until(Duration::from_secs(10), || failures(gw, reason) >= 1.0);
+    assert!(
+        seen,
+        "no `{reason}` handshake failure counted:\n{}",
+        gw.metrics()
+    );
+}
+
+#[test]
+fn sni_picks_the_certificate_and_clients_without_a_known_name_get_the_first() {
+    let dir = temp_dir();
+    let ca = Ca::new("Test CA");
+    let default = ca.server(&["default.test"]).write(&dir, "default");
+    let exact = ca.server(&["api.example.com"]).write(&dir, "api");
+    let wildcard = ca.server(&["*.example.com"]).write(&dir, "wildcard");
+    let named = ca.server(&["elsewhere.test"]);
+    let named = named.write(&dir, "named");
+    let origin = Origin::start("app");
+    let gw = tls_gateway(
+        &origin,
+        &format!(
+            "certificates: [{default}, {wildcard}, {exact}, {}]",
+            named.replace(
+                " }",
+                ", server_names: [\"*.named.test\", \"elsewhere.test\"] }"
+            )
+        ),
+        None,
+        "",
+    );
+    // Only which certificate is served matters here: names it does not cover are not verified.
+    let relaxed = connector(&ca, |b| b.set_verify(SslVerifyMode::NONE));
+    for (sni, expected) in [
+        (Some("api.example.com"), "api.example.com"),
+        (Some("WWW.Example.com"), "*.example.com"),
+        (Some("x.named.test"), "elsewhere.test"),
+        (Some("a.b.example.com"), "default.test"),
+        (Some("unknown.test"), "default.test"),
+        (None, "default.test"),
+    ] {
+        let stream = connect(&relaxed, gw.proxy, sni).unwrap();
+        assert_eq!(served_names(&stream), [expected], "SNI {sni:?}");
+    }
+
+    let client = connector(&ca, |_| {});
+    let mut stream = connect(&client, gw.proxy, Some("api.example.com")).unwrap();
+    let response = exchange(&mut stream, "api.example.com", "/over-tls", &[]).unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    let seen = response.json();
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
+    let log = gw.access_log(1);
+    let line = log.last().unwrap();
+    assert_eq!(line["protocol"], "HTTP/1.1");
+    assert!(
+        line["tls"].as_str().unwrap().starts_with("TLSv1."),
+        "{line}"
+    );
+}
+
+#[test]
+fn old_protocol_versions_are_refused_and_counted_and_min_version_is_honoured() {
+    let dir = temp_dir();
+    let ca = Ca::new("Test CA");
+    let cert = ca.server(&["api.test"]).write(&dir, "api");
+    let origin = Origin::start("app");
+    let gw = tls_gateway(&origin, &format!("certificates: [{cert}]"), None, "");
+    let tls11 = connector(&ca, |b| {
+        // The client's own policy must not be what refuses TLS 1.1.
+        b.set_cipher_list("DEFAULT@SECLEVEL=0").unwrap();
+        b.set_min_proto_version(Some(SslVersion::TLS1)).unwrap();
+        b.set_max_proto_version(Some(SslVersion::TLS1_1)).unwrap();
+    });
+    assert!(connect(&tls11, gw.proxy, Some("api.test")).is_err());
+    wait_failure(&gw, "protocol_version");
+    let tls12 = connector(&ca, |b| {
+        b.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
+    });
+    let stream = connect(&tls12, gw.proxy, Some("api.test")).unwrap();
+    assert_eq!(stream.ssl().version_str(), "TLSv1.2");
+    let modern = connect(&connector(&ca, |_| {}), gw.proxy, Some("api.test")).unwrap();
+    assert_eq!(modern.ssl().version_str(), "TLSv1.3");
+
+    let strict = tls_gateway(
+        &origin,
+        &format!("certificates: [{cert}], min_version: 1.3"),
+        None,
+        "",
+    );
+    assert!(connect(&tls12, strict.proxy, Some("api.test")).is_err());
+    wait_failure(&strict, "protocol_version");
+
+    // Plain HTTP on the TLS port is not TLS.
+    let mut plain = TcpStream::connect(gw.proxy).unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .unwrap();
+    wait_failure(&gw, "not_tls");
+}
+
+#[test]
+fn alpn_offers_h2_then_http11_and_h2_can_be_switched_off() {
+    let dir = temp_dir();
+    let ca = Ca::new("Test CA");
+    let cert = ca.server(&["api.test"]).write(&dir, "api");
+    let origin = Origin::start("app");
+    let both = tls_gateway(&origin, &format!("certificates: [{cert}]"), None, "");
+    let h1_only = tls_gateway(
+        &origin,
+        &format!("certificates: [{cert}], http2: false"),
+        None,
+        "",
+    );
+    let offering =
+        |protocols: &'static [u8]| connector(&ca, move |b| b.set_alpn_protos(protocols).unwrap());
+    let h2_h1 = offering(b"\x02h2\x08http/1.1");
+    let h1 = offering(b"\x08http/1.1");
+    let alpn = |gw: &Gateway, client: &SslConnector| {
+        let stream = connect(client, gw.proxy, Some("api.test")).unwrap();
+        stream
+            .ssl()
+            .selected_alpn_protocol()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+    };
+    assert_eq!(alpn(&both, &h2_h1).as_deref(), Some("h2"));
+    assert_eq!(alpn(&both, &h1).as_deref(), Some("http/1.1"));
+    assert_eq!(alpn(&h1_only, &h2_h1).as_deref(), Some("http/1.1"));
+}
+
+/// `openssl s_client` saving or reusing a session; its report of the handshake.
+fn s_client(addr: SocketAddr, ca: &Path, session: &Path, save: bool, extra: &[&str]) -> String {
+    let mut command = std::process::Command::new("openssl");
+    command
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "api.test",
+        ])
+        .arg("-CAfile")
+        .arg(ca)
+        .arg(if save { "-sess_out" } else { "-sess_in" })
+        .arg(session)
+        .args(["-ign_eof"])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command
+        .spawn()
+        .expect("the `openssl` command (scripts/install-deps.sh test installs it)");
+    // A request lets TLS 1.3 session tickets arrive before the connection closes.
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn sessions_resume_over_tls_13_and_tls_12() {
+    let dir = temp_dir();
+    let ca = Ca::new("Test CA");
+    let ca_file = ca.write(&dir, "ca");
+    let cert = ca.server(&["api.test"]).write(&dir, "api");
+    let origin = Origin::start("app");
+    let gw = tls_gateway(&origin, &format!("certificates: [{cert}]"), None, "");
+    for (version, flag) in [("TLSv1.3", "-tls1_3"), ("TLSv1.2", "-tls1_2")] {
+        let session = dir.join(format!("{version}.session"));
+        let first = s_client(gw.proxy, &ca_file, &session, true, &[flag]);
+        assert!(first.contains(&format!("New, {version}")), "{first}");
+        assert!(first.contains("HTTP/1.1 200"), "{first}");
+        let second = s_client(gw.proxy, &ca_file, &session, false, &[flag]);
+        assert!(second.contains(&format!("Reused, {version}")), "{second}");
+    }
+    let resumed = gw
+        .metric("edgegate_tls_handshakes_total{listener=\"capped\",resumed=\"true\"}")
+        .unwrap_or(0.0);
+    assert!(resumed >= 2.0, "{}", gw.metrics());
+}
+
+#[test]
+fn required_client_certificates_are_verified_and_forwarded_and_spoofs_are_removed() {
+    let dir = temp_dir();
+    let ca = Ca::new("Test CA");
+    let clients = Ca::new("Clients CA");
+    let clients_file = clients.write(&dir, "clients");
+    let cert = ca.server(&["api.test"]).write(&dir, "api");
+    let alice = clients.issue(
+        &[("O", "Example, Inc."), ("CN", "alice")],
+        &["alice.example"],
+        &["spiffe://example/alice"],
+        30,
+    );
+    let stranger = Ca::new("Other CA").issue(&[("CN", "mallory")], &[], &[], 30);
+    let origin = Origin::start("app");
+    let gw = tls_gateway(
+        &origin,
+        &format!(
+            "certificates: [{cert}], client_ca: \"{}\"",
+            clients_file.display()
+        ),
+        None,
+        "",
+    );
+
+    let with_cert = |issued: &Issued| {
+        let (cert, key) = (issued.cert.clone(), issued.key.clone());
+        connector(&ca, move |b| {
+            b.set_certificate(&cert).unwrap();
+            b.set_private_key(&key).unwrap();
+        })
+    };
+    let mut stream = connect(&with_cert(&alice), gw.proxy, Some("api.test")).unwrap();
+    let response = exchange(
+        &mut stream,
+        "api.test",
+        "/who",
+        &[("X-Client-Cert-Subject", "CN=admin")],
+    )
+    .unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    let headers = &response.json()["headers"];
+    assert_eq!(
+        headers["x-client-cert-subject"],
+        "CN=alice,O=Example\\, Inc."
+    );
+    assert_eq!(
+        headers["x-client-cert-san"],
+        "DNS:alice.example, URI:spiffe://example/alice"
+    );
+    let fingerprint: String = alice
+        .cert
+        .digest(MessageDigest::sha256())
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(headers["x-client-cert-fingerprint"], fingerprint.as_str());
+
+    // No certificate: TLS 1.3 clients learn it at their first read.
+    let anonymous = connector(&ca, |_| {});
+    let refused = connect(&anonymous, gw.proxy, Some("api.test"))
+        .and_then(|mut s| exchange(&mut s, "api.test", "/", &[]).map_err(|e| e.to_string()));
+    assert!(refused.is_err(), "{:?}", refused.map(|r| r.status));
+    wait_failure(&gw, "client_certificate_missing");
+
+    let refused = connect(&with_cert(&stranger), gw.proxy, Some("api.test"))
+        .and_then(|mut s| exchange(&mut s, "api.test", "/", &[]).map_err(|e| e.to_string()));
+    assert!(refused.is_err(), "{:?}", refused.map(|r| r.status));
+    wait_failure(&gw, "client_certificate_invalid");
+    assert_eq!(origin.hits(), 1, "only alice reached the backend");
+}
+
+#[test]
+fn optional_client_certificates_serve_anonymous_clients_without_identity_headers() {
+    let dir = temp_dir();
+    let ca = Ca::new("Test CA");
+    let clients = Ca::new("Clients CA");
+    let clients_file = clients.write(&dir, "clients");
+    let cert = ca.server(&["api.test"]).write(&dir, "api");
+    let bob = clients.issue(&[("CN", "bob")], &[], &[], 30);
+    let origin = Origin::start("app");
+    let gw = tls_gateway(
+        &origin,
+        &format!(
+            "certificates: [{cert}], client_ca: \"{}\", client_auth: optional",
+            clients_file.display()
+        ),
+        None,
+        "",
+    );
+    let mut anonymous = connect(&connector(&ca, |_| {}), gw.proxy, Some("api.test")).unwrap();
+    let spoofs = [
+        ("X-Client-Cert-Subject", "CN=admin"),
+        ("X-Client-Cert-SAN", "DNS:admin"),
+        ("X-Client-Cert-Fingerprint", "00"),
+    ];
+    let response = exchange(&mut anonymous, "api.test", "/", &spoofs).unwrap();
+    assert_eq!(response.status, 200);
+    let headers = response.json()["headers"].clone();
+    for (name, _) in spoofs {
+        assert!(
+            headers.get(name.to_ascii_lowercase()).is_none(),
+            "{headers}"
+        );
+    }
+
+    let (cert, key) = (bob.cert.clone(), bob.key.clone());
+    let client = connector(&ca, move |b| {
+        b.set_certificate(&cert).unwrap();
+        b.set_private_key(&key).unwrap();
+    });
+    let mut stream = connect(&client, gw.proxy, Some("api.test")).unwrap();
+    let response = exchange(&mut stream, "api.test", "/", &spoofs).unwrap();
+    let headers = &response.json()["headers"];
+    assert_eq!(headers["x-client-cert-subject"], "CN=bob");
+    assert!(headers.get("x-client-cert-san").is_none(), "{headers}");
+}
+
+#[test]
+fn certificates_rotate_on_sighup_and_open_connections_keep_going() {
+    let dir = temp_dir();
+    let ca = Ca::new("Test CA");
+    let first = ca.server(&["api.test"]);
+    let cert = first.write(&dir, "api");
+    let origin = Origin::start("app");
+    let gw = tls_gateway(&origin, &format!("certificates: [{cert}]"), None, "");
+    let client = connector(&ca, |_| {});
+    let serial = |stream: &SslStream<TcpStream>| {
+        stream
+            .ssl()
+            .peer_certificate()
+            .unwrap()
+            .serial_number()
+            .to_bn()
+            .unwrap()
+            .to_string()
+    };
+    let mut open = connect(&client, gw.proxy, Some("api.test")).unwrap();
+    assert_eq!(
+        exchange(&mut open, "api.test", "/", &[]).unwrap().status,
+        200
+    );
+    let old_serial = serial(&open);
+
+    let second = ca.server(&["api.test"]);
+    second.write(&dir, "api");
+    gw.signal("HUP");
+    let new_serial = second.cert.serial_number().to_bn().unwrap().to_string();
+    let rotated = wait_until(Duration::from_secs(10), || {
+        serial(&connect(&client, gw.proxy, Some("api.test")).unwrap()) == new_serial
+    });
+    assert!(rotated, "new handshakes still get serial {old_serial}");
+    let again = exchange(&mut open, "api.test", "/still-open", &[]).unwrap();
+    assert_eq!(again.status, 200, "the open connection keeps working");
+    assert_eq!(serial(&open), old_serial);
+
+    // A broken file keeps the certificate in force and says which file and why.
+    std::fs::write(dir.join("api.key"), "not a key").unwrap();
+    gw.signal("HUP");
+    let logged = wait_until(Duration::from_secs(10), || {
+        gw.stderr().contains("api.key") && gw.stderr().contains("previous certificates")
+    });
+    assert!(logged, "{}", gw.stderr());
+    assert_eq!(
+        serial(&connect(&client, gw.proxy, Some("api.test")).unwrap()),
+        new_serial
+    );
+    let expiry = gw
+        .metrics()
+        .lines()
+        .find(|l| l.starts_with("edgegate_tls_certificate_expiry_seconds{"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(expiry.contains("name=\"api.test\""), "{expiry}");
+}
+
+#[test]
+fn check_lists_certificates_with_expiry_and_refuses_expired_or_mismatched_ones() {
+    let dir = temp_dir();
+    let ca = Ca::new("Test CA");
+    let soon = ca
+        .issue(&[("CN", "soon.test")], &["soon.test"], &[], 5)
+        .write(&dir, "soon");
+    let later = ca.server(&["later.test"]).write(&dir, "later");
+    let expired = ca
+        .issue(&[("CN", "old.test")], &["old.test"], &[], -1)
+        .write(&dir, "old");
+    let other = ca.server(&["other.test"]);
+    other.write(&dir, "other");
+    let write_config = |certificates: &str| {
+        let path = dir.join(format!("check-{}.yaml", free_port()));
+        std::fs::write(
+            &path,
+            format!(
+                "listeners:\n  - name: https\n    address: 127.0.0.1:8443\n    tls:\n      certificates: {certificates}\n\
+                 upstreams:\n  app: {{ targets: [{{ address: 127.0.0.1:9 }}] }}\n\
+                 routes:\n  - {{ name: all, upstream: app }}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (ok, stdout, stderr) = crate::support::check(&write_config(&format!("[{later}, {soon}]")));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("https://127.0.0.1:8443"), "{stdout}");
+    assert!(stdout.contains("later.test"), "{stdout}");
+    assert!(
+        stdout.contains("expires") && stdout.contains("days)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("soon.pem expires in 4 days")
+            || stderr.contains("soon.pem expires in 5 days"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("later.pem expires"), "{stderr}");
+
+    let (ok, _, stderr) = crate::support::check(&write_config(&format!("[{expired}]")));
+    assert!(!ok);
+    assert!(
+        stderr.contains(".yaml:5:") && stderr.contains("listeners[0].tls.certificates[0].cert"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("expired"), "{stderr}");
+
+    let mismatched = format!(
+        "[{{ cert: \"{}\", key: \"{}\" }}]",
+        dir.join("later.pem").display(),
+        dir.join("other.key").display()
+    );
+    let (ok, _, stderr) = crate::support::check(&write_config(&mismatched));
+    assert!(!ok);
+    assert!(
+        stderr.contains("certificates[0].key") && stderr.contains("does not belong"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_client_that_never_finishes_its_handshake_is_cut_at_the_header_deadline() {
+    let dir = temp_dir();
+    let ca = Ca::new("Test CA");
+    let cert = ca.server(&["api.test"]).write(&dir, "api");
+    let origin = Origin::start("app");
+    let gw = tls_gateway(
+        &origin,
+        &format!("certificates: [{cert}]"),
+        None,
+        "  header_read_timeout: 1s\n",
+    );
+    let mut idle = TcpStream::connect(gw.proxy).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let closed = std::io::Read::read(&mut idle, &mut byte);
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    wait_failure(&gw, "timeout");
+}
+
+/// Method, path and headers of one request.
+type H2Request<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+/// A request owned by the client task.
+struct OwnedRequest {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+/// One HTTP/2 answer: status, headers, body.
+struct H2Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+/// Sends `requests` (method, path, headers) one after another on one HTTP/2 connection to
+/// `addr`: over TLS (ALPN h2, trusting `tls`'s CA, SNI `api.test`) or h2c with prior knowledge.
+fn h2_requests(addr: SocketAddr, tls: Option<&Ca>, requests: &[H2Request<'_>]) -> Vec<H2Answer> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let requests: Vec<OwnedRequest> = requests
+        .iter()
+        .map(|(method, path, headers)| OwnedRequest {
+            method: method.to_string(),
+            path: path.to_string(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        })
+        .collect();
+    let connector = tls.map(|ca| connector(ca, |b| b.set_alpn_protos(b"\x02h2").unwrap()));
+    runtime.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        match connector {
+            Some(connector) => {
+                let ssl = connector.configure().unwrap().into_ssl("api.test").unwrap();
+                let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+                std::pin::Pin::new(&mut stream).connect().await.unwrap();
+                assert_eq!(stream.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
+                h2_exchange(stream, requests).await
+            }
+            None => h2_exchange(tcp, requests).await,
+        }
+    })
+}
+
+async fn h2_exchange<S>(io: S, requests: Vec<OwnedRequest>) -> Vec<H2Answer>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut client, connection) = h2::client::handshake(io).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut answers = Vec::new();
+    for OwnedRequest {
+        method,
+        path,
+        headers,
+    } in requests
+    {
+        let mut request = http::Request::builder()
+            .method(method.as_str())
+            .uri(format!("https://api.test{path}"));
+        for (name, value) in &headers {
+            request = request.header(name, value);
+        }
+        let (response, _) = client
+            .send_request(request.body(()).unwrap(), true)
+            .unwrap();
+        let response = response.await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let mut body = response.into_body();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            bytes.extend_from_slice(&chunk);
+        }
+        answers.push(H2Answer {
+            status,
+            headers,
+            body: bytes,
+        });
+    }
+    answers
+}
+
+#[test]
+fn http2_over_tls_goes_through_auth_rate_limits_and_the_cache() {
+    let dir = temp_dir();
+    let ca = Ca::new("Test CA");
+    let cert = ca.server(&["api.test"]).write(&dir, "api");
+    let origin = Origin::start("app");
+    origin.set(|b| b.headers = vec![("Cache-Control".into(), "max-age=60".into())]);
+    let key_hash = edgegate::auth::api_key::hash_key_hex("h2-key");
+    let gw = tls_gateway(
+        &origin,
+        &format!("certificates: [{cert}]"),
+        Some(&format!(
+            "auth:\n  api_keys:\n    keys:\n      - {{ consumer: partner, sha256: {key_hash} }}\n\
+             rate_limits:\n  policies:\n    few: {{ algorithm: fixed_window, key: consumer, limit: 2, window: 1m }}\n\
+             cache: {{ max_size: 1MiB }}\n\
+             routes:\n\
+             \x20 - {{ name: cached, match: {{ path_prefix: /cached }}, upstream: app, cache: {{ ttl: 30s }} }}\n\
+             \x20 - {{ name: keyed, upstream: app, auth: {{ api_key: true }}, rate_limits: [few] }}\n"
+        )),
+        "",
+    );
+    let key: &[(&str, &str)] = &[("x-api-key", "h2-key")];
+    let answers = h2_requests(
+        gw.proxy,
+        Some(&ca),
+        &[
+            ("GET", "/keyed", &[]),
+            ("GET", "/keyed", key),
+            ("GET", "/keyed", key),
+            ("GET", "/keyed", key),
+            ("GET", "/cached/doc", &[]),
+            ("GET", "/cached/doc", &[]),
+        ],
+    );
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [401, 200, 200, 429, 200, 200]);
+    let unauthorized: serde_json::Value = serde_json::from_slice(&answers[0].body).unwrap();
+    assert_eq!(unauthorized["error"], "unauthorized");
+    let seen: serde_json::Value = serde_json::from_slice(&answers[1].body).unwrap();
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
+    assert_eq!(answers[2].headers["x-ratelimit-remaining"], "0");
+    assert!(answers[3].headers.contains_key("retry-after"));
+    assert_eq!(answers[4].headers["x-cache"], "MISS");
+    assert_eq!(answers[5].headers["x-cache"], "HIT");
+    assert_eq!(origin.hits(), 3, "two keyed requests and one cache miss");
+    let log = gw.access_log(6);
+    assert!(
+        log.iter().all(|line| line["protocol"] == "HTTP/2"),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn h2c_with_prior_knowledge_works_only_where_enabled_and_http11_still_does() {
+    let origin = Origin::start("app");
+    let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let body = format!(
+        "upstreams:\n  app: {{ targets: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: all, upstream: app }}\n",
+        origin.addr
+    );
+    let gw = Gateway::start_with_listener(&body, address, "h2c: true");
+    let answers = h2_requests(
+        gw.proxy,
+        None,
+        &[("GET", "/one", &[]), ("GET", "/two", &[])],
+    );
+    assert_eq!(
+        answers.iter().map(|a| a.status).collect::<Vec<_>>(),
+        [200, 200]
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&answers[1].body).unwrap();
+    assert_eq!(seen["target"], "/two");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(gw.get("/h1").status, 200, "HTTP/1.1 on the same listener");
+    assert_eq!(gw.access_log(3)[0]["protocol"], "HTTP/2");
+
+    // Without h2c the preface is not HTTP/1: refused, never proxied.
+    let plain = Gateway::start(&body);
+    let exchange = crate::support::raw_exchange(
+        plain.proxy,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        Duration::from_millis(500),
+    );
+    assert!(
+        exchange.responses.iter().all(|r| r.status != 200),
+        "{:?}",
+        exchange
+            .responses
+            .iter()
+            .map(|r| r.status)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(origin.hits(), 3);
+}
+
+#[test]
+fn an_http2_client_that_never_sends_its_preface_is_closed() {
+    let dir = temp_dir();
+    let ca = Ca::new("Test CA");
+    let cert = ca.server(&["api.test"]).write(&dir, "api");
+    let origin = Origin::start("app");
+    let gw = tls_gateway(
+        &origin,
+        &format!("certificates: [{cert}]"),
+        None,
+        "  header_read_timeout: 1s\n",
+    );
+    let client = connector(&ca, |b| b.set_alpn_protos(b"\x02h2").unwrap());
+    let mut stream = connect(&client, gw.proxy, Some("api.test")).unwrap();
+    let started = std::time::Instant::now();
+    // The gateway's SETTINGS may arrive first; then the connection must end.
+    let mut buffer = [0u8; 256];
+    while let Ok(read @ 1..) = std::io::Read::read(&mut stream, &mut buffer) {
+        assert!(read <= buffer.len());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "closed only by the client's timeout"
+    );
+    wait_until(Duration::from_secs(5), || {
+        gw.metric("edgegate_client_timeouts_total{phase=\"header\"}")
+            .unwrap_or(0.0)
+            >= 1.0
+    });
+}
