@@ -206,6 +206,11 @@ pub struct HealthCheckSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Probe {
     Tcp,
+    /// `grpc.health.v1.Health/Check` over HTTP/2.
+    Grpc {
+        /// `:authority` of the probe; None: the target's own address.
+        host: Option<String>,
+    },
     Http {
         path: String,
         /// None: the target's own address is the Host header.
@@ -233,7 +238,14 @@ pub struct RouteSpec {
     /// Indexes into `RateLimitSpec::policies`; every one must admit the request.
     pub rate_limits: Vec<usize>,
     pub cache: Option<RouteCacheSpec>,
+    /// Errors the gateway answers itself are gRPC statuses, not JSON.
+    pub grpc: bool,
+    /// An upgraded (WebSocket) connection with no bytes either way for this long is closed.
+    pub websocket_idle_timeout: Duration,
 }
+
+/// `routes[].websocket.idle_timeout` when not given.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The response cache every caching route shares.
 #[derive(Debug, Clone, PartialEq, Eq)]

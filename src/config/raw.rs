@@ -286,11 +286,19 @@ pub struct RawRoute {
     pub request_headers: Option<RawHeaderOps>,
     pub response_headers: Option<RawHeaderOps>,
     pub cors: Unsupported,
+    pub grpc: Option<bool>,
+    pub websocket: Option<RawWebsocket>,
     #[serde(default)]
     pub ip_allow: Vec<String>,
     #[serde(default)]
     pub ip_deny: Vec<String>,
     pub aggregate: Unsupported,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebsocket {
+    pub idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -615,6 +615,18 @@ fn upstream_spec(check: &mut Checker, name: &str, raw: RawUpstream) -> UpstreamS
     });
     let health_check =
         health_check.map(|raw| health_check_spec(check, &format!("{key}.health_check"), raw));
+    if let Some(HealthCheckSpec {
+        probe: Probe::Grpc { .. },
+        ..
+    }) = &health_check
+    {
+        if http2 != Some(true) {
+            check.fail(
+                format!("{key}.health_check.type"),
+                "`grpc` checks speak HTTP/2: the upstream needs `http2: true`",
+            );
+        }
+    }
     let outlier_detection =
         outlier_detection.map(|raw| outlier_spec(check, &format!("{key}.outlier_detection"), raw));
     if max_concurrent_requests == Some(0) {
@@ -724,6 +736,23 @@ fn health_check_spec(check: &mut Checker, key: &str, raw: RawHealthCheck) -> Hea
             }
             Probe::Tcp
         }
+        "grpc" => {
+            for (present, field) in [
+                (path.is_some(), "path"),
+                (expected_statuses.is_some(), "expected_statuses"),
+            ] {
+                if present {
+                    check.fail(
+                        format!("{key}.{field}"),
+                        "does not apply to `type: grpc` (grpc.health.v1.Health/Check, SERVING)",
+                    );
+                }
+            }
+            if let Some(host) = &host {
+                check.header_value(format!("{key}.host"), host);
+            }
+            Probe::Grpc { host }
+        }
         "http" => {
             let path = path.unwrap_or_else(|| "/".into());
             if !path.starts_with('/') || http::uri::PathAndQuery::try_from(path.as_str()).is_err() {
@@ -753,7 +782,7 @@ fn health_check_spec(check: &mut Checker, key: &str, raw: RawHealthCheck) -> Hea
         other => {
             check.fail(
                 format!("{key}.type"),
-                format!("`{other}` is not one of: http, tcp"),
+                format!("`{other}` is not one of: http, tcp, grpc"),
             );
             Probe::Tcp
         }
@@ -811,6 +840,8 @@ fn route_spec(
         request_headers,
         response_headers,
         cors,
+        grpc,
+        websocket,
         ip_allow,
         ip_deny,
         aggregate,
@@ -911,6 +942,11 @@ fn route_spec(
     let response_headers = header_ops(check, &format!("{key}.response_headers"), response_headers);
     let ip_allow = check.cidrs(&format!("{key}.ip_allow"), &ip_allow);
     let ip_deny = check.cidrs(&format!("{key}.ip_deny"), &ip_deny);
+    let websocket_idle_timeout = check.positive_duration(
+        format!("{key}.websocket.idle_timeout"),
+        &websocket.and_then(|w| w.idle_timeout),
+        DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
+    );
     Some(RouteSpec {
         name,
         matcher: matcher?,
@@ -926,6 +962,8 @@ fn route_spec(
         auth,
         rate_limits,
         cache,
+        grpc: grpc.unwrap_or(false),
+        websocket_idle_timeout,
     })
 }
 

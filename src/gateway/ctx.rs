@@ -105,6 +105,12 @@ pub struct RequestCtx {
     pub in_flight: bool,
     /// Counts the client connection while a request on it lives (then kept with the connection).
     pub connection: Option<crate::observability::metrics::Connection>,
+    /// The client asked to switch protocols (`Upgrade`, HTTP/1.1).
+    pub upgrade_requested: bool,
+    /// The backend agreed (101): the connection is a tunnel, counted until the context drops.
+    pub upgraded: bool,
+    /// The client's `grpc-timeout` (gRPC routes): the upstream exchange ends by then.
+    pub grpc_deadline: Option<Instant>,
 }
 
 impl RequestCtx {
@@ -128,6 +134,9 @@ impl RequestCtx {
             cache_looked_up: false,
             in_flight: false,
             connection: None,
+            upgrade_requested: false,
+            upgraded: false,
+            grpc_deadline: None,
         }
     }
 
@@ -146,6 +155,9 @@ impl Drop for RequestCtx {
     fn drop(&mut self) {
         if self.in_flight {
             self.metrics().finish();
+        }
+        if self.upgraded {
+            self.metrics().upgrade_ended();
         }
     }
 }

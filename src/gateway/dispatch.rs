@@ -22,7 +22,12 @@ pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Resul
         return Error::e_explain(ErrorType::HTTPStatus(404), "no route matches this request");
     };
     let backoff = route.spec.retries.backoff;
-    let read_timeout = route.spec.timeout;
+    // An upgrade's tunnel reads from the backend for as long as the route lets it idle.
+    let read_timeout = if ctx.upgrade_requested {
+        Some(route.spec.websocket_idle_timeout)
+    } else {
+        route.spec.timeout
+    };
     let same_backend = std::mem::take(&mut ctx.upstream.retry_same_backend);
     if ctx.upstream.tried.count() > 0 && !backoff.is_zero() && !same_backend {
         tokio::time::sleep(backoff).await;
@@ -69,7 +74,32 @@ pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Resul
     if let Some(timeout) = read_timeout {
         peer.options.read_timeout = Some(timeout);
     }
+    if route.spec.grpc {
+        if let Some(budget) = grpc_budget(request, ctx) {
+            let bounded = peer.options.read_timeout.map_or(budget, |t| t.min(budget));
+            peer.options.read_timeout = Some(bounded);
+        }
+    }
     Ok(Box::new(peer))
+}
+
+/// What is left of the client's `grpc-timeout` (the deadline is set at the first attempt).
+fn grpc_budget(request: &RequestHeader, ctx: &mut RequestCtx) -> Option<std::time::Duration> {
+    let deadline = match ctx.grpc_deadline {
+        Some(deadline) => deadline,
+        None => {
+            let timeout = super::grpc::timeout(request.headers.get("grpc-timeout")?.as_bytes())?;
+            let deadline = ctx.started + timeout;
+            ctx.grpc_deadline = Some(deadline);
+            deadline
+        }
+    };
+    // A spent budget still gets a moment, so the answer is a timeout, not a connect error.
+    Some(
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(std::time::Duration::from_millis(1)),
+    )
 }
 
 fn hash_key(pool: &Pool, request: &RequestHeader, ctx: &RequestCtx) -> u64 {

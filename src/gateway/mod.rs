@@ -6,6 +6,7 @@ mod caching;
 pub mod ctx;
 mod dispatch;
 mod forwarding;
+pub mod grpc;
 mod headers;
 mod report;
 pub mod respond;
@@ -74,6 +75,7 @@ impl ProxyHttp for Gateway {
         // Pipelined requests are answered one after the other, in order (RFC 9112 §9.3.2).
         session.set_pipelining_enabled(true);
         let peer = peer_ip(session);
+        ctx.upgrade_requested = session.is_upgrade_req();
         let request = session.req_header();
         ctx.request_id = forwarding::request_id(request);
         ctx.client_ip = forwarding::client_ip(peer, request, &ctx.runtime.trusted_proxies);
@@ -238,11 +240,31 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
         match ctx.route() {
-            Some(route) if ctx.body_bytes > route.spec.max_body_size => Error::e_explain(
-                ErrorType::HTTPStatus(413),
-                "the request body is larger than allowed",
-            ),
+            // After a 101 these are the tunnel's bytes, not a request body.
+            Some(route) if ctx.body_bytes > route.spec.max_body_size && !ctx.upgraded => {
+                Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "the request body is larger than allowed",
+                )
+            }
             _ => Ok(()),
+        }
+    }
+
+    /// A gRPC call past its `grpc-timeout` ends, even while the backend is still sending.
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        match ctx.grpc_deadline {
+            Some(deadline) if std::time::Instant::now() > deadline => Error::e_explain(
+                ErrorType::HTTPStatus(504),
+                "the call outlived its grpc-timeout",
+            ),
+            _ => Ok(None),
         }
     }
 
@@ -316,10 +338,10 @@ impl ProxyHttp for Gateway {
         if crate::lifecycle::draining() {
             keepalive(session, ctx);
         }
-        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client) = strict::client_stream(session) {
-                client.upgraded();
-            }
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && ctx.upgrade_requested
+        {
+            tunnel(session, ctx);
         }
         let cache_labels = caching::labels(session, ctx, upstream_response);
         forwarding::prepare_response(upstream_response, ctx, cache_labels)
@@ -343,7 +365,8 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         };
-        if rejection.status == 408 {
+        // A tunnel that idled out is not a slow client.
+        if rejection.status == 408 && !ctx.upgraded {
             crate::observability::metrics::client_timeout(
                 crate::observability::metrics::ClientTimeout::Body,
             );
@@ -354,8 +377,13 @@ impl ProxyHttp for Gateway {
             if let Some(report) = &ctx.ratelimit {
                 rejection.headers = crate::ratelimit::headers(&ctx.runtime.limiter, report);
             }
-            if let Err(write_error) =
-                respond::send(session, ctx.request_id.as_str(), &rejection).await
+            if let Err(write_error) = respond::send(
+                session,
+                ctx.request_id.as_str(),
+                &rejection,
+                error_form(session, ctx),
+            )
+            .await
             {
                 log::debug!("cannot send the error response: {write_error}");
             }
@@ -377,7 +405,12 @@ async fn reject(session: &mut Session, ctx: &RequestCtx, mut rejection: Rejectio
     if let Some(report) = &ctx.ratelimit {
         rejection.headers = crate::ratelimit::headers(&ctx.runtime.limiter, report);
     }
-    respond::send(session, ctx.request_id.as_str(), &rejection).await
+    let form = error_form(session, ctx);
+    respond::send(session, ctx.request_id.as_str(), &rejection, form).await
+}
+
+fn error_form(session: &Session, ctx: &RequestCtx) -> respond::ErrorForm {
+    respond::error_form(ctx.route().map(|r| r.spec.grpc), session.req_header())
 }
 
 /// Downstream keep-alive: the configured timeout, or none while the process drains so clients
@@ -403,4 +436,22 @@ fn routing_view(request: &RequestHeader) -> crate::routing::RequestView<'_> {
         path: request.uri.path(),
         headers: &request.headers,
     }
+}
+
+/// The backend switched protocols (WebSocket): the connection is now a byte tunnel. Its bytes are
+/// no longer HTTP/1 (the strict shadow stops), and both directions idle out after the route's
+/// `websocket.idle_timeout` instead of the body timeout.
+fn tunnel(session: &mut Session, ctx: &mut RequestCtx) {
+    if let Some(client) = strict::client_stream(session) {
+        client.upgraded();
+    }
+    let idle = ctx
+        .route()
+        .map_or(crate::config::DEFAULT_WEBSOCKET_IDLE_TIMEOUT, |r| {
+            r.spec.websocket_idle_timeout
+        });
+    session.set_read_timeout(Some(idle));
+    session.set_write_timeout(Some(idle));
+    ctx.upgraded = true;
+    ctx.metrics().upgrade_started();
 }

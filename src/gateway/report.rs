@@ -57,6 +57,7 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
             .map(|tls| tls.version.as_ref()),
         status: status.unwrap_or(0),
         bytes: session.body_bytes_sent(),
+        request_bytes: ctx.header_bytes as u64 + ctx.body_bytes,
         duration: elapsed,
         route: route.map(|r| r.spec.name.as_str()),
         upstream: lease.map(|l| l.pool().name.as_str()),

@@ -1,9 +1,11 @@
-//! The JSON error responses the gateway itself produces (DESIGN.md "Behaviour every route shares").
+//! The error responses the gateway itself produces (DESIGN.md "Behaviour every route shares"):
+//! JSON, or on gRPC routes a gRPC status (HTTP 200, `grpc-status`, `grpc-message`).
 
+use super::grpc;
 use crate::observability::access_log::push_json_str;
 use bytes::Bytes;
 use pingora_error::{Error, ErrorSource, ErrorType};
-use pingora_http::ResponseHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use std::borrow::Cow;
 
@@ -64,12 +66,39 @@ pub fn error_body(status: u16, message: &str, request_id: &str) -> String {
     String::from_utf8(body).unwrap_or_default()
 }
 
-/// Writes the JSON error response for `rejection`.
+/// How the gateway writes its own errors for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorForm {
+    Json,
+    /// A trailers-only gRPC response.
+    Grpc,
+}
+
+/// gRPC on routes marked `grpc: true`; for requests no route matched, whatever the client speaks.
+pub fn error_form(route_grpc: Option<bool>, request: &RequestHeader) -> ErrorForm {
+    let grpc = route_grpc.unwrap_or_else(|| {
+        request
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    });
+    if grpc {
+        ErrorForm::Grpc
+    } else {
+        ErrorForm::Json
+    }
+}
+
+/// Writes the error response for `rejection` in `form`.
 pub async fn send(
     session: &mut Session,
     request_id: &str,
     rejection: &Rejection,
+    form: ErrorForm,
 ) -> pingora_error::Result<()> {
+    if form == ErrorForm::Grpc {
+        return send_grpc(session, request_id, rejection).await;
+    }
     let body = error_body(rejection.status, &rejection.message, request_id);
     let mut header = ResponseHeader::build(rejection.status, Some(4))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
@@ -93,6 +122,26 @@ pub async fn send(
     session
         .write_response_body(Some(Bytes::from(body)), true)
         .await
+}
+
+async fn send_grpc(
+    session: &mut Session,
+    request_id: &str,
+    rejection: &Rejection,
+) -> pingora_error::Result<()> {
+    let mut header = ResponseHeader::build(200, Some(6))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
+    header.insert_header("grpc-status", grpc::code(rejection.status).to_string())?;
+    header.insert_header("grpc-message", grpc::message(&rejection.message))?;
+    header.insert_header(&super::forwarding::X_REQUEST_ID, request_id)?;
+    for (name, value) in &rejection.headers {
+        header.insert_header(name.clone(), value.clone())?;
+    }
+    if session.req_header().version < http::Version::HTTP_2 {
+        header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+    }
+    // Trailers-only: the status travels in the one header block that ends the stream.
+    session.write_response_header(Box::new(header), true).await
 }
 
 /// Maps a proxying failure to what the client is told; None when the client is gone.

@@ -28,7 +28,10 @@ pub struct Entry<'a> {
     /// The TLS version (`TLSv1.3`), `None` over plain TCP.
     pub tls: Option<&'a str>,
     pub status: u16,
+    /// Response body bytes sent to the client (after a 101: the tunnel's bytes to the client).
     pub bytes: usize,
+    /// Request head and body bytes received (after a 101: the tunnel's bytes from the client).
+    pub request_bytes: u64,
     pub duration: Duration,
     pub route: Option<&'a str>,
     pub upstream: Option<&'a str>,
@@ -184,6 +187,8 @@ fn format_entry(out: &mut Vec<u8>, e: &Entry<'_>) {
     push_number(out, e.status);
     out.extend_from_slice(b",\"bytes\":");
     push_number(out, e.bytes);
+    out.extend_from_slice(b",\"request_bytes\":");
+    push_number(out, e.request_bytes);
     out.extend_from_slice(b",\"duration_ms\":");
     push_millis(out, e.duration);
     let keys: [&[u8]; 5] = [
@@ -428,6 +433,7 @@ mod tests {
                 tls: Some("TLSv1.3"),
                 status: 200,
                 bytes: 12,
+                request_bytes: 345,
                 duration: Duration::from_micros(1500),
                 route: Some("r"),
                 upstream: None,
@@ -448,6 +454,7 @@ mod tests {
         assert_eq!(value["client_ip"], "10.0.0.1");
         assert_eq!(value["status"], 200);
         assert_eq!(value["bytes"], 12);
+        assert_eq!(value["request_bytes"], 345);
         assert!(line.contains(r#""duration_ms":1.500,"#), "{line}");
         assert!(line.contains(r#""upstream_duration_ms":2.000}"#), "{line}");
         assert_eq!(value["upstream"], serde_json::Value::Null);
@@ -472,6 +479,7 @@ mod tests {
                 tls: None,
                 status: 504,
                 bytes: 0,
+                request_bytes: 0,
                 duration: Duration::from_millis(61_234),
                 route: None,
                 upstream: None,

@@ -45,6 +45,8 @@ struct Families {
     listener_connections: IntGaugeVec,
     connections_refused: IntCounterVec,
     tls_handshakes: IntCounterVec,
+    upgraded_connections: IntGaugeVec,
+    upgrades: IntCounterVec,
     tls_handshake_failures: IntCounterVec,
     tls_certificate_expiry: IntGaugeVec,
     client_timeouts: IntCounterVec,
@@ -220,6 +222,18 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         &["listener", "reason"]
     )
     .expect("register edgegate_connections_refused_total"),
+    upgraded_connections: register_int_gauge_vec!(
+        "edgegate_upgraded_connections",
+        "Client connections switched to another protocol (WebSocket) open now, by route",
+        &["route"]
+    )
+    .expect("register edgegate_upgraded_connections"),
+    upgrades: register_int_counter_vec!(
+        "edgegate_upgrades_total",
+        "Client connections switched to another protocol (WebSocket), by route",
+        &["route"]
+    )
+    .expect("register edgegate_upgrades_total"),
     tls_handshakes: register_int_counter_vec!(
         "edgegate_tls_handshakes_total",
         "TLS handshakes completed, by listener and whether a session was resumed",
@@ -471,6 +485,8 @@ pub struct RouteMetrics {
     in_flight: IntGauge,
     request_bytes: IntCounter,
     response_bytes: IntCounter,
+    /// Open upgraded connections, and all of them so far.
+    upgraded: (IntGauge, IntCounter),
 }
 
 impl RouteMetrics {
@@ -487,7 +503,23 @@ impl RouteMetrics {
             in_flight: FAMILIES.in_flight.with_label_values(&[route]),
             request_bytes: FAMILIES.request_bytes.with_label_values(&[route]),
             response_bytes: FAMILIES.response_bytes.with_label_values(&[route]),
+            upgraded: (
+                FAMILIES.upgraded_connections.with_label_values(&[route]),
+                FAMILIES.upgrades.with_label_values(&[route]),
+            ),
         }
+    }
+
+    /// A connection of this route switched protocols (until [`Self::upgrade_ended`]).
+    pub fn upgrade_started(&self) {
+        let (open, total) = &self.upgraded;
+        open.inc();
+        total.inc();
+    }
+
+    /// An upgraded connection counted by [`Self::upgrade_started`] closed.
+    pub fn upgrade_ended(&self) {
+        self.upgraded.0.dec();
     }
 
     /// Counts a request in flight (until [`Self::finish`]).

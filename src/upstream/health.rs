@@ -87,6 +87,14 @@ fn build_probe(spec: &HealthCheckSpec, backend: &Backend) -> DynCheck {
             check.peer_template.options.connection_timeout = Some(spec.timeout);
             Arc::from(check as Box<dyn HealthCheck + Send + Sync>)
         }
+        Probe::Grpc { host } => {
+            let authority = host.clone().unwrap_or_else(|| backend.label.clone());
+            Arc::new(super::grpc_health::GrpcHealthCheck::new(
+                &backend.peer,
+                authority,
+                spec.timeout,
+            ))
+        }
         Probe::Http {
             path,
             host,

@@ -1,6 +1,7 @@
 //! Upstream pools: backends with their live state, selection, in-flight accounting and the
 //! circuit breaker. Active health checks live in `health`.
 
+pub mod grpc_health;
 pub mod health;
 pub mod outlier;
 pub mod selection;

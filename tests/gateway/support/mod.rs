@@ -106,8 +106,14 @@ impl Gateway {
         let dir = temp_dir();
         let proxy = proxies[0];
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // `server_extra` may override the short drain defaults.
+        let drain: String = ["grace_period: 1s", "shutdown_timeout: 1s"]
+            .iter()
+            .filter(|line| !server_extra.contains(line.split(':').next().unwrap_or("")))
+            .map(|line| format!("  {line}\n"))
+            .collect();
         let config = format!(
-            "server:\n  threads: 2\n  pid_file: {dir}/edgegate.pid\n  upgrade_sock: {dir}/upgrade.sock\n  grace_period: 1s\n  shutdown_timeout: 1s\n{server_extra}\
+            "server:\n  threads: 2\n  pid_file: {dir}/edgegate.pid\n  upgrade_sock: {dir}/upgrade.sock\n{drain}{server_extra}\
              listeners:\n{listeners}\
              admin: {{ address: \"{admin}\" }}\n\
              access_log: {{ format: json, path: {dir}/access.log }}\n{body}",
