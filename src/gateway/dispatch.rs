@@ -22,12 +22,7 @@ pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Resul
         return Error::e_explain(ErrorType::HTTPStatus(404), "no route matches this request");
     };
     let backoff = route.spec.retries.backoff;
-    // An upgrade's tunnel reads from the backend for as long as the route lets it idle.
-    let read_timeout = if ctx.upgrade_requested {
-        Some(route.spec.websocket_idle_timeout)
-    } else {
-        route.spec.timeout
-    };
+    let read_timeout = route.spec.timeout;
     let same_backend = std::mem::take(&mut ctx.upstream.retry_same_backend);
     if ctx.upstream.tried.count() > 0 && !backoff.is_zero() && !same_backend {
         tokio::time::sleep(backoff).await;

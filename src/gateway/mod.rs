@@ -12,6 +12,7 @@ mod report;
 pub mod respond;
 pub mod runtime;
 pub mod strict;
+mod tunnel;
 
 pub use admission::canonical as canonical_ip;
 
@@ -35,12 +36,17 @@ use std::sync::Arc;
 /// The gateway: reads the current [`Runtime`] snapshot for every request.
 pub struct Gateway {
     runtime: Arc<ArcSwap<Runtime>>,
+    /// Connections to backends for upgraded (WebSocket) requests, which the gateway proxies itself.
+    tunnels: pingora_core::connectors::TransportConnector,
 }
 
 impl Gateway {
     /// A gateway serving whatever snapshot `runtime` holds.
     pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
-        Gateway { runtime }
+        Gateway {
+            runtime,
+            tunnels: pingora_core::connectors::TransportConnector::new(None),
+        }
     }
 }
 
@@ -144,6 +150,10 @@ impl ProxyHttp for Gateway {
                 match limits {
                     admission::Limits::Admit(report) => {
                         ctx.ratelimit = report;
+                        if ctx.upgrade_requested {
+                            Box::pin(tunnel::proxy(session, ctx, &self.tunnels)).await?;
+                            return Ok(true);
+                        }
                         return Ok(false);
                     }
                     admission::Limits::Refuse(report) => {
@@ -309,11 +319,7 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let transport = forwarding::Transport {
-            peer: peer_ip(session),
-            tls: session.digest().and_then(|d| d.ssl_digest.as_deref()),
-        };
-        forwarding::prepare_upstream_request(upstream_request, ctx, transport)
+        forwarding::prepare_upstream_request(upstream_request, ctx, transport(session))
     }
 
     /// The backend answered: count the attempt (and retry a 5xx when the route says so).
@@ -337,11 +343,6 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         if crate::lifecycle::draining() {
             keepalive(session, ctx);
-        }
-        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS
-            && ctx.upgrade_requested
-        {
-            tunnel(session, ctx);
         }
         let cache_labels = caching::labels(session, ctx, upstream_response);
         forwarding::prepare_response(upstream_response, ctx, cache_labels)
@@ -438,20 +439,10 @@ fn routing_view(request: &RequestHeader) -> crate::routing::RequestView<'_> {
     }
 }
 
-/// The backend switched protocols (WebSocket): the connection is now a byte tunnel. Its bytes are
-/// no longer HTTP/1 (the strict shadow stops), and both directions idle out after the route's
-/// `websocket.idle_timeout` instead of the body timeout.
-fn tunnel(session: &mut Session, ctx: &mut RequestCtx) {
-    if let Some(client) = strict::client_stream(session) {
-        client.upgraded();
+/// How the client reached the gateway: its address and TLS.
+fn transport(session: &Session) -> forwarding::Transport<'_> {
+    forwarding::Transport {
+        peer: peer_ip(session),
+        tls: session.digest().and_then(|d| d.ssl_digest.as_deref()),
     }
-    let idle = ctx
-        .route()
-        .map_or(crate::config::DEFAULT_WEBSOCKET_IDLE_TIMEOUT, |r| {
-            r.spec.websocket_idle_timeout
-        });
-    session.set_read_timeout(Some(idle));
-    session.set_write_timeout(Some(idle));
-    ctx.upgraded = true;
-    ctx.metrics().upgrade_started();
 }

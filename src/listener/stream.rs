@@ -128,14 +128,9 @@ impl ClientStream {
             }
             None => return Poll::Pending,
         };
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.as_mut().poll(cx).is_pending() {
+        if !self.expired(cx, deadline) {
             return Poll::Pending;
         }
-        self.deadline = None;
-        self.timer = None;
         let started = self.tracker.get_mut().head_in_progress();
         self.tracker.get_mut().stop();
         metrics::client_timeout(metrics::ClientTimeout::Header);
@@ -151,19 +146,27 @@ impl ClientStream {
         )))
     }
 
+    /// Whether `deadline` has passed (then it is cleared); else the task wakes when it does.
+    fn expired(&mut self, cx: &mut Context<'_>, deadline: Instant) -> bool {
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        self.deadline = None;
+        self.timer = None;
+        true
+    }
+
     /// An HTTP/2 client that connects and never sends its preface holds nothing for long.
     fn poll_preface_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let Some(deadline) = self.deadline else {
             return Poll::Pending;
         };
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.as_mut().poll(cx).is_pending() {
+        if !self.expired(cx, deadline) {
             return Poll::Pending;
         }
-        self.deadline = None;
-        self.timer = None;
         metrics::client_timeout(metrics::ClientTimeout::Header);
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,

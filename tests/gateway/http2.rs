@@ -13,47 +13,37 @@ struct H2cOrigin {
 }
 
 fn start_h2c_origin() -> H2cOrigin {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(AtomicUsize::new(0));
     let (conns, reqs) = (Arc::clone(&connections), Arc::clone(&requests));
-    // The origin lives until the test process exits.
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            while let Ok((socket, _)) = listener.accept().await {
-                conns.fetch_add(1, SeqCst);
-                let reqs = Arc::clone(&reqs);
-                tokio::spawn(async move {
-                    let Ok(mut connection) = h2::server::handshake(socket).await else { return };
-                    while let Some(Ok((request, mut respond))) = connection.accept().await {
-                        reqs.fetch_add(1, SeqCst);
-                        let body = serde_json::json!({
+    let addr = crate::support::spawn_async_origin(move |listener| async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            conns.fetch_add(1, SeqCst);
+            let reqs = Arc::clone(&reqs);
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((request, mut respond))) = connection.accept().await {
+                    reqs.fetch_add(1, SeqCst);
+                    let body = serde_json::json!({
                             "version": format!("{:?}", request.version()),
                             "target": request.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/"),
                         })
                         .to_string();
-                        let response = http::Response::builder()
-                            .status(200)
-                            .header("content-type", "application/json")
-                            .header("content-length", body.len())
-                            .header("x-origin", "h2c")
-                            .body(())
-                            .unwrap();
-                        if let Ok(mut stream) = respond.send_response(response, false) {
-                            let _ = stream.send_data(bytes::Bytes::from(body), true);
-                        }
+                    let response = http::Response::builder()
+                        .status(200)
+                        .header("content-type", "application/json")
+                        .header("content-length", body.len())
+                        .header("x-origin", "h2c")
+                        .body(())
+                        .unwrap();
+                    if let Ok(mut stream) = respond.send_response(response, false) {
+                        let _ = stream.send_data(bytes::Bytes::from(body), true);
                     }
-                });
-            }
-        });
+                }
+            });
+        }
     });
     H2cOrigin {
         addr,

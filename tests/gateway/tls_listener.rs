@@ -225,6 +225,15 @@ fn exchange(
     read_response(&mut BufReader::new(stream), false)
 }
 
+/// What most tests start from: a test CA, one certificate for `api.test` written in a fresh
+/// directory (returned as the YAML that lists it), and an origin.
+fn setup() -> (PathBuf, Ca, String, Origin) {
+    let dir = temp_dir();
+    let ca = Ca::new("Test CA");
+    let cert = ca.server(&["api.test"]).write(&dir, "api");
+    (dir, ca, cert, Origin::start("app"))
+}
+
 fn failures(gw: &Gateway, reason: &str) -> f64 {
     gw.metric(&format!(
         "edgegate_tls_handshake_failures_total{{listener=\"capped\",reason=\"{reason}\"}}"
@@ -294,10 +303,7 @@ fn sni_picks_the_certificate_and_clients_without_a_known_name_get_the_first() {
 
 #[test]
 fn old_protocol_versions_are_refused_and_counted_and_min_version_is_honoured() {
-    let dir = temp_dir();
-    let ca = Ca::new("Test CA");
-    let cert = ca.server(&["api.test"]).write(&dir, "api");
-    let origin = Origin::start("app");
+    let (_, ca, cert, origin) = setup();
     let gw = tls_gateway(&origin, &format!("certificates: [{cert}]"), None, "");
     let tls11 = connector(&ca, |b| {
         // The client's own policy must not be what refuses TLS 1.1.
@@ -334,10 +340,7 @@ fn old_protocol_versions_are_refused_and_counted_and_min_version_is_honoured() {
 
 #[test]
 fn alpn_offers_h2_then_http11_and_h2_can_be_switched_off() {
-    let dir = temp_dir();
-    let ca = Ca::new("Test CA");
-    let cert = ca.server(&["api.test"]).write(&dir, "api");
-    let origin = Origin::start("app");
+    let (_, ca, cert, origin) = setup();
     let both = tls_gateway(&origin, &format!("certificates: [{cert}]"), None, "");
     let h1_only = tls_gateway(
         &origin,
@@ -658,10 +661,7 @@ fn check_lists_certificates_with_expiry_and_refuses_expired_or_mismatched_ones()
 
 #[test]
 fn a_client_that_never_finishes_its_handshake_is_cut_at_the_header_deadline() {
-    let dir = temp_dir();
-    let ca = Ca::new("Test CA");
-    let cert = ca.server(&["api.test"]).write(&dir, "api");
-    let origin = Origin::start("app");
+    let (_, _, cert, origin) = setup();
     let gw = tls_gateway(
         &origin,
         &format!("certificates: [{cert}]"),
@@ -773,10 +773,7 @@ where
 
 #[test]
 fn http2_over_tls_goes_through_auth_rate_limits_and_the_cache() {
-    let dir = temp_dir();
-    let ca = Ca::new("Test CA");
-    let cert = ca.server(&["api.test"]).write(&dir, "api");
-    let origin = Origin::start("app");
+    let (_, ca, cert, origin) = setup();
     origin.set(|b| b.headers = vec![("Cache-Control".into(), "max-age=60".into())]);
     let key_hash = edgegate::auth::api_key::hash_key_hex("h2-key");
     let gw = tls_gateway(
@@ -868,10 +865,7 @@ fn h2c_with_prior_knowledge_works_only_where_enabled_and_http11_still_does() {
 
 #[test]
 fn an_http2_client_that_never_sends_its_preface_is_closed() {
-    let dir = temp_dir();
-    let ca = Ca::new("Test CA");
-    let cert = ca.server(&["api.test"]).write(&dir, "api");
-    let origin = Origin::start("app");
+    let (_, ca, cert, origin) = setup();
     let gw = tls_gateway(
         &origin,
         &format!("certificates: [{cert}]"),

@@ -13,42 +13,31 @@ use tokio_tungstenite::tungstenite::Message;
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-/// An echo WebSocket origin on its own runtime thread; counts the connections it accepted.
+/// An echo WebSocket origin; counts the connections it upgraded.
 struct EchoOrigin {
     addr: SocketAddr,
     upgrades: Arc<AtomicUsize>,
 }
 
 fn start_echo_origin() -> EchoOrigin {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
     let upgrades = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&upgrades);
-    // The origin lives until the test process exits.
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            while let Ok((socket, _)) = listener.accept().await {
-                let counted = Arc::clone(&counted);
-                tokio::spawn(async move {
-                    let Ok(mut ws) = tokio_tungstenite::accept_async(socket).await else {
+    let addr = crate::support::spawn_async_origin(move |listener| async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(socket).await else {
+                    return;
+                };
+                counted.fetch_add(1, SeqCst);
+                while let Some(Ok(message)) = ws.next().await {
+                    let data = message.is_text() || message.is_binary();
+                    if data && ws.send(message).await.is_err() {
                         return;
-                    };
-                    counted.fetch_add(1, SeqCst);
-                    while let Some(Ok(message)) = ws.next().await {
-                        let data = message.is_text() || message.is_binary();
-                        if data && ws.send(message).await.is_err() {
-                            return;
-                        }
                     }
-                });
-            }
-        });
+                }
+            });
+        }
     });
     EchoOrigin { addr, upgrades }
 }
@@ -146,7 +135,7 @@ fn messages_round_trip_after_auth_and_rate_limits_ran_on_the_upgrade() {
     );
     assert_eq!(origin.upgrades.load(SeqCst), 2);
     // One line per upgraded connection, written when it ends: its lifetime and bytes each way.
-    let log = gw.access_log(5);
+    let log = gw.access_log(4);
     let tunnels: Vec<&serde_json::Value> = log.iter().filter(|l| l["status"] == 101).collect();
     assert_eq!(tunnels.len(), 2, "{log:?}");
     let first = tunnels
@@ -213,5 +202,30 @@ fn a_graceful_stop_lets_open_websockets_run_through_the_grace_period() {
     assert!(
         status.is_some(),
         "edgegate did not exit after the grace period"
+    );
+}
+
+#[test]
+fn a_backend_that_does_not_switch_protocols_is_answered_as_it_said() {
+    let plain = crate::support::Origin::start("plain");
+    plain.set(|b| b.status = 426);
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  app: {{ targets: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: all, upstream: app }}\n",
+        plain.addr
+    ));
+    let exchange = crate::support::raw_exchange(
+        gw.proxy,
+        b"GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        Duration::from_millis(500),
+    );
+    let response = &exchange.responses[0];
+    assert_eq!(response.status, 426);
+    assert_eq!(response.json()["origin"], "plain");
+    assert_eq!(response.json()["headers"]["upgrade"], "websocket");
+    assert!(exchange.closed);
+    assert_eq!(
+        gw.metric("edgegate_upgrades_total{route=\"all\"}"),
+        Some(0.0)
     );
 }

@@ -125,7 +125,10 @@ impl Gateway {
         let child = Command::new(binary())
             .args(["run", "-c"])
             .arg(&config_path)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("EDGEGATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -171,7 +174,10 @@ impl Gateway {
         Command::new(binary())
             .args(["run", "-u", "-c"])
             .arg(config.unwrap_or(&default))
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("EDGEGATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
