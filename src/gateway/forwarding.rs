@@ -6,8 +6,8 @@ use super::headers;
 use crate::config::HeaderOps;
 use crate::routing::has_segment_prefix;
 use crate::tls::peer::{
-    ClientCertificate, CLIENT_CERT_HEADERS, X_CLIENT_CERT_FINGERPRINT, X_CLIENT_CERT_SAN,
-    X_CLIENT_CERT_SUBJECT,
+    ClientCertificate, CLIENT_CERT_HEADERS, CLIENT_CERT_PREFIX, X_CLIENT_CERT_FINGERPRINT,
+    X_CLIENT_CERT_SAN, X_CLIENT_CERT_SUBJECT,
 };
 use http::header::HeaderMap;
 use http::request::Parts as RequestParts;
@@ -107,8 +107,15 @@ pub fn prepare_upstream_request(
         for name in ctx.runtime.auth.spoofable_headers() {
             parts.headers.remove(name);
         }
-        for name in CLIENT_CERT_HEADERS {
-            parts.headers.remove(name);
+        // One scan of the names is cheaper than hashing three of them on every request.
+        if parts
+            .headers
+            .keys()
+            .any(|name| name.as_str().starts_with(CLIENT_CERT_PREFIX))
+        {
+            for name in CLIENT_CERT_HEADERS {
+                parts.headers.remove(name);
+            }
         }
         if let Some(certificate) = client_certificate {
             insert(

@@ -13,6 +13,9 @@ pub static X_CLIENT_CERT_SAN: HeaderName = HeaderName::from_static("x-client-cer
 pub static X_CLIENT_CERT_FINGERPRINT: HeaderName =
     HeaderName::from_static("x-client-cert-fingerprint");
 
+/// What every one of them starts with.
+pub const CLIENT_CERT_PREFIX: &str = "x-client-cert-";
+
 /// Headers only the gateway may set.
 pub static CLIENT_CERT_HEADERS: [&HeaderName; 3] = [
     &X_CLIENT_CERT_SUBJECT,
@@ -128,6 +131,13 @@ fn escape_value(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_identity_header_has_the_prefix_the_strip_looks_for() {
+        for name in CLIENT_CERT_HEADERS {
+            assert!(name.as_str().starts_with(CLIENT_CERT_PREFIX), "{name}");
+        }
+    }
 
     #[test]
     fn rfc4514_values_escape_their_specials() {
