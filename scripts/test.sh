@@ -13,4 +13,4 @@ target/debug/edgegate check -c conf/edgegate.yaml
 scripts/demo-cert.sh
 target/debug/edgegate check -c conf/edgegate-tls.yaml
 cargo test --all-targets
-benches/wrk/run.sh --smoke --modes plain,jwt,ratelimit,cache,full --paths 50
+benches/wrk/run.sh --smoke --modes plain,jwt,ratelimit,cache,full,https,h2 --paths 50

@@ -43,13 +43,15 @@ start_nginx_origin() {
   origin_pid=$!
 }
 
-# start_edgegate BINARY CONFIG: starts the gateway, waits until the proxy answers on $proxy.
+# start_edgegate BINARY CONFIG [SCHEME]: starts the gateway, waits until the proxy answers on
+# $proxy (over http, or https without verifying the test certificate).
 start_edgegate() {
+  local scheme="${3:-http}"
   RUST_LOG=warn "$1" run -c "$2" 2>"$tmp/edgegate.log" & pids+=($!)
   gateway_pid=$!
   for _ in $(seq 1 100); do
     kill -0 "$gateway_pid" 2>/dev/null || { echo "edgegate exited:" >&2; cat "$tmp/edgegate.log" >&2; exit 1; }
-    curl -sS -o /dev/null "http://127.0.0.1:$proxy/" 2>/dev/null && return 0
+    curl -ksS -o /dev/null "$scheme://127.0.0.1:$proxy/" 2>/dev/null && return 0
     sleep 0.1
   done
   echo "edgegate did not come up:" >&2; cat "$tmp/edgegate.log" >&2; exit 1
