@@ -23,12 +23,7 @@ while [ $# -gt 0 ]; do
 done
 "$root/scripts/install-deps.sh" bench
 source "$here/lib.sh"
-release_binary
-take_port; origin1=$port; take_port; origin2=$port; take_port; proxy=$port; take_port; admin=$port
-start_nginx_origin origin-1 "$origin1"
-start_nginx_origin origin-2 "$origin2"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost -keyout "$tmp/tls.key" -out "$tmp/tls.pem" 2>/dev/null
+tls_bench_setup
 case "$version" in
   1.3) s_time_version=-tls1_3 nginx_protocols=TLSv1.3 ;;
   1.2) s_time_version=-tls1_2 nginx_protocols=TLSv1.2 ;;
@@ -50,10 +45,7 @@ start_nginx_tls() {
 }
 
 start_edgegate_tls() {
-  { config_preamble | sed "s|^  - { name: http, address: .*|  - { name: https, address: \"127.0.0.1:$proxy\", tls: { certificates: [{ cert: $tmp/tls.pem, key: $tmp/tls.key }] } }|"
-    two_origin_pool "$origin1" "$origin2"
-    echo "routes: [{ name: all, upstream: origins }]"
-  } > "$tmp/edgegate.yaml"
+  edgegate_tls_config | sed "s|min_version: \"1.3\"|min_version: \"$version\"|" > "$tmp/edgegate.yaml"
   start_edgegate "$binary" "$tmp/edgegate.yaml" https
   server_pid=$gateway_pid
 }

@@ -22,12 +22,7 @@ done
 # Each connection holds a descriptor in the client and one in the server (plus one upstream).
 ulimit -n "$(ulimit -Hn)"
 source "$here/lib.sh"
-release_binary
-take_port; origin1=$port; take_port; origin2=$port; take_port; proxy=$port; take_port; admin=$port
-start_nginx_origin origin-1 "$origin1"
-start_nginx_origin origin-2 "$origin2"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost -keyout "$tmp/tls.key" -out "$tmp/tls.pem" 2>/dev/null
+tls_bench_setup
 
 measure() {
   python3 "$here/idle_tls.py" --port "$proxy" --pid "$1" --conns "$conns" --settle "$settle" --name "$2"
@@ -45,11 +40,7 @@ sleep 0.5
 measure "$nginx_pid" nginx
 kill "$nginx_pid"; wait "$nginx_pid" 2>/dev/null || true
 
-{ config_preamble | sed -e "s|^  - { name: http, address: .*|  - { name: https, address: \"127.0.0.1:$proxy\", tls: { certificates: [{ cert: $tmp/tls.pem, key: $tmp/tls.key }] } }|" \
-    -e "s|^  shutdown_timeout: 1s|  shutdown_timeout: 1s\n  keepalive_timeout: 300s|"
-  two_origin_pool "$origin1" "$origin2"
-  echo "routes: [{ name: all, upstream: origins }]"
-} > "$tmp/edgegate.yaml"
+edgegate_tls_config "keepalive_timeout: 300s" > "$tmp/edgegate.yaml"
 start_edgegate "$binary" "$tmp/edgegate.yaml" https
 measure "$gateway_pid" edgegate
 stop_edgegate

@@ -104,3 +104,32 @@ admin: { address: "127.0.0.1:$admin" }
 access_log: { format: off }
 YAML
 }
+
+# tls_certificate: a throwaway P-256 certificate for localhost in $tmp/tls.pem and $tmp/tls.key.
+tls_certificate() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost -keyout "$tmp/tls.key" -out "$tmp/tls.pem" 2>/dev/null
+}
+
+# tls_listener_line: the `listeners:` entry of a TLS listener on $proxy with that certificate.
+tls_listener_line() {
+  echo "  - { name: https, address: \"127.0.0.1:$proxy\", tls: { certificates: [{ cert: $tmp/tls.pem, key: $tmp/tls.key }], min_version: \"1.3\" } }"
+}
+
+# tls_bench_setup: what the TLS benches share: free ports ($origin1 $origin2 $proxy $admin), the
+# two nginx origins, the certificate, and the edgegate binary.
+tls_bench_setup() {
+  release_binary
+  take_port; origin1=$port; take_port; origin2=$port; take_port; proxy=$port; take_port; admin=$port
+  start_nginx_origin origin-1 "$origin1"
+  start_nginx_origin origin-2 "$origin2"
+  tls_certificate
+}
+
+# edgegate_tls_config [SERVER_LINE]: a one-route config serving the origins on the TLS listener.
+edgegate_tls_config() {
+  config_preamble | sed -e "s|^  - { name: http, address: .*|$(tls_listener_line)|" \
+    -e "s|^  shutdown_timeout: 1s|  shutdown_timeout: 1s${1:+\\n  $1}|"
+  two_origin_pool "$origin1" "$origin2"
+  echo "routes: [{ name: all, upstream: origins }]"
+}

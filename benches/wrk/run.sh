@@ -85,8 +85,7 @@ fi
 command -v nginx >/dev/null 2>&1 || reference=0
 
 # The TLS modes share one certificate with their nginx reference.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost -keyout "$tmp/tls.key" -out "$tmp/tls.pem" 2>/dev/null
+tls_certificate
 
 secret="a-load-test-secret-that-is-long-enough-for-hs256"
 printf '%s' "$secret" > "$tmp/jwt.secret"
@@ -178,11 +177,9 @@ edgegate_config() {
     https | h2) ;;
     *) echo "run.sh: unknown mode $1 (plain, jwt, ratelimit, cache, full, https, h2)" >&2; exit 2 ;;
   esac
-  local listener="{ name: http, address: \"127.0.0.1:$proxy\" }"
-  case "$1" in https | h2)
-    listener="{ name: https, address: \"127.0.0.1:$proxy\", tls: { certificates: [{ cert: $tmp/tls.pem, key: $tmp/tls.key }], min_version: \"1.3\" } }" ;;
-  esac
-  config_preamble | sed -e "s|^access_log: .*|$log_line|" -e "s|^  - { name: http, address: .*|  - $listener|"
+  local listener="  - { name: http, address: \"127.0.0.1:$proxy\" }"
+  case "$1" in https | h2) listener=$(tls_listener_line) ;; esac
+  config_preamble | sed -e "s|^access_log: .*|$log_line|" -e "s|^  - { name: http, address: .*|$listener|"
   printf '%s' "$sections"
   two_origin_pool "$origin1" "$origin2"
   cat <<YAML
