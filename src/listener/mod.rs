@@ -222,14 +222,16 @@ impl ServerApp for EdgeApp {
             None => None,
         };
         let timeout = self.runtime.load().model.server.header_read_timeout;
+        // The handshake and the h2c sniff are boxed: this future lives as long as the connection,
+        // and inlined they would keep their (large) state in it, about 3.5 KiB per idle client.
         let mut stream = match gate.and_then(|g| g.tls.as_ref()) {
-            Some(terminator) => terminator.accept(stream, timeout).await?,
+            Some(terminator) => Box::pin(terminator.accept(stream, timeout)).await?,
             None => stream,
         };
         let http2 = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             true
         } else if gate.is_some_and(|g| g.h2c) {
-            let (sniffed, prior_knowledge) = sniff_h2c(stream, timeout).await?;
+            let (sniffed, prior_knowledge) = Box::pin(sniff_h2c(stream, timeout)).await?;
             stream = sniffed;
             prior_knowledge
         } else {
