@@ -697,10 +697,6 @@ struct H2Answer {
 /// Sends `requests` (method, path, headers) one after another on one HTTP/2 connection to
 /// `addr`: over TLS (ALPN h2, trusting `tls`'s CA, SNI `api.test`) or h2c with prior knowledge.
 fn h2_requests(addr: SocketAddr, tls: Option<&Ca>, requests: &[H2Request<'_>]) -> Vec<H2Answer> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let requests: Vec<OwnedRequest> = requests
         .iter()
         .map(|(method, path, headers)| OwnedRequest {
@@ -713,7 +709,7 @@ fn h2_requests(addr: SocketAddr, tls: Option<&Ca>, requests: &[H2Request<'_>]) -
         })
         .collect();
     let connector = tls.map(|ca| connector(ca, |b| b.set_alpn_protos(b"\x02h2").unwrap()));
-    runtime.block_on(async move {
+    runtime_block_on(async move {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         match connector {
             Some(connector) => {
@@ -889,4 +885,62 @@ fn an_http2_client_that_never_sends_its_preface_is_closed() {
             .unwrap_or(0.0)
             >= 1.0
     });
+}
+
+#[test]
+fn http2_requests_get_the_same_edge_checks_and_bounded_headers() {
+    let origin = Origin::start("app");
+    let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let gw = Gateway::start_with_listener(
+        &format!(
+            "upstreams:\n  app: {{ targets: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: all, upstream: app }}\n",
+            origin.addr
+        ),
+        address,
+        "h2c: true",
+    );
+    let answers = h2_requests(
+        gw.proxy,
+        None,
+        &[
+            ("GET", "/a/../echo//x?q=%2F", &[]),
+            ("TRACE", "/", &[]),
+            ("GET", "/%2F", &[]),
+        ],
+    );
+    assert_eq!(answers[0].status, 200);
+    let seen: serde_json::Value = serde_json::from_slice(&answers[0].body).unwrap();
+    assert_eq!(seen["target"], "/echo/x?q=%2F", "normalized like HTTP/1");
+    assert_eq!(answers[1].status, 405);
+    assert_eq!(answers[2].status, 400);
+    assert_eq!(origin.hits(), 1);
+
+    // A header list over server.max_request_header_size (64 KiB) never reaches the backend.
+    let huge = "x".repeat(100 * 1024);
+    let outcome = runtime_block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+        let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let request = http::Request::builder()
+            .uri("http://api.test/big")
+            .header("x-big", huge)
+            .body(())
+            .unwrap();
+        match client.send_request(request, true) {
+            Ok((response, _)) => response.await.map(|r| r.status().as_u16()).ok(),
+            Err(_) => None,
+        }
+    });
+    assert_ne!(outcome, Some(200), "{outcome:?}");
+    assert_eq!(origin.hits(), 1);
+}
+
+fn runtime_block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
 }
