@@ -24,6 +24,16 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// The time until `deadline` as a `grpc-timeout` value (milliseconds, at least 1).
+fn grpc_timeout_left(deadline: std::time::Instant) -> HeaderValue {
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let millis = left.as_millis().clamp(1, 99_999_999);
+    let mut text = itoa::Buffer::new().format(millis).to_string();
+    text.push('m');
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("1m"))
+}
 
 /// Keeps the client's sane `X-Request-ID` or makes a new one.
 pub fn request_id(request: &RequestHeader) -> RequestId {
@@ -147,6 +157,14 @@ pub fn prepare_upstream_request(
             strip_prefix(parts, prefix)?;
         }
         forwarding_headers(&mut parts.headers, ctx, transport)?;
+        if let Some(deadline) = ctx.grpc_deadline {
+            // The backend gets what is left of the client's budget, not the whole of it.
+            insert(
+                &mut parts.headers,
+                &GRPC_TIMEOUT,
+                grpc_timeout_left(deadline),
+            )?;
+        }
         apply_ops(&mut parts.headers, &route.spec.request_headers)
     })
 }

@@ -79,13 +79,23 @@ fn unary_streaming_and_bidi_calls_pass_through_with_their_trailers() {
     let gw = gateway(&origin, "", &routes());
     runtime().block_on(async {
         let mut client = client(&gw).await;
-        let reply = client.unary(echo("hello")).await.unwrap();
+        let mut timed = tonic::Request::new(echo("hello"));
+        timed.set_timeout(Duration::from_secs(5));
+        let reply = client.unary(timed).await.unwrap();
         assert_eq!(
             reply.metadata().get("x-origin").unwrap(),
             "grpc-fixture",
             "response metadata passes"
         );
-        assert_eq!(reply.into_inner().message, "hello");
+        let reply = reply.into_inner();
+        assert_eq!(reply.message, "hello");
+        // The backend is given what is left of the client's 5 s, in milliseconds.
+        let left: u64 = reply
+            .grpc_timeout
+            .strip_suffix('m')
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("grpc-timeout seen: {:?}", reply.grpc_timeout));
+        assert!((1_000..=5_000).contains(&left), "{left}");
 
         // A status set by the backend travels in the trailers.
         let failed = client

@@ -53,6 +53,12 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<EchoReply, Status>> + Send>>
 impl Echo for EchoService {
     async fn unary(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let deadline = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let request = request.into_inner();
         if request.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(u64::from(request.delay_ms))).await;
@@ -66,7 +72,7 @@ impl Echo for EchoService {
         let mut response = Response::new(EchoReply {
             message: request.message,
             index: 0,
-            authority: String::new(),
+            grpc_timeout: deadline,
         });
         response
             .metadata_mut()
@@ -86,7 +92,7 @@ impl Echo for EchoService {
             Ok(EchoReply {
                 message: format!("{} {index}", request.message),
                 index,
-                authority: String::new(),
+                grpc_timeout: String::new(),
             })
         });
         Ok(Response::new(Box::pin(tokio_stream::iter(replies))))
@@ -107,7 +113,7 @@ impl Echo for EchoService {
                 let reply = item.map(|message| EchoReply {
                     message: message.message.to_uppercase(),
                     index,
-                    authority: String::new(),
+                    grpc_timeout: String::new(),
                 });
                 index += 1;
                 if tx.send(reply).await.is_err() {
