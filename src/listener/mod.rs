@@ -14,7 +14,8 @@ use crate::observability::metrics::{self, ListenerMetrics};
 use crate::tls::Terminator;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
+use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
@@ -198,6 +199,63 @@ async fn sniff_h2c(stream: Stream, timeout: Duration) -> Option<(Stream, bool)> 
     }
 }
 
+impl EdgeApp {
+    /// Pingora's HTTP/1 keep-alive loop (as `ServerApp::process_new` runs it), except that between
+    /// requests the connection waits here for the next request's first byte. Pingora would park it
+    /// inside its per-request proxy future, in `read_request`: about 13 KiB (that future and a
+    /// request-head buffer) held by every idle keep-alive client.
+    async fn serve_http1(
+        &self,
+        stream: Box<ClientStream>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut session = ServerSession::new_http1(stream);
+        // The proxy's early_request_filter sets the configured keep-alive on every request.
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let limit = self
+            .proxy
+            .server_options()
+            .and_then(|options| options.keepalive_request_limit);
+        session.set_keepalive_reuses_remaining(limit);
+        let mut reused = self.proxy.process_new_http(session, shutdown).await;
+        while let Some((stream, settings)) = reused.map(|r| r.consume()) {
+            let stream = self.park(stream, shutdown).await?;
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            reused = self.proxy.process_new_http(session, shutdown).await;
+        }
+        None
+    }
+
+    /// Holds an idle keep-alive connection until its next request starts; `None` closes it (the
+    /// client left, the keep-alive timeout passed, or the server is shutting down).
+    async fn park(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let mut client = match stream.into_any().downcast::<ClientStream>() {
+            Ok(client) => client,
+            Err(_) => {
+                log::error!("a reused connection is not a client stream; closed");
+                return None;
+            }
+        };
+        if client.next_request_started() {
+            return Some(client);
+        }
+        let idle = Duration::from_secs(self.runtime.load().keepalive_secs?);
+        let mut shutdown = shutdown.clone();
+        if *shutdown.borrow() {
+            return None;
+        }
+        tokio::select! {
+            started = tokio::time::timeout(idle, client.wait_for_request()) => {
+                matches!(started, Ok(true)).then_some(client as Stream)
+            }
+            _ = shutdown.changed() => None,
+        }
+    }
+}
+
 #[async_trait]
 impl ServerApp for EdgeApp {
     async fn process_new(
@@ -237,12 +295,12 @@ impl ServerApp for EdgeApp {
         } else {
             false
         };
-        let stream: Stream = if http2 {
-            Box::new(ClientStream::http2(stream, timeout))
-        } else {
-            Box::new(ClientStream::new(stream, timeout))
-        };
-        self.proxy.process_new(stream, shutdown).await
+        if http2 {
+            let stream: Stream = Box::new(ClientStream::http2(stream, timeout));
+            return self.proxy.process_new(stream, shutdown).await;
+        }
+        self.serve_http1(Box::new(ClientStream::new(stream, timeout)), shutdown)
+            .await
     }
 
     async fn cleanup(&self) {

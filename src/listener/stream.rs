@@ -39,7 +39,12 @@ pub struct ClientStream {
     http2: bool,
     /// Bytes of the HTTP/2 connection preface still due before `deadline`.
     preface_left: usize,
+    /// The start of the next request, read while the connection was parked between requests.
+    pending: Option<bytes::Bytes>,
 }
+
+/// What a parked connection reads of its next request at once.
+const PARKED_READ: usize = 2048;
 
 /// `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`, what every HTTP/2 client sends first (RFC 9113 §3.4).
 pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -66,6 +71,26 @@ impl ClientStream {
             violation: None,
             http2: false,
             preface_left: 0,
+            pending: None,
+        }
+    }
+
+    /// Bytes of the next request were already read (pipelined behind the previous one).
+    pub fn next_request_started(&mut self) -> bool {
+        self.pending.is_some() || self.tracker.get_mut().head_in_progress()
+    }
+
+    /// Waits for the client's next request and keeps what arrived for the next reads (a whole
+    /// ordinary head fits, so the parser's first read costs no syscall); false when the client
+    /// closed or the read failed.
+    pub async fn wait_for_request(&mut self) -> bool {
+        let mut start = [0u8; PARKED_READ];
+        match tokio::io::AsyncReadExt::read(self, &mut start).await {
+            Ok(read @ 1..) => {
+                self.pending = Some(bytes::Bytes::copy_from_slice(&start[..read]));
+                true
+            }
+            _ => false,
         }
     }
 
@@ -206,6 +231,15 @@ impl AsyncRead for ClientStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(mut pending) = this.pending.take() {
+            // Already seen by the tracker when it was read.
+            let give = pending.len().min(buf.remaining());
+            buf.put_slice(&pending.split_to(give));
+            if !pending.is_empty() {
+                this.pending = Some(pending);
+            }
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
