@@ -159,49 +159,9 @@ impl EdgeApp {
             .copied()?;
         self.gates.iter().find(|gate| gate.serves(local))
     }
-}
 
-fn peer_ip(stream: &Stream) -> Option<IpAddr> {
-    let peer = stream.get_socket_digest()?.peer_addr()?.as_inet()?.ip();
-    Some(crate::gateway::canonical_ip(peer))
-}
-
-/// Reads until the bytes either are the HTTP/2 preface or cannot be (an HTTP/1 request line
-/// differs at its first byte), then puts them back. `None`: nothing conclusive within `timeout`.
-async fn sniff_h2c(stream: Stream, timeout: Duration) -> Option<(Stream, bool)> {
-    let mut l4 = *stream.into_any().downcast::<L4Stream>().ok()?;
-    let mut seen = [0u8; H2_PREFACE.len()];
-    let mut len = 0;
-    let read = tokio::time::timeout(timeout, async {
-        while len < seen.len() {
-            let n = l4.read(&mut seen[len..]).await?;
-            if n == 0 {
-                break;
-            }
-            len += n;
-            if seen[..len] != H2_PREFACE[..len] {
-                break;
-            }
-        }
-        Ok::<(), std::io::Error>(())
-    })
-    .await;
-    match read {
-        Ok(Ok(())) => {
-            l4.rewind(&seen[..len]);
-            Some((Box::new(l4), seen == *H2_PREFACE))
-        }
-        Ok(Err(_)) => None,
-        Err(_) => {
-            metrics::client_timeout(metrics::ClientTimeout::Header);
-            None
-        }
-    }
-}
-
-impl EdgeApp {
     /// Pingora's HTTP/1 keep-alive loop (as `ServerApp::process_new` runs it), except that between
-    /// requests the connection waits here for the next request's first byte. Pingora would park it
+    /// requests the connection waits here until its next request starts. Pingora would park it
     /// inside its per-request proxy future, in `read_request`: about 13 KiB (that future and a
     /// request-head buffer) held by every idle keep-alive client.
     async fn serve_http1(
@@ -252,6 +212,44 @@ impl EdgeApp {
                 matches!(started, Ok(true)).then_some(client as Stream)
             }
             _ = shutdown.changed() => None,
+        }
+    }
+}
+
+fn peer_ip(stream: &Stream) -> Option<IpAddr> {
+    let peer = stream.get_socket_digest()?.peer_addr()?.as_inet()?.ip();
+    Some(crate::gateway::canonical_ip(peer))
+}
+
+/// Reads until the bytes either are the HTTP/2 preface or cannot be (an HTTP/1 request line
+/// differs at its first byte), then puts them back. `None`: nothing conclusive within `timeout`.
+async fn sniff_h2c(stream: Stream, timeout: Duration) -> Option<(Stream, bool)> {
+    let mut l4 = *stream.into_any().downcast::<L4Stream>().ok()?;
+    let mut seen = [0u8; H2_PREFACE.len()];
+    let mut len = 0;
+    let read = tokio::time::timeout(timeout, async {
+        while len < seen.len() {
+            let n = l4.read(&mut seen[len..]).await?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+            if seen[..len] != H2_PREFACE[..len] {
+                break;
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+    match read {
+        Ok(Ok(())) => {
+            l4.rewind(&seen[..len]);
+            Some((Box::new(l4), seen == *H2_PREFACE))
+        }
+        Ok(Err(_)) => None,
+        Err(_) => {
+            metrics::client_timeout(metrics::ClientTimeout::Header);
+            None
         }
     }
 }

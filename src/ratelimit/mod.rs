@@ -239,9 +239,7 @@ fn shared_key(policy: &PolicySpec, input: &KeyInput<'_>) -> String {
     let hash = digest.finalize();
     let mut key = String::with_capacity(12 + 32);
     key.push_str("edgegate:rl:");
-    for byte in &hash[..16] {
-        key.push_str(&format!("{byte:02x}"));
-    }
+    crate::hashing::push_hex(&mut key, &hash[..16]);
     key
 }
 

@@ -167,20 +167,34 @@ fn build_contexts(
     Ok(Contexts { contexts, names })
 }
 
+/// Reads every certificate, key and CA file of `spec` and builds a context per certificate: what
+/// both start-up and a reload do.
+fn read_files(
+    listener: &str,
+    spec: &ListenerTls,
+) -> Result<(Vec<Certificate>, Vec<X509>, Contexts), TlsError> {
+    let certificate_error = |source| TlsError::Certificate {
+        listener: listener.to_string(),
+        source,
+    };
+    let certificates = load_certificates(spec).map_err(certificate_error)?;
+    let client_ca = client_ca(spec).map_err(certificate_error)?;
+    let contexts =
+        build_contexts(spec, &certificates, &client_ca).map_err(|source| TlsError::OpenSsl {
+            listener: listener.to_string(),
+            source,
+        })?;
+    Ok((certificates, client_ca, contexts))
+}
+
 impl Terminator {
     /// Reads every file of `spec` and builds the listener's TLS; any problem is an error.
     pub fn new(listener: &str, spec: &ListenerTls) -> Result<Self, TlsError> {
-        let certificate_error = |source| TlsError::Certificate {
-            listener: listener.to_string(),
-            source,
-        };
         let openssl_error = |source| TlsError::OpenSsl {
             listener: listener.to_string(),
             source,
         };
-        let certificates = load_certificates(spec).map_err(certificate_error)?;
-        let client_ca = client_ca(spec).map_err(certificate_error)?;
-        let contexts = build_contexts(spec, &certificates, &client_ca).map_err(openssl_error)?;
+        let (certificates, client_ca, contexts) = read_files(listener, spec)?;
         let current = Arc::new(ArcSwap::from_pointee(contexts));
 
         // The default certificate is set here too, for a handshake that never reaches the callback.
@@ -237,18 +251,7 @@ impl Terminator {
     /// Re-reads the certificate, key and CA files. New handshakes use them; open connections keep
     /// theirs. Any broken file keeps every old certificate in force.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let certificate_error = |source| TlsError::Certificate {
-            listener: self.listener.clone(),
-            source,
-        };
-        let certificates = load_certificates(&self.spec).map_err(certificate_error)?;
-        let client_ca = client_ca(&self.spec).map_err(certificate_error)?;
-        let contexts = build_contexts(&self.spec, &certificates, &client_ca).map_err(|source| {
-            TlsError::OpenSsl {
-                listener: self.listener.clone(),
-                source,
-            }
-        })?;
+        let (certificates, _, contexts) = read_files(&self.listener, &self.spec)?;
         self.current.store(Arc::new(contexts));
         self.publish(&certificates);
         Ok(())

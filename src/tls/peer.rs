@@ -57,7 +57,11 @@ impl ClientCertificate {
         });
         let fingerprint = certificate
             .digest(MessageDigest::sha256())
-            .map(|digest| hex(&digest))
+            .map(|digest| {
+                let mut hex = String::new();
+                crate::hashing::push_hex(&mut hex, &digest);
+                hex
+            })
             .unwrap_or_default();
         ClientCertificate {
             subject,
@@ -73,15 +77,6 @@ fn ip_text(bytes: &[u8]) -> Option<std::net::IpAddr> {
         16 => <[u8; 16]>::try_from(bytes).ok().map(std::net::IpAddr::from),
         _ => None,
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
 }
 
 /// Control characters would make an invalid header value; they are escaped as `\XX` (RFC 4514).
