@@ -174,7 +174,8 @@ fn run(path: &std::path::Path, daemon: bool, upgrade: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-    server.run_forever()
+    server.run();
+    ExitCode::SUCCESS
 }
 
 /// Each certificate's names and expiry; a warning for those expiring within 14 days.

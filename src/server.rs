@@ -1,5 +1,5 @@
 //! Builds the Pingora server from a validated model: the proxy service with its listeners,
-//! the admin service, the health checker (which the proxy waits for) and the log flusher.
+//! the admin service and the background services (the proxy waits for the health checker).
 
 use crate::admin::AdminApp;
 use crate::auth::jwks::Refresher;
@@ -18,7 +18,7 @@ use pingora_core::apps::http_app::HttpServer;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::Server;
+use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::sync::Arc;
@@ -112,8 +112,22 @@ const H2_SEND_BUFFER: usize = 256 * 1024;
 /// Streams reset by the client before being accepted (the "rapid reset" attack bound).
 const H2_PENDING_RESETS: usize = 20;
 
-/// Builds a ready-to-run server; `Server::run_forever` starts it.
-pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
+/// A built server and the state it must write out when it stops.
+pub struct Edgegate {
+    server: Server,
+    runtime: Arc<ArcSwap<Runtime>>,
+}
+
+impl Edgegate {
+    /// Serves until told to stop, then writes out the access log.
+    pub fn run(self) {
+        self.server.run(RunArgs::default());
+        access_log::drain(&self.runtime.load().access_log);
+    }
+}
+
+/// Builds a ready-to-run server; [`Edgegate::run`] starts it.
+pub fn build(model: Model, options: RunOptions) -> Result<Edgegate, StartError> {
     metrics::init();
     let settings = model.server.clone();
     let listeners = model.listeners.clone();
@@ -225,11 +239,5 @@ pub fn build(model: Model, options: RunOptions) -> Result<Server, StartError> {
     // Operator traffic is light; one thread keeps it off the proxy's cores.
     admin.threads = Some(1);
     server.add_service(admin);
-
-    let flushed = Arc::clone(&runtime);
-    server.add_service(background_service(
-        "access log flusher",
-        access_log::Flusher(Box::new(move || flushed.load().access_log.flush())),
-    ));
-    Ok(server)
+    Ok(Edgegate { server, runtime })
 }

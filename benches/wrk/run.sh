@@ -47,7 +47,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# The smoke run (the test suite) uses nginx only where it is already installed.
+# The smoke run (the test suite) never runs nginx (below).
 if [ "$reference" = 1 ] && [ "$smoke" = 0 ]; then
   "$root/scripts/install-deps.sh" bench
 else
@@ -81,6 +81,12 @@ else
     done
     echo "the demo origin on $port did not come up:" >&2; cat "$tmp"/origin*.log >&2; exit 1
   done
+fi
+# The smoke run checks edgegate alone, the same on every machine: nginx rows compare, they do
+# not test, so they are never part of it (whether or not nginx is installed).
+if [ "$smoke" = 1 ] && [ "$reference" = 1 ]; then
+  reference=0
+  echo "smoke: SKIPPED the nginx reference rows (a comparison, not a test; run without --smoke to compare)"
 fi
 command -v nginx >/dev/null 2>&1 || reference=0
 

@@ -3,7 +3,10 @@
 //! Entries live in 16 read-mostly shards keyed by the 128-bit cache hash; a hit is a shard read
 //! lock, a reference-count bump of the body and an LRU promotion. Writes (a fill, a revalidation,
 //! an eviction, a purge) are serialized by one mutex that also guards the purge index, and make
-//! room before they insert, so the bytes held never exceed `max_size`.
+//! room before they insert, so the bytes held never exceed `max_size`. Fills in progress are
+//! charged against the same bound as their buffers grow: the stored entries make room for them,
+//! and a fill that finds no room left (every byte is held by other fills) stops being a fill,
+//! its response streaming on uncached.
 //!
 //! The LRU is one list (Pingora's `pingora-lru` with a single shard), so eviction order is exact:
 //! a sharded LRU evicts from a random shard, which in a small cache can be the object just
@@ -34,6 +37,8 @@ use std::time::SystemTime;
 const SHARDS: usize = 16;
 /// Unused fill capacity kept rather than copying the body once more.
 const SLACK: usize = 256;
+/// A fill's first buffer: what an origin's `Content-Length` alone can make us allocate.
+const FIRST_FILL_BUFFER: usize = 64 << 10;
 
 /// Bytes charged per entry on top of its body, headers and URL: the entry record with its
 /// response header map, its shard slot, its LRU node and its purge-index slot.
@@ -122,6 +127,8 @@ impl Entry {
 pub struct Usage {
     pub entries: usize,
     pub bytes: usize,
+    /// Buffers of fills in progress, charged against `max_size` too.
+    pub filling: usize,
     pub max_size: usize,
     pub evictions: u64,
 }
@@ -135,8 +142,12 @@ pub struct MemoryStore {
     /// Serializes every change and holds the purge index.
     writer: Mutex<UrlIndex>,
     lru: Lru<u128, 1>,
+    max_size: AtomicUsize,
     max_object_size: AtomicUsize,
     bytes: AtomicUsize,
+    /// Charged to fills in progress (changed under the writer lock); the LRU's limit is
+    /// `max_size` minus this.
+    filling: AtomicUsize,
     entries: AtomicUsize,
     evictions: AtomicU64,
     metrics: CacheMetrics,
@@ -157,8 +168,10 @@ impl MemoryStore {
             shards: Default::default(),
             writer: Mutex::new(BTreeMap::new()),
             lru: Lru::with_capacity(max_size, 1024),
+            max_size: AtomicUsize::new(max_size),
             max_object_size: AtomicUsize::new(max_object_size),
             bytes: AtomicUsize::new(0),
+            filling: AtomicUsize::new(0),
             entries: AtomicUsize::new(0),
             evictions: AtomicU64::new(0),
             metrics: CacheMetrics::new(),
@@ -171,9 +184,39 @@ impl MemoryStore {
     pub fn set_limits(&self, max_size: usize, max_object_size: usize) {
         let mut index = self.writer.lock();
         self.max_object_size.store(max_object_size, Relaxed);
-        self.lru.set_weight_limit(max_size);
-        self.evict_to_limit(&mut index, None);
+        self.max_size.store(max_size, Relaxed);
+        self.limit_stored(&mut index);
+    }
+
+    /// Sets the LRU's limit to what fills leave of `max_size` and evicts down to it (caller
+    /// holds the writer lock).
+    fn limit_stored(&self, index: &mut UrlIndex) {
+        let max_size = self.max_size.load(Relaxed);
+        self.lru
+            .set_weight_limit(max_size.saturating_sub(self.filling.load(Relaxed)));
+        self.evict_to_limit(index, None);
         self.publish();
+    }
+
+    /// Charges `bytes` more to fills in progress, evicting stored entries to make room; false
+    /// (nothing charged) when fills alone would exceed `max_size`.
+    fn charge_fill(&self, bytes: usize) -> bool {
+        let mut index = self.writer.lock();
+        let filling = self.filling.load(Relaxed) + bytes;
+        if filling > self.max_size.load(Relaxed) {
+            return false;
+        }
+        self.filling.store(filling, Relaxed);
+        self.limit_stored(&mut index);
+        true
+    }
+
+    /// Gives back `bytes` charged to a fill (caller holds the writer lock).
+    fn release_fill_locked(&self, bytes: usize) {
+        let filling = self.filling.load(Relaxed).saturating_sub(bytes);
+        self.filling.store(filling, Relaxed);
+        self.lru
+            .set_weight_limit(self.max_size.load(Relaxed).saturating_sub(filling));
     }
 
     /// The largest object stored.
@@ -186,7 +229,8 @@ impl MemoryStore {
         Usage {
             entries: self.entries.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
-            max_size: self.lru.weight_limit(),
+            filling: self.filling.load(Relaxed),
+            max_size: self.max_size.load(Relaxed),
             evictions: self.evictions.load(Relaxed),
         }
     }
@@ -202,7 +246,13 @@ impl MemoryStore {
     /// Stores `entry` under `hash`, replacing any previous one; evicts first to make room.
     /// Returns the weight stored (0: the entry alone is larger than the store).
     fn commit(&self, hash: u128, entry: Entry) -> usize {
+        self.commit_fill(hash, entry, 0)
+    }
+
+    /// `commit` for a fill that had `charged` bytes: they are given back as the entry goes in.
+    fn commit_fill(&self, hash: u128, entry: Entry, charged: usize) -> usize {
         let mut index = self.writer.lock();
+        self.release_fill_locked(charged);
         self.remove_locked(&mut index, hash);
         let weight = entry.weight;
         self.lru.admit(slot(hash), hash, weight);
@@ -264,7 +314,7 @@ impl MemoryStore {
         self.metrics.publish(
             self.bytes.load(Relaxed),
             self.entries.load(Relaxed),
-            self.lru.weight_limit(),
+            self.max_size.load(Relaxed),
         );
     }
 
@@ -356,17 +406,64 @@ struct Fill {
     url: Arc<str>,
     meta: Option<StoredMeta>,
     body: BytesMut,
+    /// The body size the origin announced (capped at `max_object_size`; 0: unknown).
+    expected: usize,
+    /// Bytes charged to the store for `body`'s buffer.
+    charged: usize,
+}
+
+impl Fill {
+    /// Grows the buffer to hold `needed` bytes, charging the store first.
+    fn make_room(&mut self, needed: usize) -> Result<()> {
+        if needed <= self.body.capacity() {
+            return Ok(());
+        }
+        // Only data that arrived makes the buffer grow: towards the announced size once the
+        // first buffer is full (one allocation for an honest origin), else by doubling.
+        let target = if self.expected >= needed && self.body.capacity() >= FIRST_FILL_BUFFER {
+            self.expected
+        } else {
+            needed
+                .max(self.body.capacity() * 2)
+                .max(FIRST_FILL_BUFFER.min(self.expected.max(needed)))
+                .min(self.store.max_object_size())
+        };
+        let more = target.saturating_sub(self.charged);
+        if !self.store.charge_fill(more) {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "fills in progress hold all of cache.max_size; this response is not cached",
+            );
+        }
+        self.charged += more;
+        // A buffer of exactly `target` (`reserve` may double past it, beyond what was charged).
+        let mut grown = BytesMut::with_capacity(target);
+        grown.extend_from_slice(&self.body);
+        self.body = grown;
+        Ok(())
+    }
+}
+
+impl Drop for Fill {
+    fn drop(&mut self) {
+        if self.charged > 0 {
+            let _index = self.store.writer.lock();
+            self.store.release_fill_locked(self.charged);
+        }
+    }
 }
 
 #[async_trait]
 impl HandleMiss for Fill {
     async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
-        if self.body.len() + data.len() > self.store.max_object_size() {
+        let needed = self.body.len() + data.len();
+        if needed > self.store.max_object_size() {
             return Error::e_explain(
                 ErrorType::InternalError,
                 "the response is larger than cache.max_object_size",
             );
         }
+        self.make_room(needed)?;
         self.body.extend_from_slice(&data);
         Ok(())
     }
@@ -382,7 +479,10 @@ impl HandleMiss for Fill {
             Bytes::copy_from_slice(&self.body)
         };
         let url = Arc::clone(&self.url);
-        let weight = self.store.commit(self.hash, Entry::new(url, meta, body));
+        let charged = std::mem::take(&mut self.charged);
+        let weight = self
+            .store
+            .commit_fill(self.hash, Entry::new(url, meta, body), charged);
         Ok(MissFinishType::Created(weight))
     }
 }
@@ -427,7 +527,9 @@ impl Storage for MemoryStore {
             hash: hash_of(key.combined_bin()),
             url,
             meta: Some(StoredMeta::from_meta(meta)),
-            body: BytesMut::with_capacity(expected),
+            body: BytesMut::new(),
+            expected,
+            charged: 0,
         }))
     }
 
@@ -578,6 +680,90 @@ mod tests {
             .write_body(Bytes::from_static(b"0123456789a"), true)
             .await
             .is_err());
+    }
+
+    async fn start_fill(
+        store: &'static MemoryStore,
+        target: &str,
+        announced: usize,
+    ) -> MissHandler {
+        let key = super::super::key::build("h", target, "r", &[], &http::HeaderMap::new());
+        let span = Span::inactive().handle();
+        store
+            .get_miss_handler(&key, &meta(announced), &span)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_lying_content_length_allocates_nothing_up_front() {
+        let store = leak(MemoryStore::new(64 << 20, 8 << 20));
+        let mut miss = start_fill(store, "/liar", 8 << 20).await;
+        assert_eq!(store.usage().filling, 0);
+        miss.write_body(Bytes::from_static(b"tiny"), false)
+            .await
+            .unwrap();
+        assert_eq!(store.usage().filling, FIRST_FILL_BUFFER);
+        drop(miss);
+        assert_eq!(
+            store.usage().filling,
+            0,
+            "an abandoned fill gives its charge back"
+        );
+    }
+
+    #[tokio::test]
+    async fn fills_in_progress_are_charged_against_max_size() {
+        let store = leak(MemoryStore::new(1 << 20, 1 << 20));
+        let chunk = Bytes::from(vec![1u8; FIRST_FILL_BUFFER]);
+        let mut fills = Vec::new();
+        let mut refused = 0;
+        for i in 0..32 {
+            let mut miss = start_fill(store, &format!("/{i}"), 1 << 20).await;
+            match miss.write_body(chunk.clone(), false).await {
+                Ok(()) => fills.push(miss),
+                Err(_) => refused += 1,
+            }
+            assert!(store.usage().filling <= 1 << 20);
+        }
+        assert_eq!(fills.len(), 16, "16 x 64 KiB fill the 1 MiB bound");
+        assert_eq!(refused, 16);
+        fills.clear();
+        assert_eq!(store.usage().filling, 0);
+    }
+
+    #[tokio::test]
+    async fn stored_entries_make_room_for_fills_and_a_finished_fill_is_charged_once() {
+        let body = vec![7u8; 100 << 10];
+        let store = leak(MemoryStore::new(1 << 20, 1 << 20));
+        for i in 0..9 {
+            fill(store, &format!("/{i}"), &body).await;
+        }
+        let stored = store.usage().bytes;
+        assert!(stored > 900 << 10);
+        let mut miss = start_fill(store, "/new", 300 << 10).await;
+        miss.write_body(Bytes::from(vec![1u8; FIRST_FILL_BUFFER]), false)
+            .await
+            .unwrap();
+        miss.write_body(Bytes::from(vec![1u8; 236 << 10]), true)
+            .await
+            .unwrap();
+        let usage = store.usage();
+        assert_eq!(
+            usage.filling,
+            300 << 10,
+            "grown to the announced size in one step"
+        );
+        assert!(usage.bytes + usage.filling <= 1 << 20, "{usage:?}");
+        assert!(usage.evictions > 0);
+        let MissFinishType::Created(weight) = miss.finish().await.unwrap() else {
+            unreachable!()
+        };
+        let usage = store.usage();
+        assert_eq!(usage.filling, 0);
+        assert!(weight > 300 << 10);
+        assert!(usage.bytes <= 1 << 20, "{usage:?}");
+        assert_eq!(read(store, "/new").await.unwrap().len(), 300 << 10);
     }
 
     #[tokio::test]

@@ -226,7 +226,7 @@ pub struct RouteSpec {
     pub matcher: MatchSpec,
     pub target: RouteTarget,
     pub strip_prefix: Option<String>,
-    /// Overrides the pool's read timeout for this route.
+    /// The whole upstream exchange, retries included (None: only the pool's per-read timeout).
     pub timeout: Option<Duration>,
     pub retries: RetryPolicy,
     pub max_body_size: u64,

@@ -199,6 +199,10 @@ fn policy_spec(check: &mut Checker, name: &str, raw: RawPolicy) -> Option<Policy
     })
 }
 
+/// Most policies one route may list: the limiter tracks which ones admitted a request in a
+/// 64-bit mask, to give their grant back when a later one refuses.
+pub const MAX_ROUTE_POLICIES: usize = 64;
+
 /// Resolves a route's `rate_limits` to policy indexes.
 pub(super) fn route_policies(
     check: &mut Checker,
@@ -213,7 +217,17 @@ pub(super) fn route_policies(
         .map(|(i, p)| (p.name.as_str(), i))
         .collect();
     let mut policies = Vec::new();
-    for (position, name) in raw.unwrap_or_default().iter().enumerate() {
+    let raw = raw.unwrap_or_default();
+    if raw.len() > MAX_ROUTE_POLICIES {
+        check.fail(
+            key.to_string(),
+            format!(
+                "{} policies listed; a route may list at most {MAX_ROUTE_POLICIES}",
+                raw.len()
+            ),
+        );
+    }
+    for (position, name) in raw.iter().enumerate() {
         match index.get(name.as_str()) {
             Some(&policy) if !policies.contains(&policy) => policies.push(policy),
             Some(_) => check.fail(

@@ -79,8 +79,30 @@ pub struct UpstreamCtx {
     pub duration: Option<Duration>,
     /// An attempt was sent to a backend and its outcome is not counted yet.
     pub attempt_open: bool,
-    /// The next attempt goes to the same backend (a stale pooled connection failed).
+    /// The next attempt goes to the same backend on a new connection (a stale pooled
+    /// connection failed).
     pub retry_same_backend: bool,
+    /// The one re-send a stale pooled connection earns was used.
+    pub stale_resent: bool,
+    /// When the whole upstream exchange, retries included, must be over: the route's `timeout`
+    /// and the client's `grpc-timeout`, counted from the first attempt (None: only per-read
+    /// timeouts apply).
+    pub deadline: Option<Instant>,
+}
+
+impl UpstreamCtx {
+    /// Whether the exchange's deadline has passed.
+    pub fn past_deadline(&self) -> bool {
+        self.deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    /// Whether too little of the exchange's time is left for another attempt (a read timeout
+    /// set to the remaining budget may fire a hair before the deadline).
+    pub fn no_time_for_another_attempt(&self) -> bool {
+        self.deadline
+            .is_some_and(|deadline| Instant::now() + Duration::from_millis(5) >= deadline)
+    }
 }
 
 /// Everything one request carries through the phases.

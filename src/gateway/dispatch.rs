@@ -22,7 +22,9 @@ pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Resul
         return Error::e_explain(ErrorType::HTTPStatus(404), "no route matches this request");
     };
     let backoff = route.spec.retries.backoff;
-    let read_timeout = route.spec.timeout;
+    if ctx.upstream.tried.count() == 0 {
+        ctx.upstream.deadline = exchange_deadline(route, request, ctx);
+    }
     let same_backend = std::mem::take(&mut ctx.upstream.retry_same_backend);
     if ctx.upstream.tried.count() > 0 && !backoff.is_zero() && !same_backend {
         tokio::time::sleep(backoff).await;
@@ -66,35 +68,46 @@ pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Resul
     ctx.upstream.picked_at = Some(Instant::now());
     ctx.upstream.attempt_open = true;
     let mut peer = pool.backends[backend_index].peer.clone();
-    if let Some(timeout) = read_timeout {
-        peer.options.read_timeout = Some(timeout);
+    if same_backend {
+        // A connection group of its own: no pooled connection matches it, so the re-send opens
+        // a new one instead of trying the next idle connection, which may be as stale.
+        peer.group_key = fresh_connection_group();
     }
-    if route.spec.grpc {
-        if let Some(budget) = grpc_budget(request, ctx) {
-            let bounded = peer.options.read_timeout.map_or(budget, |t| t.min(budget));
-            peer.options.read_timeout = Some(bounded);
-        }
+    if let Some(deadline) = ctx.upstream.deadline {
+        // No single wait may outlast the exchange. A spent budget still gets a moment, so the
+        // answer is a timeout, not a connect error.
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(std::time::Duration::from_millis(1));
+        // A route's own timeout replaces the pool's per-read one; `grpc-timeout` only shortens it.
+        peer.options.read_timeout = Some(match (route.spec.timeout, peer.options.read_timeout) {
+            (None, Some(per_read)) => per_read.min(left),
+            _ => left,
+        });
     }
     Ok(Box::new(peer))
 }
 
-/// What is left of the client's `grpc-timeout` (the deadline is set at the first attempt).
-fn grpc_budget(request: &RequestHeader, ctx: &mut RequestCtx) -> Option<std::time::Duration> {
-    let deadline = match ctx.grpc_deadline {
-        Some(deadline) => deadline,
-        None => {
-            let timeout = super::grpc::timeout(request.headers.get("grpc-timeout")?.as_bytes())?;
-            let deadline = ctx.started + timeout;
-            ctx.grpc_deadline = Some(deadline);
-            deadline
-        }
-    };
-    // A spent budget still gets a moment, so the answer is a timeout, not a connect error.
-    Some(
-        deadline
-            .saturating_duration_since(Instant::now())
-            .max(std::time::Duration::from_millis(1)),
-    )
+/// The end of the whole upstream exchange: `routes[].timeout` from now, or the client's
+/// `grpc-timeout` from the request's start on gRPC routes, whichever comes first.
+fn exchange_deadline(
+    route: &super::runtime::Route,
+    request: &RequestHeader,
+    ctx: &mut RequestCtx,
+) -> Option<Instant> {
+    let route_deadline = route.spec.timeout.map(|timeout| Instant::now() + timeout);
+    if route.spec.grpc {
+        ctx.grpc_deadline = request
+            .headers
+            .get("grpc-timeout")
+            .and_then(|value| super::grpc::timeout(value.as_bytes()))
+            .map(|timeout| ctx.started + timeout);
+    }
+    let grpc_deadline = ctx.grpc_deadline;
+    match (route_deadline, grpc_deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 fn hash_key(pool: &Pool, request: &RequestHeader, ctx: &RequestCtx) -> u64 {
@@ -122,6 +135,12 @@ fn hash_key(pool: &Pool, request: &RequestHeader, ctx: &RequestCtx) -> u64 {
 }
 
 /// How one attempt ended, for metrics and outlier detection.
+/// A connection-pool group no connection belongs to yet (group 0 is the shared one).
+fn fresh_connection_group() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
     /// The backend answered with this status.
@@ -210,6 +229,9 @@ fn decide_retry(
     let Some(route) = ctx.route() else {
         return false;
     };
+    if ctx.upstream.no_time_for_another_attempt() {
+        return false;
+    }
     let Some(reason) = retry_reason(
         &route.spec.retries,
         failure,
@@ -265,10 +287,12 @@ pub fn on_proxy_error(
     }
     // A pooled connection the backend had already closed: not the backend's fault, and safe to
     // send again on a fresh connection (Pingora's own rule for idempotent, replayable requests).
+    // Once per request: Pingora would try every idle connection in turn, up to 16 sends.
     let stale = client_reused && matches!(error.retry, RetryType::ReusedOnly);
-    if stale && request.method.is_idempotent() && replayable {
+    if stale && !ctx.upstream.stale_resent && request.method.is_idempotent() && replayable {
         close_attempt(ctx, Attempt::Abandoned);
         ctx.upstream.retry_same_backend = true;
+        ctx.upstream.stale_resent = true;
         error.set_retry(true);
         return error;
     }
@@ -290,6 +314,14 @@ pub fn on_response(
     status: u16,
     replayable: bool,
 ) -> Result<()> {
+    if ctx.upstream.past_deadline() {
+        // The answer came, but too late: the backend was too slow, as with a read timeout.
+        close_attempt(ctx, Attempt::Failed);
+        return Error::e_explain(
+            ErrorType::HTTPStatus(504),
+            "the upstream exchange outlived the route's timeout",
+        );
+    }
     close_attempt(ctx, Attempt::Response(status));
     if status >= 500 && decide_retry(request, ctx, Failure::Status(status), replayable) {
         let mut error = Error::explain(

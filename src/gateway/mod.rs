@@ -261,21 +261,22 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// A gRPC call past its `grpc-timeout` ends, even while the backend is still sending.
+    /// An exchange past its deadline (`routes[].timeout`, `grpc-timeout`) ends, even while the
+    /// backend is still sending: the client connection closes mid-body.
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
         _body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        match ctx.grpc_deadline {
-            Some(deadline) if std::time::Instant::now() > deadline => Error::e_explain(
+        if !end_of_stream && ctx.upstream.past_deadline() {
+            return Error::e_explain(
                 ErrorType::HTTPStatus(504),
-                "the call outlived its grpc-timeout",
-            ),
-            _ => Ok(None),
+                "the upstream exchange outlived its deadline",
+            );
         }
+        Ok(None)
     }
 
     /// Pool (or split branch), circuit breaker, then a healthy backend not yet tried.

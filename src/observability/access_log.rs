@@ -1,18 +1,25 @@
-//! One JSON line per request, written through a buffer that a background task flushes
-//! every 200 ms (and at shutdown), so logging costs no syscall per request.
+//! One JSON line per request. Workers format the line and append it to a shared in-memory
+//! batch; a dedicated thread writes batches out, so a slow disk or a stdout pipe nobody reads
+//! never stalls a worker. The batch is bounded: when it is full, lines are dropped and counted
+//! (`edgegate_access_log_dropped_total`), never waited for.
 
 use crate::config::AccessLogSpec;
-use async_trait::async_trait;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
+use parking_lot::{Condvar, Mutex};
 use std::cell::{Cell, RefCell};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// How long a line may wait in the batch before it is written.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
-const BUFFER_BYTES: usize = 64 << 10;
+/// A batch this large wakes the writer at once.
+const WAKE_AT: usize = 64 << 10;
+/// Lines waiting to be written are capped at this many bytes (about 10,000 lines); beyond it they
+/// are dropped. Together with the batch being written, the log holds at most twice this.
+pub const MAX_PENDING_BYTES: usize = 4 << 20;
+/// How long a shutdown waits for the writer to write out what is pending.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// What one access-log line says.
 #[derive(Debug)]
@@ -44,13 +51,36 @@ pub struct Entry<'a> {
     pub cache: Option<&'a str>,
 }
 
-type Sink = Mutex<BufWriter<Box<dyn Write + Send>>>;
-
 /// The access-log destination (or nothing, when `format: off`).
 pub struct AccessLog {
-    sink: Option<Sink>,
+    shared: Option<Arc<Shared>>,
     /// The file lines go to, reopened on SIGUSR1 (None: stdout or off).
     path: Option<std::path::PathBuf>,
+}
+
+/// What workers and the writer thread share.
+struct Shared {
+    /// The writer thread starts with the first line, not at open: daemon mode forks after the
+    /// configuration is built, and a thread started before the fork would not exist after it.
+    start: Once,
+    destination: Mutex<Option<Box<dyn Write + Send>>>,
+    pending: Mutex<Pending>,
+    /// Wakes the writer: a full batch, a reopen, a flush request or the end.
+    wake: Condvar,
+    /// Wakes whoever waits for a flush to be done.
+    written: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    /// A freshly opened file to switch to once the lines before the switch are written.
+    reopened: Option<std::fs::File>,
+    /// Flushes asked for, and the last one the writer has done.
+    flushes_wanted: u64,
+    flushes_done: u64,
+    /// The log is gone: write what is left, then stop.
+    closing: bool,
 }
 
 thread_local! {
@@ -58,64 +88,179 @@ thread_local! {
 }
 
 impl AccessLog {
-    /// Opens the destination named by `spec` (files are appended to).
+    /// Opens the destination named by `spec` (files are appended to) and starts its writer.
     pub fn open(spec: &AccessLogSpec) -> std::io::Result<Self> {
         let (writer, path): (Box<dyn Write + Send>, _) = match spec {
             AccessLogSpec::Off => {
                 return Ok(AccessLog {
-                    sink: None,
+                    shared: None,
                     path: None,
                 })
             }
             AccessLogSpec::Stdout => (Box::new(std::io::stdout()), None),
             AccessLogSpec::File(path) => (Box::new(open_append(path)?), Some(path.clone())),
         };
+        let shared = Arc::new(Shared {
+            start: Once::new(),
+            destination: Mutex::new(Some(writer)),
+            pending: Mutex::new(Pending {
+                lines: Vec::with_capacity(WAKE_AT * 2),
+                ..Pending::default()
+            }),
+            wake: Condvar::new(),
+            written: Condvar::new(),
+        });
         Ok(AccessLog {
-            sink: Some(Mutex::new(BufWriter::with_capacity(BUFFER_BYTES, writer))),
+            shared: Some(shared),
             path,
         })
     }
 
-    /// Flushes, then reopens the file by name (logrotate moved the old one away).
+    /// Reopens the file by name (logrotate moved the old one away): lines logged before this
+    /// call still go to the old file.
     pub fn reopen(&self) -> std::io::Result<()> {
-        let (Some(sink), Some(path)) = (&self.sink, &self.path) else {
+        let (Some(shared), Some(path)) = (&self.shared, &self.path) else {
             return Ok(());
         };
         let file = open_append(path)?;
-        if let Ok(mut writer) = sink.lock() {
-            writer.flush()?;
-            *writer = BufWriter::with_capacity(BUFFER_BYTES, Box::new(file));
-        }
+        start_writer(shared);
+        shared.pending.lock().reopened = Some(file);
+        shared.wake.notify_one();
         Ok(())
     }
 
     /// Whether lines are written at all.
     pub fn enabled(&self) -> bool {
-        self.sink.is_some()
+        self.shared.is_some()
     }
 
-    /// Appends one line for `entry`.
+    /// Queues one line for `entry`; drops it (and counts it) when the queue is full.
     pub fn write(&self, entry: &Entry<'_>) {
-        let Some(sink) = &self.sink else { return };
+        let Some(shared) = &self.shared else { return };
+        start_writer(shared);
         LINE.with(|line| {
             let mut line = line.borrow_mut();
             line.clear();
             format_entry(&mut line, entry);
-            if let Ok(mut writer) = sink.lock() {
-                // A full disk must not take requests down; the error shows on the next flush.
-                let _ = writer.write_all(&line);
+            let mut pending = shared.pending.lock();
+            let before = pending.lines.len();
+            if before + line.len() > MAX_PENDING_BYTES {
+                drop(pending);
+                crate::observability::metrics::access_log_dropped(1);
+                return;
+            }
+            pending.lines.extend_from_slice(&line);
+            let wake = before < WAKE_AT && pending.lines.len() >= WAKE_AT;
+            drop(pending);
+            if wake {
+                shared.wake.notify_one();
             }
         });
     }
 
-    /// Writes out buffered lines.
-    pub fn flush(&self) {
-        if let Some(sink) = &self.sink {
-            if let Ok(mut writer) = sink.lock() {
-                if let Err(error) = writer.flush() {
-                    log::error!("cannot write the access log: {error}");
+    /// Has the writer write out every line queued so far, waiting up to `limit` for it.
+    /// Returns whether it finished in time.
+    pub fn flush(&self, limit: Duration) -> bool {
+        let Some(shared) = &self.shared else {
+            return true;
+        };
+        start_writer(shared);
+        let deadline = Instant::now() + limit;
+        let mut pending = shared.pending.lock();
+        pending.flushes_wanted += 1;
+        let wanted = pending.flushes_wanted;
+        shared.wake.notify_one();
+        while pending.flushes_done < wanted {
+            if shared
+                .written
+                .wait_until(&mut pending, deadline)
+                .timed_out()
+            {
+                return pending.flushes_done >= wanted;
+            }
+        }
+        true
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        // Not joined: a writer stuck on a full pipe must not hold up whoever dropped the log.
+        if let Some(shared) = &self.shared {
+            shared.pending.lock().closing = true;
+            shared.wake.notify_one();
+        }
+    }
+}
+
+fn start_writer(shared: &Arc<Shared>) {
+    shared.start.call_once(|| {
+        let Some(destination) = shared.destination.lock().take() else {
+            return;
+        };
+        let for_writer = Arc::clone(shared);
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_batches(&for_writer, destination));
+        if let Err(error) = spawned {
+            log::error!("cannot start the access-log writer ({error}): lines are dropped");
+        }
+    });
+}
+
+/// The writer thread: takes the pending batch (at least every `FLUSH_EVERY`) and writes it.
+fn write_batches(shared: &Shared, mut writer: Box<dyn Write + Send>) {
+    let mut batch = Vec::with_capacity(WAKE_AT * 2);
+    let mut failing = false;
+    loop {
+        let (reopened, flush, closing) = {
+            let mut pending = shared.pending.lock();
+            let nothing_urgent = |p: &Pending| {
+                p.lines.len() < WAKE_AT
+                    && p.reopened.is_none()
+                    && p.flushes_wanted == p.flushes_done
+                    && !p.closing
+            };
+            if nothing_urgent(&pending) {
+                shared.wake.wait_for(&mut pending, FLUSH_EVERY);
+            }
+            std::mem::swap(&mut pending.lines, &mut batch);
+            (
+                pending.reopened.take(),
+                pending.flushes_wanted,
+                pending.closing,
+            )
+        };
+        if !batch.is_empty() {
+            match writer.write_all(&batch).and_then(|()| writer.flush()) {
+                Ok(()) if failing => {
+                    failing = false;
+                    log::info!("the access log is written again");
+                }
+                Ok(()) => {}
+                Err(error) => {
+                    let lost = memchr::memchr_iter(b'\n', &batch).count();
+                    crate::observability::metrics::access_log_dropped(lost as u64);
+                    if !failing {
+                        failing = true;
+                        log::error!("cannot write the access log ({error}): lines are dropped");
+                    }
                 }
             }
+            batch.clear();
+            // A burst may have grown the batch; do not keep its memory for good.
+            batch.shrink_to(WAKE_AT * 2);
+        }
+        if let Some(file) = reopened {
+            writer = Box::new(file);
+        }
+        {
+            let mut pending = shared.pending.lock();
+            pending.flushes_done = pending.flushes_done.max(flush);
+        }
+        shared.written.notify_all();
+        if closing && shared.pending.lock().lines.is_empty() {
+            return;
         }
     }
 }
@@ -127,20 +272,11 @@ fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-/// Background service that periodically runs its flush function (the current log's `flush`).
-pub struct Flusher(pub Box<dyn Fn() + Send + Sync>);
-
-#[async_trait]
-impl BackgroundService for Flusher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut ticker = tokio::time::interval(FLUSH_EVERY);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => (self.0)(),
-                _ = shutdown.changed() => break,
-            }
-        }
-        (self.0)();
+/// Writes out what `log` holds before the process exits, waiting at most a bounded time so a
+/// stuck destination cannot hold the exit.
+pub fn drain(log: &AccessLog) {
+    if !log.flush(DRAIN_LIMIT) {
+        log::warn!("the access log could not be written out within {DRAIN_LIMIT:?}");
     }
 }
 

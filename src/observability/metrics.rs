@@ -52,12 +52,15 @@ struct Families {
     client_timeouts: IntCounterVec,
     bad_requests: IntCounterVec,
     jwt_keys_skipped: IntCounterVec,
+    access_log_dropped: IntCounter,
+    ratelimit_store_full: IntCounter,
     build_info: IntGaugeVec,
 }
 
 // Registration fails only if a family is registered twice, which this single LazyLock rules out.
 #[allow(clippy::expect_used)]
-static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
+static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
+    Families {
     requests: register_int_counter_vec!(
         "edgegate_requests_total",
         "Requests answered, by route, method and status class",
@@ -270,12 +273,23 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         &["provider"]
     )
     .expect("register edgegate_jwt_keys_skipped_total"),
+    access_log_dropped: prometheus::register_int_counter!(
+        "edgegate_access_log_dropped_total",
+        "Access-log lines dropped because the destination could not keep up or failed"
+    )
+    .expect("register edgegate_access_log_dropped_total"),
+    ratelimit_store_full: prometheus::register_int_counter!(
+        "edgegate_ratelimit_store_full_total",
+        "Rate-limit decisions for a new key not tracked because the local store was full of keys in use"
+    )
+    .expect("register edgegate_ratelimit_store_full_total"),
     build_info: register_int_gauge_vec!(
         "edgegate_build_info",
         "Always 1; labels name the build",
         &["version"]
     )
     .expect("register edgegate_build_info"),
+}
 });
 
 /// Registers every family and sets the build info gauge.
@@ -330,6 +344,16 @@ pub fn bad_request(reason: usize) {
     if let Some(counter) = COUNTERS.get(reason) {
         counter.inc();
     }
+}
+
+/// Counts a rate-limit decision the full local store could not track.
+pub fn ratelimit_store_full() {
+    FAMILIES.ratelimit_store_full.inc();
+}
+
+/// Counts access-log lines that were not written.
+pub fn access_log_dropped(lines: u64) {
+    FAMILIES.access_log_dropped.inc_by(lines);
 }
 
 /// Counts keys of `provider`'s key set that were skipped as unusable.

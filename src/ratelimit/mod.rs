@@ -125,9 +125,9 @@ impl Limiter {
             Store::Local(local) => local.now_ms(),
             Store::Redis { .. } => 0, // Redis uses its own clock
         };
-        // Admitted so far: policies to refund if a later policy rejects.
-        let mut admitted: [usize; 8] = [0; 8];
-        let mut admitted_len = 0;
+        // Slots (positions in `policies`) admitted so far: refunded if a later policy rejects.
+        // Config validation caps a route at 64 policies.
+        let mut admitted: u64 = 0;
         let mut report: Option<Report> = None;
         let mut limited_slot = None;
         for (slot, &index) in policies.iter().enumerate() {
@@ -143,7 +143,11 @@ impl Limiter {
             if !decision.allowed {
                 limited_slot.get_or_insert(slot);
                 if !policy.shadow {
-                    for &policy in &admitted[..admitted_len] {
+                    let refunds = policies
+                        .iter()
+                        .enumerate()
+                        .filter(|(slot, _)| admitted >> slot & 1 == 1);
+                    for (_, &policy) in refunds {
                         let refund_quota = quota(&self.policies[policy], input.identity);
                         // Best effort: a failed refund only costs the client one request.
                         let _ = self.apply(policy, refund_quota, input, now, true).await;
@@ -154,9 +158,8 @@ impl Limiter {
                         limited_slot,
                     });
                 }
-            } else if admitted_len < admitted.len() {
-                admitted[admitted_len] = index;
-                admitted_len += 1;
+            } else if slot < 64 {
+                admitted |= 1 << slot;
             }
             if report.is_none_or(|current| closer_to_limit(&candidate.decision, &current.decision))
             {
@@ -494,6 +497,25 @@ mod tests {
         assert!(check(&l, &[0, 1], &input("10.0.0.2", None, &headers)).allowed);
         assert!(check(&l, &[0, 1], &input("10.0.0.3", None, &headers)).allowed);
         assert!(!check(&l, &[0, 1], &input("10.0.0.4", None, &headers)).allowed);
+    }
+
+    #[test]
+    fn a_rejection_refunds_every_admitting_policy_however_many() {
+        let headers = HeaderMap::new();
+        // Twelve global policies of 2, then one per-IP policy of 1.
+        let mut policies: Vec<PolicySpec> = (0..12)
+            .map(|i| policy(&format!("wide{i}"), 2, vec![KeyPart::Global], false))
+            .collect();
+        policies.push(policy("narrow", 1, vec![KeyPart::ClientIp], false));
+        let l = limiter(policies);
+        let route: Vec<usize> = (0..13).collect();
+        let a = input("10.0.0.1", None, &headers);
+        assert!(check(&l, &route, &a).allowed);
+        for _ in 0..5 {
+            assert!(!check(&l, &route, &a).allowed);
+        }
+        // Had any global policy paid for a rejected request, the second client would not fit.
+        assert!(check(&l, &route, &input("10.0.0.2", None, &headers)).allowed);
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 const MAX_SEQUENCE_WALK: usize = 64;
 /// Ring points per unit of weight for consistent hashing (as in ketama).
 const RING_POINTS_PER_WEIGHT: usize = 160;
-const MAX_RING_POINTS_PER_BACKEND: usize = 16_000;
+/// Ring size beyond which heavy pools get fewer points per unit of weight (never below one), so
+/// weights keep their ratio however large they are while the ring stays small.
+const MAX_RING_POINTS: usize = 1 << 16;
 /// Smooth weighted sequences longer than this are built from proportionally reduced weights.
 const MAX_SEQUENCE_LEN: u64 = 1 << 16;
 
@@ -71,11 +73,11 @@ impl Selector {
 
     /// A consistent-hash selector; `labels` identify backends so the ring survives reordering.
     pub fn consistent_hash(weights: &[u32], labels: &[String]) -> Self {
-        let mut ring = Vec::new();
+        let total_weight: usize = weights.iter().map(|&w| w as usize).sum();
+        let per_weight = (MAX_RING_POINTS / total_weight.max(1)).clamp(1, RING_POINTS_PER_WEIGHT);
+        let mut ring = Vec::with_capacity(total_weight * per_weight);
         for (index, (&weight, label)) in weights.iter().zip(labels).enumerate() {
-            let points =
-                (weight as usize * RING_POINTS_PER_WEIGHT).min(MAX_RING_POINTS_PER_BACKEND);
-            for replica in 0..points {
+            for replica in 0..weight as usize * per_weight {
                 let point = hash_bytes(format!("{label}#{replica}").as_bytes());
                 ring.push((point, index as u16));
             }
@@ -354,6 +356,26 @@ mod tests {
         }
         assert!(spread.iter().all(|&n| n > 150), "{spread:?}");
         assert_eq!(moved, spread[2]);
+    }
+
+    #[test]
+    fn consistent_hash_keeps_large_weight_ratios() {
+        for (heavy, light) in [(1000u32, 100u32), (10_000, 1_000), (300, 100)] {
+            let labels = vec!["10.0.0.1:80".to_string(), "10.0.0.2:80".to_string()];
+            let backends = fakes(&[heavy, light]);
+            let selector = Selector::consistent_hash(&[heavy, light], &labels);
+            let mut counts = [0usize; 2];
+            for key in 0..100_000u64 {
+                let hash = hash_bytes(&key.to_le_bytes());
+                counts[selector.pick(&backends, hash, |_| true).unwrap()] += 1;
+            }
+            let share = counts[0] as f64 / 100_000.0;
+            let expected = f64::from(heavy) / f64::from(heavy + light);
+            assert!(
+                (share - expected).abs() < 0.02,
+                "{heavy}:{light} gave {counts:?}"
+            );
+        }
     }
 
     #[test]

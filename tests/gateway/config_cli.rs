@@ -287,3 +287,32 @@ fn outlier_detection_and_retry_conditions_are_validated() {
     assert!(ok);
     assert!(stdout.contains("outlier detection"), "{stdout}");
 }
+
+#[test]
+fn a_route_may_list_at_most_64_rate_limit_policies() {
+    let names: Vec<String> = (0..65).map(|i| format!("p{i}")).collect();
+    let policies: String = names
+        .iter()
+        .map(|name| {
+            format!(
+                "    {name}: {{ algorithm: fixed_window, key: global, limit: 10, window: 1m }}\n"
+            )
+        })
+        .collect();
+    let yaml = format!(
+        "{VALID}    rate_limits: [{}]\nrate_limits:\n  policies:\n{policies}",
+        names.join(", ")
+    );
+    let (ok, _, stderr) = check_text(&yaml);
+    assert!(!ok);
+    assert!(
+        stderr.contains("routes[0].rate_limits: 65 policies listed; a route may list at most 64"),
+        "{stderr}"
+    );
+    let yaml = format!(
+        "{VALID}    rate_limits: [{}]\nrate_limits:\n  policies:\n{policies}",
+        names[..64].join(", ")
+    );
+    let (ok, _, stderr) = check_text(&yaml);
+    assert!(ok, "{stderr}");
+}

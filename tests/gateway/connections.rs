@@ -133,7 +133,9 @@ fn daemon_mode_detaches_and_writes_the_pid_file() {
     struct Stop(String);
     impl Drop for Stop {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("kill").arg(&self.0).status();
+            if let Ok(pid) = self.0.parse() {
+                crate::support::send_signal(pid, "TERM");
+            }
         }
     }
     let daemon = Stop(pid.clone());

@@ -99,7 +99,7 @@ fn retries_zero_surfaces_the_connect_failure() {
 #[test]
 fn a_slow_origin_gets_a_json_504() {
     let slow = Origin::start("slow");
-    slow.set(|b| b.delay = Duration::from_millis(1500));
+    slow.set(|b| b.delay = Duration::from_secs(5));
     let gw = Gateway::start(&format!(
         "upstreams:\n  app:\n    read_timeout: 300ms\n    targets: [{{ address: \"{}\" }}]\n\
          routes:\n  - {{ name: slow, match: {{ path_prefix: /slow }}, upstream: app }}\n  \
@@ -109,12 +109,15 @@ fn a_slow_origin_gets_a_json_504() {
     let started = Instant::now();
     let response = gw.get("/slow");
     assert_eq!(response.status, 504);
+    // Cut by the 300 ms read timeout, long before the origin's 5 s answer.
     assert!(
-        started.elapsed() < Duration::from_millis(1400),
+        started.elapsed() < Duration::from_secs(4),
         "took {:?}",
         started.elapsed()
     );
     assert_eq!(response.json()["error"], "gateway_timeout");
+    // Slower than the pool's read_timeout, within the route's timeout.
+    slow.set(|b| b.delay = Duration::from_secs(1));
     assert_eq!(
         gw.get("/patient").status,
         200,
@@ -125,7 +128,7 @@ fn a_slow_origin_gets_a_json_504() {
 #[test]
 fn the_circuit_breaker_refuses_excess_concurrency_at_once() {
     let slow = Origin::start("slow");
-    slow.set(|b| b.delay = Duration::from_millis(1500));
+    slow.set(|b| b.delay = Duration::from_secs(4));
     let gw = Gateway::start(&format!(
         "upstreams:\n  app:\n    max_concurrent_requests: 2\n    targets: [{{ address: \"{}\" }}]\nroutes:\n  - {{ name: all, upstream: app }}\n",
         slow.addr
@@ -140,8 +143,9 @@ fn the_circuit_breaker_refuses_excess_concurrency_at_once() {
     let started = Instant::now();
     let refused = gw.get("/");
     assert_eq!(refused.status, 503);
+    // At once: long before the two requests in flight get their 4 s answers.
     assert!(
-        started.elapsed() < Duration::from_millis(500),
+        started.elapsed() < Duration::from_millis(2500),
         "not refused at once"
     );
     assert!(refused.json()["message"]
@@ -160,4 +164,77 @@ fn the_circuit_breaker_refuses_excess_concurrency_at_once() {
         200,
         "slots are released when requests finish"
     );
+}
+
+#[test]
+fn a_request_on_a_dying_keepalive_pool_reaches_the_backend_at_most_twice() {
+    let origin = Origin::start("app");
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  app: {{ targets: [{{ address: \"{}\" }}] }}\n\
+         routes:\n  - {{ name: all, upstream: app, retries: {{ attempts: 0 }} }}\n",
+        origin.addr
+    ));
+    // Eight concurrent slow requests leave eight idle keep-alive connections in the pool.
+    origin.set(|b| b.delay = Duration::from_millis(300));
+    let proxy = gw.proxy;
+    let warm: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || crate::support::get(proxy, "/warm").status))
+        .collect();
+    for request in warm {
+        assert_eq!(request.join().unwrap(), 200);
+    }
+    assert!(origin.connections() >= 8);
+    // Every connection now takes the request and closes without answering.
+    origin.set(|b| {
+        b.delay = Duration::ZERO;
+        b.hang_up = true;
+    });
+    let before = origin.hits();
+    let response = gw.get("/once");
+    assert_eq!(response.status, 502, "{}", response.text());
+    // Once on a pooled connection, once more on a new one; never once per idle connection.
+    assert_eq!(origin.hits() - before, 2);
+}
+
+#[test]
+fn a_route_timeout_bounds_the_whole_exchange_even_for_a_trickling_backend() {
+    let trickling = Origin::start("trickling");
+    // ~100 body bytes at 50 ms each: 5 s, while every single read is quick.
+    trickling.set(|b| {
+        b.body = Some("x".repeat(100));
+        b.trickle = Some(Duration::from_millis(50));
+    });
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  app: {{ read_timeout: 2s, targets: [{{ address: \"{}\" }}] }}\n\
+         routes:\n  - {{ name: all, upstream: app, timeout: 1s }}\n",
+        trickling.addr
+    ));
+    let started = Instant::now();
+    let outcome = crate::support::try_request(gw.proxy, "GET", "/", &[], b"");
+    let elapsed = started.elapsed();
+    // The header was sent, so the body is cut: the connection closes short of the body.
+    match outcome {
+        Ok(response) => assert!(response.body.len() < 100, "got the whole body"),
+        Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof, "{error}"),
+    }
+    assert!(elapsed < Duration::from_secs(4), "cut after {elapsed:?}");
+}
+
+#[test]
+fn retries_share_the_route_timeout() {
+    let first = Origin::start("first");
+    let second = Origin::start("second");
+    for origin in [&first, &second] {
+        origin.set(|b| b.delay = Duration::from_secs(3));
+    }
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  app:\n    selection: round_robin\n    targets: [{{ address: \"{}\" }}, {{ address: \"{}\" }}]\n\
+         routes:\n  - {{ name: all, upstream: app, timeout: 1s, retries: {{ attempts: 2, on: [gateway_error] }} }}\n",
+        first.addr, second.addr
+    ));
+    let response = gw.get("/");
+    assert_eq!(response.status, 504, "{}", response.text());
+    assert_eq!(response.json()["error"], "gateway_timeout");
+    // The first attempt used the whole second; no retry was started after it.
+    assert_eq!(first.hits() + second.hits(), 1);
 }

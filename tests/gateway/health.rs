@@ -11,7 +11,7 @@ fn checked_pool(a: &Origin, b: &Origin, check: &str) -> Gateway {
 }
 
 const HTTP_CHECK: &str =
-    "{ type: http, path: /health, interval: 100ms, timeout: 100ms, healthy_threshold: 2, unhealthy_threshold: 2 }";
+    "{ type: http, path: /health, interval: 250ms, timeout: 250ms, healthy_threshold: 2, unhealthy_threshold: 2 }";
 
 #[test]
 fn an_unhealthy_backend_is_removed_and_readded() {
@@ -64,7 +64,7 @@ fn expected_statuses_define_healthy() {
     let gw = checked_pool(
         &a,
         &b,
-        "{ type: http, path: /health, expected_statuses: [200], interval: 100ms, timeout: 100ms }",
+        "{ type: http, path: /health, expected_statuses: [200], interval: 250ms, timeout: 250ms }",
     );
     // The first pass decides at once: b answers 204, which is not expected.
     for _ in 0..10 {
@@ -74,7 +74,7 @@ fn expected_statuses_define_healthy() {
     let gw = checked_pool(
         &a,
         &b,
-        "{ type: http, path: /health, expected_statuses: [200, 204], interval: 100ms, timeout: 100ms }",
+        "{ type: http, path: /health, expected_statuses: [200, 204], interval: 250ms, timeout: 250ms }",
     );
     let to_b = (0..10)
         .filter(|_| gw.get("/").header("x-origin") == Some("b"))
@@ -89,7 +89,7 @@ fn tcp_checks_follow_whether_the_port_accepts() {
     let gw = checked_pool(
         &a,
         &b,
-        "{ type: tcp, interval: 100ms, timeout: 100ms, healthy_threshold: 1, unhealthy_threshold: 1 }",
+        "{ type: tcp, interval: 250ms, timeout: 250ms, healthy_threshold: 1, unhealthy_threshold: 1 }",
     );
     let b_addr = b.stop();
     let series = format!("edgegate_backend_healthy{{backend=\"{b_addr}\",upstream=\"app\"}}");

@@ -19,6 +19,7 @@ mod ratelimit;
 mod redis_store;
 mod reload;
 mod resilience;
+mod robustness;
 mod routing;
 mod slow_clients;
 mod strict_http;

@@ -44,14 +44,14 @@ fn a_reload_swaps_routing_under_load_without_failing_a_request() {
     let before = config_hash(&gw);
     assert_eq!(origin_of(&gw, "/"), "a");
     let load = Load::start(gw.proxy, "/", 8);
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_progress(100);
     reload(
         &gw,
         |c| c.replace("upstream: a }", "upstream: b }"),
         "success",
         1.0,
     );
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_progress(100);
     let counts = load.finish();
     assert_eq!((counts.io_errors, counts.bad_status), (0, 0), "{counts:?}");
     assert!(counts.ok > 100, "{counts:?}");

@@ -160,7 +160,7 @@ fn panic_mode_serves_instead_of_refusing_when_everything_is_ejected() {
     );
     let gw = Gateway::start(&format!(
         "upstreams:\n  app:\n    selection: round_robin\n    targets:\n{targets}\
-         \x20   health_check: {{ path: /health, interval: 100ms, timeout: 100ms }}\n\
+         \x20   health_check: {{ path: /health, interval: 250ms, timeout: 250ms }}\n\
          \x20   outlier_detection: {{ consecutive_5xx: 2, base_ejection_time: 30s, max_ejection_percent: 100 }}\n\
          routes:\n  - {{ name: all, upstream: app, retries: {{ attempts: 0 }} }}\n"
     ));

@@ -21,6 +21,16 @@ pub struct Gateway {
     child: Child,
 }
 
+/// Sends `signal` (a name without `SIG`, e.g. "TERM") to the process `pid` (through the
+/// syscall: the tests need no `kill` binary).
+pub fn send_signal(pid: u32, signal: &str) {
+    let signal: nix::sys::signal::Signal = format!("SIG{signal}")
+        .parse()
+        .unwrap_or_else(|_| panic!("no signal named {signal}"));
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(pid, signal).unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
+}
+
 /// The path of the binary under test.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_edgegate")
@@ -96,12 +106,30 @@ impl Gateway {
         Self::launch_with(body, server_extra, proxies, listeners, env)
     }
 
+    /// Like `start`, with the access log on stdout and stdout a pipe that is never read.
+    pub fn start_with_unread_stdout_log(body: &str) -> Gateway {
+        let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let listeners = format!("  - {{ name: http0, address: \"{proxy}\" }}\n");
+        Self::launch_full(body, "", vec![proxy], listeners, &[], true)
+    }
+
     fn launch_with(
         body: &str,
         server_extra: &str,
         proxies: Vec<SocketAddr>,
         listeners: String,
         env: &[(&str, &str)],
+    ) -> Gateway {
+        Self::launch_full(body, server_extra, proxies, listeners, env, false)
+    }
+
+    fn launch_full(
+        body: &str,
+        server_extra: &str,
+        proxies: Vec<SocketAddr>,
+        listeners: String,
+        env: &[(&str, &str)],
+        log_to_unread_stdout: bool,
     ) -> Gateway {
         let dir = temp_dir();
         let proxy = proxies[0];
@@ -116,8 +144,13 @@ impl Gateway {
             "server:\n  threads: 2\n  pid_file: {dir}/edgegate.pid\n  upgrade_sock: {dir}/upgrade.sock\n{drain}{server_extra}\
              listeners:\n{listeners}\
              admin: {{ address: \"{admin}\" }}\n\
-             access_log: {{ format: json, path: {dir}/access.log }}\n{body}",
-            dir = dir.display()
+             access_log: {{ format: json, path: {log} }}\n{body}",
+            dir = dir.display(),
+            log = if log_to_unread_stdout {
+                "stdout".to_string()
+            } else {
+                format!("{}/access.log", dir.display())
+            }
         );
         let config_path = dir.join("edgegate.yaml");
         std::fs::write(&config_path, config).unwrap();
@@ -130,7 +163,12 @@ impl Gateway {
                 std::env::var("EDGEGATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            // The pipe's reading end stays in `child.stdout`, open and never read.
+            .stdout(if log_to_unread_stdout {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(stderr)
             .spawn()
             .unwrap();
@@ -158,12 +196,7 @@ impl Gateway {
 
     /// Sends `signal` (e.g. "TERM") to the process.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        send_signal(self.child.id(), signal);
     }
 
     /// `edgegate run -u` with `config` (default: the running one) and its stderr in `log_name`;
@@ -291,6 +324,8 @@ impl Gateway {
 /// response says `Connection: close`; every failure is counted.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Responses received so far, whatever their status.
+    answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
     workers: Vec<thread::JoinHandle<LoadCounts>>,
 }
 
@@ -309,14 +344,32 @@ impl Load {
     /// Starts `connections` clients against `addr` requesting `target`.
     pub fn start(addr: SocketAddr, target: &str, connections: usize) -> Load {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let workers = (0..connections)
             .map(|_| {
                 let stop = std::sync::Arc::clone(&stop);
+                let answered = std::sync::Arc::clone(&answered);
                 let request = format!("GET {target} HTTP/1.1\r\nHost: test.local\r\n\r\n");
-                thread::spawn(move || client_loop(addr, &request, &stop))
+                thread::spawn(move || client_loop(addr, &request, &stop, &answered))
             })
             .collect();
-        Load { stop, workers }
+        Load {
+            stop,
+            answered,
+            workers,
+        }
+    }
+
+    /// Waits (up to 30 s) until the clients got `more` answers after this call: the load has
+    /// really been running, however slow the machine.
+    pub fn wait_progress(&self, more: u64) {
+        let answered = || self.answered.load(std::sync::atomic::Ordering::SeqCst);
+        let target = answered() + more;
+        assert!(
+            wait_until(Duration::from_secs(30), || answered() >= target),
+            "the load made no progress: {} of {target} answers",
+            answered()
+        );
     }
 
     /// Stops the clients and adds up their counts.
@@ -338,6 +391,7 @@ fn client_loop(
     addr: SocketAddr,
     request: &str,
     stop: &std::sync::atomic::AtomicBool,
+    answered: &std::sync::atomic::AtomicU64,
 ) -> LoadCounts {
     use std::io::{BufReader, Write};
     let mut counts = LoadCounts::default();
@@ -362,6 +416,7 @@ fn client_loop(
         let sent = reader.get_mut().write_all(request.as_bytes());
         match sent.and_then(|()| read_response(reader, false)) {
             Ok(response) => {
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 if response.status == 200 {
                     counts.ok += 1;
                 } else {

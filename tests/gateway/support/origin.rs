@@ -10,23 +10,31 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound then released), never one this process handed out
-/// before: the kernel may give a just-released port again, and two of them in one gateway's
-/// configuration (its proxy and admin addresses, say) make it refuse to start.
+/// A free TCP port on 127.0.0.1 for a server the test starts, taken below the kernel's
+/// ephemeral range (`ip_local_port_range`): a port picked with `bind(:0)` and released is an
+/// ephemeral port, and any outgoing connection (a gateway to its origin, say) may be given it
+/// before the server under test binds it. Below that range only explicit binds compete; each
+/// test process walks its own stretch of ports (by process id) and skips ports in use.
 pub fn free_port() -> u16 {
-    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut handed_out = HANDED_OUT.lock().unwrap();
-        if !handed_out.contains(&port) {
-            handed_out.push(port);
-            return port;
+    static NEXT: Mutex<Option<u16>> = Mutex::new(None);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(12_000));
+    let span = u32::from(high - low);
+    let mut next = NEXT.lock().unwrap();
+    let mut port =
+        next.unwrap_or_else(|| low + (std::process::id().wrapping_mul(7919) % span) as u16);
+    for _ in 0..span {
+        let candidate = port;
+        port = if port + 1 >= high { low } else { port + 1 };
+        if TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            *next = Some(port);
+            return candidate;
         }
     }
+    panic!("no free port in {low}..{high}");
 }
 
 /// A fresh directory under the system temp dir.
@@ -58,6 +66,11 @@ pub struct Behavior {
     pub body: Option<String>,
     /// Extra response headers. An `ETag` among them makes a matching `If-None-Match` a 304.
     pub headers: Vec<(String, String)>,
+    /// Read the request (it counts as a hit), then close the connection without answering.
+    pub hang_up: bool,
+    /// Send the body `trickle_bytes` (at least 1) at a time with this pause before each piece.
+    pub trickle: Option<Duration>,
+    pub trickle_bytes: usize,
 }
 
 impl Default for Behavior {
@@ -68,6 +81,9 @@ impl Default for Behavior {
             health_status: 200,
             body: None,
             headers: Vec::new(),
+            hang_up: false,
+            trickle: None,
+            trickle_bytes: 1,
         }
     }
 }
@@ -235,6 +251,9 @@ fn serve_connection<S: Read + Write>(stream: S, state: Arc<OriginState>) {
             behavior.health_status
         } else {
             state.hits.fetch_add(1, SeqCst);
+            if behavior.hang_up {
+                return;
+            }
             if !behavior.delay.is_zero() {
                 thread::sleep(behavior.delay);
             }
@@ -278,7 +297,22 @@ fn serve_connection<S: Read + Write>(stream: S, state: Arc<OriginState>) {
                 state.name
             )
         };
-        if reader.get_mut().write_all(response.as_bytes()).is_err() {
+        let sent = match behavior.trickle {
+            None => reader.get_mut().write_all(response.as_bytes()),
+            Some(pause) => {
+                let head_end = response.find("\r\n\r\n").map_or(0, |at| at + 4);
+                let (head, body) = response.as_bytes().split_at(head_end);
+                let stream = reader.get_mut();
+                stream.write_all(head).and_then(|()| {
+                    body.chunks(behavior.trickle_bytes.max(1))
+                        .try_for_each(|piece| {
+                            thread::sleep(pause);
+                            stream.write_all(piece).and_then(|()| stream.flush())
+                        })
+                })
+            }
+        };
+        if sent.is_err() {
             return;
         }
         if headers
