@@ -3,6 +3,7 @@
 #   scripts/install-deps.sh build        cmake, perl, make, a C compiler, pkg-config, OpenSSL headers (Pingora's build)
 #   scripts/install-deps.sh test         build + redis-server, wrk, curl, openssl, h2load, systemd-analyze (test suite, load tests)
 #   scripts/install-deps.sh bench        test + nginx (the reference proxy in load tests)
+#   scripts/install-deps.sh soak         test + gnuplot (benches/wrk/soak.sh draws its chart)
 set -euo pipefail
 level="${1:-build}"
 
@@ -16,7 +17,7 @@ want g++ g++
 want pkg-config pkg-config
 # openssl-sys finds OpenSSL through pkg-config; the headers come with libssl-dev.
 pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev)
-if [ "$level" = test ] || [ "$level" = bench ]; then
+if [ "$level" = test ] || [ "$level" = bench ] || [ "$level" = soak ]; then
   want redis-server redis-server
   want wrk wrk
   want curl curl
@@ -26,6 +27,9 @@ if [ "$level" = test ] || [ "$level" = bench ]; then
 fi
 if [ "$level" = bench ]; then
   want nginx nginx
+fi
+if [ "$level" = soak ]; then
+  want gnuplot gnuplot-nox
 fi
 [ "${#need[@]}" -eq 0 ] && exit 0
 

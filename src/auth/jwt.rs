@@ -497,4 +497,83 @@ mod tests {
             );
         }
     }
+
+    mod fuzz {
+        use super::*;
+        use base64::Engine;
+        use proptest::prelude::*;
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(
+                    |f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+                ),
+                prop::sample::select(vec!["HS256", "none", "RS256", "hs256", "", "a", "k1"])
+                    .prop_map(Value::from),
+                ".{0,10}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec(
+                        (
+                            prop::sample::select(vec![
+                                "alg", "kid", "typ", "crit", "exp", "nbf", "iat", "iss", "aud",
+                                "sub", "jti", "plan", "roles", "scope", "x",
+                            ]),
+                            inner
+                        ),
+                        0..6
+                    )
+                    .prop_map(|pairs| Value::Object(
+                        pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                    )),
+                ]
+            })
+        }
+
+        fn b64(value: &Value) -> String {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+        }
+
+        proptest! {
+            #[test]
+            fn fuzz_jwt_random_text_never_panics(token in "[A-Za-z0-9_.=+/-]{0,200}") {
+                let _ = verifier(Some("iss"), &["aud"]).verify_uncached(&token);
+            }
+
+            #[test]
+            fn fuzz_jwt_random_headers_and_claims_never_panic(
+                header in json(),
+                claims in json(),
+                alg_hs256 in any::<bool>(),
+                sign in any::<bool>(),
+            ) {
+                let mut header = header;
+                if alg_hs256 {
+                    if let Value::Object(map) = &mut header {
+                        map.insert("alg".into(), Value::from("HS256"));
+                    }
+                }
+                let message = format!("{}.{}", b64(&header), b64(&claims));
+                let signature = if sign {
+                    let key = jsonwebtoken::EncodingKey::from_secret(SECRET);
+                    jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).unwrap()
+                } else {
+                    "c2lnbmF0dXJl".to_string()
+                };
+                let token = format!("{message}.{signature}");
+                for v in [verifier(None, &[]), verifier(Some("iss"), &["aud"])] {
+                    if let Ok(identity) = v.verify_uncached(&token) {
+                        prop_assert!(sign, "an unsigned token was accepted");
+                        let sub = claims.get("sub").and_then(Value::as_str).map(str::to_string);
+                        prop_assert_eq!(&identity.consumer, &sub);
+                    }
+                }
+            }
+        }
+    }
 }

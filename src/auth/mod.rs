@@ -15,6 +15,10 @@ use jwt::JwtVerifier;
 use pingora_http::RequestHeader;
 use std::sync::Arc;
 
+/// The longest a request waits for a key-set refetch its unknown `kid` set off; after it, the
+/// request is answered with the keys there are (the fetch goes on).
+const UNKNOWN_KID_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Who the request is, once authenticated.
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
@@ -173,17 +177,32 @@ impl Authenticator {
     }
 
     /// After an unknown `kid`: refetch the route's remote key sets (rate-limited, single-flight).
-    /// True when any of them has newer keys, so verification is worth trying again.
+    /// True when any of them has newer keys, so verification is worth trying again. The request
+    /// waits at most `UNKNOWN_KID_WAIT`; a slower fetch goes on in the background and serves the
+    /// requests after it.
     pub async fn refetch_for_unknown_kid(&self, route: &RouteAuthSpec) -> bool {
-        let mut refreshed = false;
-        for method in &route.methods {
-            if let AuthMethod::Jwt(index) = method {
-                if let Some(remote) = self.providers.get(*index).and_then(JwtVerifier::remote) {
-                    refreshed |= remote.refetch_for_unknown_kid().await;
-                }
-            }
+        let sets: Vec<Arc<jwks::RemoteJwks>> = route
+            .methods
+            .iter()
+            .filter_map(|method| match method {
+                AuthMethod::Jwt(index) => self.providers.get(*index)?.remote().cloned(),
+                _ => None,
+            })
+            .collect();
+        if sets.is_empty() {
+            return false;
         }
-        refreshed
+        let fetch = tokio::spawn(async move {
+            let mut refreshed = false;
+            for set in sets {
+                refreshed |= set.refetch_for_unknown_kid().await;
+            }
+            refreshed
+        });
+        matches!(
+            tokio::time::timeout(UNKNOWN_KID_WAIT, fetch).await,
+            Ok(Ok(true))
+        )
     }
 
     /// The provider with this index.

@@ -3,6 +3,8 @@
 
 mod auth;
 mod cache;
+#[cfg(test)]
+mod fuzz;
 mod model;
 mod ratelimit;
 mod raw;

@@ -633,4 +633,64 @@ mod tests {
         assert!(line.contains(r#""duration_ms":61234.000,"#), "{line}");
         assert_eq!(value["upstream_duration_ms"], serde_json::Value::Null);
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn fuzz_access_log_lines_are_json_that_round_trips(
+                texts in prop::array::uniform4(any::<String>()),
+                optional in prop::array::uniform5(prop::option::of(any::<String>())),
+                tls in prop::option::of(any::<String>()),
+                ip in prop::option::of(any::<IpAddr>()),
+                millis in any::<u64>(),
+                status in any::<u16>(),
+                bytes in any::<usize>(),
+                request_bytes in any::<u64>(),
+                duration in any::<u64>(),
+            ) {
+                let [request_id, method, host, path] = &texts;
+                let [route, upstream, backend, consumer, cache] = &optional;
+                let mut line = Vec::new();
+                format_entry(&mut line, &Entry {
+                    time: UNIX_EPOCH + Duration::from_millis(millis % 10_000_000_000_000),
+                    request_id,
+                    client_ip: ip,
+                    method,
+                    host,
+                    path,
+                    protocol: "HTTP/1.1",
+                    tls: tls.as_deref(),
+                    status,
+                    bytes,
+                    request_bytes,
+                    duration: Duration::from_nanos(duration),
+                    route: route.as_deref(),
+                    upstream: upstream.as_deref(),
+                    backend: backend.as_deref(),
+                    upstream_status: Some(status),
+                    upstream_duration: None,
+                    consumer: consumer.as_deref(),
+                    cache: cache.as_deref(),
+                });
+                prop_assert_eq!(line.last(), Some(&b'\n'));
+                prop_assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
+                let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+                prop_assert_eq!(&value["request_id"], request_id.as_str());
+                prop_assert_eq!(&value["method"], method.as_str());
+                prop_assert_eq!(&value["host"], host.as_str());
+                prop_assert_eq!(&value["path"], path.as_str());
+                prop_assert_eq!(value["status"].as_u64(), Some(u64::from(status)));
+                prop_assert_eq!(value["bytes"].as_u64(), Some(bytes as u64));
+                prop_assert_eq!(value["request_bytes"].as_u64(), Some(request_bytes));
+                prop_assert_eq!(value["client_ip"].as_str().map(str::to_string), ip.map(|ip| ip.to_string()));
+                prop_assert_eq!(value["tls"].as_str(), tls.as_deref());
+                for (key, text) in ["route", "upstream", "backend", "consumer", "cache"].iter().zip(&optional) {
+                    prop_assert_eq!(value[*key].as_str(), text.as_deref());
+                }
+            }
+        }
+    }
 }

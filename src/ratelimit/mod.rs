@@ -652,4 +652,115 @@ mod tests {
             .collect();
         assert_eq!(limits, [10, 25, 100]);
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn composite() -> PolicySpec {
+            policy(
+                "p",
+                10,
+                vec![
+                    KeyPart::Header(http::HeaderName::from_static("x-a")),
+                    KeyPart::Header(http::HeaderName::from_static("x-b")),
+                    KeyPart::Consumer,
+                    KeyPart::Claim("team".into()),
+                    KeyPart::ClientIp,
+                ],
+                false,
+            )
+        }
+
+        /// Header values as a client may send them (visible ASCII and spaces).
+        fn header_value() -> impl Strategy<Value = String> {
+            "[ -~]{0,12}"
+        }
+
+        fn claim() -> impl Strategy<Value = serde_json::Value> {
+            prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                ".{0,8}".prop_map(serde_json::Value::from),
+                prop::collection::vec(".{0,3}", 0..3).prop_map(serde_json::Value::from),
+            ]
+        }
+
+        type Parts = (
+            String,
+            String,
+            Option<String>,
+            Option<serde_json::Value>,
+            Option<std::net::IpAddr>,
+        );
+
+        fn parts() -> impl Strategy<Value = Parts> {
+            (
+                header_value(),
+                header_value(),
+                prop::option::of(".{0,8}"),
+                prop::option::of(claim()),
+                prop::option::of(any::<std::net::IpAddr>()),
+            )
+        }
+
+        /// The local and the shared key of `parts`.
+        fn keys(limiter: &Limiter, policy: &PolicySpec, parts: &Parts) -> (u128, String) {
+            let (a, b, consumer, team, ip) = parts;
+            let mut headers = HeaderMap::new();
+            headers.insert("x-a", a.parse().unwrap());
+            headers.insert("x-b", b.parse().unwrap());
+            let mut claims = serde_json::Map::new();
+            if let Some(team) = team {
+                claims.insert("team".into(), team.clone());
+            }
+            let identity = Identity {
+                consumer: consumer.clone(),
+                claims,
+                ..Identity::default()
+            };
+            let input = KeyInput {
+                route: 0,
+                route_name: "r",
+                client_ip: *ip,
+                identity: Some(&identity),
+                headers: &headers,
+            };
+            (limiter.key(0, policy, &input), shared_key(policy, &input))
+        }
+
+        proptest! {
+            #[test]
+            fn fuzz_rate_limit_keys_are_stable_and_keep_composite_parts_apart(
+                first in parts(),
+                second in parts(),
+            ) {
+                let policy = composite();
+                let limiter = limiter(vec![policy.clone()]);
+                let (local, shared) = keys(&limiter, &policy, &first);
+                prop_assert_eq!(keys(&limiter, &policy, &first), (local, shared.clone()));
+                prop_assert!(shared.starts_with("edgegate:rl:") && shared.len() == 12 + 32, "{}", shared);
+                // The parts that decide the key: an anonymous identity falls back to the IP, and
+                // a missing claim is the empty string.
+                let deciding = |p: &Parts| {
+                    let team = match &p.3 {
+                        Some(serde_json::Value::String(text)) => text.clone(),
+                        Some(other) => other.to_string(),
+                        None => String::new(),
+                    };
+                    let ip = p.4.map(|ip| match ip {
+                        std::net::IpAddr::V6(v6) => (6, v6.segments()[..4].to_vec()),
+                        std::net::IpAddr::V4(v4) => (4, v4.octets().iter().map(|&o| u16::from(o)).collect()),
+                    });
+                    (p.0.clone(), p.1.clone(), p.2.clone(), team, ip)
+                };
+                if deciding(&first) != deciding(&second) {
+                    let (other_local, other_shared) = keys(&limiter, &policy, &second);
+                    prop_assert_ne!(local, other_local);
+                    prop_assert_ne!(shared, other_shared);
+                }
+            }
+        }
+    }
 }

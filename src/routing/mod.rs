@@ -368,4 +368,78 @@ mod tests {
         assert_eq!(host_without_port("[::1]:80"), "[::1]");
         assert_eq!(host_without_port("[::1]"), "[::1]");
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        const SEGMENTS: &[&str] = &["api", "v1", "v2", "users", "a", "b", "", "x.y", "%41"];
+
+        fn path() -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::sample::select(SEGMENTS), 0..6)
+                .prop_map(|segments| format!("/{}", segments.join("/")))
+        }
+
+        /// One route's YAML: a path prefix, maybe a regex, hosts and methods.
+        fn route() -> impl Strategy<Value = String> {
+            (
+                prop::option::of(path()),
+                prop::option::of(prop::sample::select(vec![
+                    "^/api/v[0-9]+/",
+                    "/users$",
+                    "^/a",
+                ])),
+                prop::option::of(prop::sample::select(vec![
+                    "a.example",
+                    "*.example",
+                    "b.example",
+                ])),
+                prop::option::of(prop::sample::select(vec!["GET", "POST"])),
+            )
+                .prop_map(|(prefix, regex, host, method)| {
+                    let mut predicates = Vec::new();
+                    match (prefix, regex) {
+                        (_, Some(regex)) => predicates.push(format!("path_regex: '{regex}'")),
+                        (Some(prefix), None) => predicates.push(format!("path_prefix: '{prefix}'")),
+                        (None, None) => {}
+                    }
+                    if let Some(host) = host {
+                        predicates.push(format!("hosts: ['{host}']"));
+                    }
+                    if let Some(method) = method {
+                        predicates.push(format!("methods: [{method}]"));
+                    }
+                    predicates.join(", ")
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn fuzz_the_router_finds_what_a_linear_scan_finds(
+                routes in prop::collection::vec(route(), 1..8),
+                requests in prop::collection::vec(
+                    (path(), prop::sample::select(vec!["a.example", "b.example:8080", "c.example", ""]),
+                     prop::sample::select(vec!["GET", "POST", "DELETE"])),
+                    1..16,
+                ),
+            ) {
+                let yaml: String = routes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, predicates)| format!("  - {{ name: r{i}, match: {{ {predicates} }}, upstream: u }}\n"))
+                    .collect();
+                let router = router(&yaml);
+                for (path, host, method) in &requests {
+                    let method = Method::from_bytes(method.as_bytes()).unwrap();
+                    let headers = HeaderMap::new();
+                    let request = RequestView { method: &method, host, path, headers: &headers };
+                    let expected = router
+                        .matchers
+                        .iter()
+                        .position(|m| matches(m, host_without_port(host), &request));
+                    prop_assert_eq!(router.find(&request), expected, "{} {}{} in\n{}", method, host, path, yaml);
+                }
+            }
+        }
+    }
 }

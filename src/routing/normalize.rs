@@ -410,4 +410,58 @@ mod tests {
             }
         }
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn rules() -> impl Strategy<Value = PathRules> {
+            (any::<bool>(), any::<bool>()).prop_map(|(merge_slashes, keep)| PathRules {
+                merge_slashes,
+                encoded_slashes: if keep {
+                    EncodedSlashes::Keep
+                } else {
+                    EncodedSlashes::Reject
+                },
+            })
+        }
+
+        /// Paths made of the pieces that matter (dots, slashes, escapes, odd bytes), and raw bytes.
+        fn path() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                prop::sample::select(vec![
+                    "/", "//", ".", "..", "/./", "/../", "%2e", "%2E%2e", "%2F", "%5c", "\\", "%",
+                    "%4", "%41", "%zz", "%00", "%7f", ";", "..;", "a", "Z", "~", "%C3%A9", "é",
+                    " ", "?", "#", "%25",
+                ])
+                .prop_map(|s| s.as_bytes().to_vec()),
+                prop::collection::vec(any::<u8>(), 1..4),
+            ];
+            prop::collection::vec(piece, 0..16).prop_map(|pieces| {
+                let mut path = vec![b'/'];
+                pieces.into_iter().for_each(|p| path.extend(p));
+                path
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn fuzz_normalizing_twice_is_normalizing_once(path in path(), rules in rules()) {
+                match normalize(&path, rules) {
+                    Ok(None) => {}
+                    Ok(Some(normal)) => {
+                        prop_assert_eq!(normal.first(), Some(&b'/'));
+                        prop_assert_eq!(normalize(&normal, rules), Ok(None), "{:?}", String::from_utf8_lossy(&normal));
+                        prop_assert!(normal.iter().all(|b| b.is_ascii_graphic()));
+                    }
+                    Err(_) => {}
+                }
+            }
+
+            #[test]
+            fn fuzz_normalize_never_panics_on_any_bytes(path in prop::collection::vec(any::<u8>(), 0..64), rules in rules()) {
+                let _ = normalize(&path, rules);
+            }
+        }
+    }
 }

@@ -559,6 +559,34 @@ fn a_rotated_jwks_is_picked_up_on_an_unknown_kid_without_restart() {
 }
 
 #[test]
+fn a_slow_key_refetch_holds_a_request_at_most_two_seconds() {
+    let app = Origin::start("app");
+    let (key_a, private_a) = rsa_jwk("a");
+    let (key_b, private_b) = rsa_jwk("b");
+    let keys = Origin::start("jwks");
+    keys.set(|b| b.body = Some(jwks(&[&key_a])));
+    let gw = jwks_gateway(&format!("http://{}/jwks.json", keys.addr), "1h", &app, &[]);
+    assert!(crate::support::wait_until(Duration::from_secs(10), || {
+        status_with(&gw, &kid_token("a", &private_a)) == 200
+    }));
+    // The key server now answers with the new key, but only after 6 s.
+    keys.set(|b| {
+        b.body = Some(jwks(&[&key_a, &key_b]));
+        b.delay = Duration::from_secs(6);
+    });
+    let token_b = kid_token("b", &private_b);
+    let started = std::time::Instant::now();
+    let response = gw.request("GET", "/", &[("Authorization", &bearer(&token_b))], b"");
+    let waited = started.elapsed();
+    assert_unauthorized(&response, "answered with the keys there are");
+    assert!(waited < Duration::from_millis(4500), "held {waited:?}");
+    // The fetch went on without the request and brings the new key in.
+    assert!(crate::support::wait_until(Duration::from_secs(15), || {
+        status_with(&gw, &token_b) == 200
+    }));
+}
+
+#[test]
 fn the_gateway_starts_without_its_jwks_and_keeps_the_last_good_set() {
     let app = Origin::start("app");
     let (key_a, private_a) = rsa_jwk("a");
