@@ -7,9 +7,10 @@
 # retries, health checks, three backends. Every minute the third backend stops for 30 s (killed,
 # then started again on its port); every 5 minutes the configuration is reloaded (SIGHUP). wrk runs
 # in 10 s slices; after each, the gateway's RSS, open descriptors and the slice's p99 go into a CSV.
-# At the end: a PNG chart of the three (gnuplot) and a verdict line:
-#   RSS growth over the last 20 minutes <= 5 %, descriptors flat (within 16), no non-2xx answer
-#   other than the planned 429s and no socket error. Exit status 0 only when the verdict is PASS.
+# At the end, benches/wrk/soak-report.sh draws a PNG chart of the three (gnuplot) and prints the
+# verdict (exit status 0 only when it is PASS): RSS growth over the last 20 minutes <= 5 %,
+# descriptors without a trend, no non-2xx answer other than the planned 429s, no socket error,
+# every reload applied.
 #
 #   benches/wrk/soak.sh [--minutes 30] [--connections 16] [--binary PATH] [--out DIR]
 set -euo pipefail
@@ -102,41 +103,4 @@ for slice in $(seq 1 "$slices"); do
   fi
 done
 reloads=$(curl -fsS "http://127.0.0.1:$admin/metrics" | awk '/^edgegate_config_reloads_total\{result="success"\}/ {print $2}')
-
-# Verdict: the last 20 minutes (or the last two thirds of a shorter run).
-window=$(( minutes >= 30 ? 120 : slices * 2 / 3 ))
-verdict=$(tail -n "$window" "$csv" | awk -F, -v reloads="${reloads:-0}" -v expected=$((slices / 30)) '
-  NR == 1 { rss0 = $2; fmin = $3; fmax = $3 }
-  { if ($2 > rmax) rmax = $2; if ($3 < fmin) fmin = $3; if ($3 > fmax) fmax = $3 }
-  END {
-    growth = (rmax - rss0) * 100 / rss0
-    ok = growth <= 5 && fmax - fmin <= 16
-    printf "%.1f %d %d %d", growth, fmin, fmax, ok
-  }')
-read -r growth fmin fmax rss_ok <<<"$verdict"
-totals=$(tail -n +2 "$csv" | awk -F, '{r += $5; p += $6; o += $7; e += $8} END {print r, p, o, e}')
-read -r requests planned other errors <<<"$totals"
-status=PASS
-[ "$rss_ok" = 1 ] && [ "$other" = 0 ] && [ "$errors" = 0 ] && [ "${reloads:-0}" -ge $((slices / 30)) ] || status=FAIL
-summary="soak $status: ${minutes} min, $requests requests, $planned planned 429s, $other other non-2xx, $errors socket errors; RSS growth over the last $((window / 6)) min ${growth} % (limit 5 %), descriptors $fmin..$fmax (limit: within 16), ${reloads:-0} reloads"
-echo "$summary" | tee "$out/verdict.txt"
-
-cat > "$tmp/chart.gp" <<GP
-set terminal pngcairo size 1000,900 font ",10"
-set output "$out/soak.png"
-set datafile separator ","
-set multiplot layout 3,1 title "edgegate soak: $(date -u +%F), $minutes min, $connections connections (one backend flapping every minute, SIGHUP every 5 min)"
-set xlabel "minutes"
-set grid
-set key off
-set yrange [0:*]
-set ylabel "RSS (MiB)"
-plot "$csv" every ::1 using (\$1/60):(\$2/1024) with lines lw 2
-set ylabel "open descriptors"
-plot "$csv" every ::1 using (\$1/60):3 with lines lw 2
-set ylabel "p99 (ms)"
-plot "$csv" every ::1 using (\$1/60):(\$4/1000) with lines lw 2
-unset multiplot
-GP
-gnuplot "$tmp/chart.gp" && echo "chart: $out/soak.png" >&2
-[ "$status" = PASS ]
+"$here/soak-report.sh" "$csv" "$out" "$minutes" "$connections" "${reloads:-0}"

@@ -134,13 +134,13 @@ fn hash_key(pool: &Pool, request: &RequestHeader, ctx: &RequestCtx) -> u64 {
     }
 }
 
-/// How one attempt ended, for metrics and outlier detection.
 /// A connection-pool group no connection belongs to yet (group 0 is the shared one).
 fn fresh_connection_group() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// How one attempt ended, for metrics and outlier detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
     /// The backend answered with this status.
