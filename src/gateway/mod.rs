@@ -285,7 +285,13 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        dispatch::choose_peer(session.req_header(), ctx).await
+        let peer = dispatch::choose_peer(session.req_header(), ctx).await?;
+        if let (Some(deadline), Some(client)) =
+            (ctx.upstream.deadline, strict::client_stream(session))
+        {
+            client.set_exchange_deadline(Some(tokio::time::Instant::from_std(deadline)));
+        }
+        Ok(peer)
     }
 
     /// Retry a failed connection on another backend when the route allows it.
@@ -356,9 +362,18 @@ impl ProxyHttp for Gateway {
         error: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let violation = strict::client_stream(session).and_then(|c| c.violation());
+        let client = strict::client_stream(session);
+        let violation = client.and_then(|c| c.violation());
         let classified = match violation {
             Some(violation) => Some(strict::BadRequest::Framing(violation).rejection()),
+            // The client read woke at the exchange deadline while the backend was still busy.
+            None if client.is_some_and(|c| c.exchange_expired()) => {
+                dispatch::close_attempt(ctx, dispatch::Attempt::Failed);
+                Some(respond::Rejection::new(
+                    504,
+                    "the upstream exchange outlived the route's timeout",
+                ))
+            }
             None => respond::classify(error),
         };
         let Some(mut rejection) = classified else {

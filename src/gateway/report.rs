@@ -9,6 +9,11 @@ use std::time::SystemTime;
 
 /// Records the finished request.
 pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_error::Error>) {
+    if ctx.upstream.deadline.is_some() {
+        if let Some(client) = super::strict::client_stream(session) {
+            client.set_exchange_deadline(None);
+        }
+    }
     let upstream_failed =
         error.is_some_and(|e| e.esource() == &pingora_error::ErrorSource::Upstream);
     close_attempt(

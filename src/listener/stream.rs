@@ -15,6 +15,7 @@ use pingora_core::protocols::{
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -41,6 +42,16 @@ pub struct ClientStream {
     preface_left: usize,
     /// The start of the next request, read while the connection was parked between requests.
     pending: Option<bytes::Bytes>,
+    /// When the upstream exchange of the request in progress must be over (nanoseconds after
+    /// `epoch`; 0: no deadline). Pingora keeps reading the client while it waits for the
+    /// backend, so that read wakes at the deadline: a backend trickling its response head
+    /// cannot hold the request past it (HTTP/1 only; set by the gateway).
+    exchange_deadline: AtomicU64,
+    /// The timer of `exchange_deadline`, with the value it was armed for.
+    exchange_timer: Option<(u64, Pin<Box<Sleep>>)>,
+    /// The exchange deadline passed while the request was waiting on its backend.
+    exchange_expired: AtomicBool,
+    epoch: Instant,
 }
 
 /// What a parked connection reads of its next request at once.
@@ -72,7 +83,55 @@ impl ClientStream {
             http2: false,
             preface_left: 0,
             pending: None,
+            exchange_deadline: AtomicU64::new(0),
+            exchange_timer: None,
+            exchange_expired: AtomicBool::new(false),
+            epoch: Instant::now(),
         }
+    }
+
+    /// Sets (or with `None` clears) when the upstream exchange of the request in progress must
+    /// be over; an HTTP/2 connection carries many requests and ignores it.
+    pub fn set_exchange_deadline(&self, deadline: Option<Instant>) {
+        let nanos = deadline.map_or(0, |deadline| {
+            let since = deadline.saturating_duration_since(self.epoch).as_nanos();
+            u64::try_from(since).unwrap_or(u64::MAX).max(1)
+        });
+        self.exchange_deadline.store(nanos, Ordering::Relaxed);
+        self.exchange_expired.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the request's exchange deadline passed while it waited on its backend.
+    pub fn exchange_expired(&self) -> bool {
+        self.exchange_expired.load(Ordering::Relaxed)
+    }
+
+    /// A pending read's check of the exchange deadline: an error once it has passed.
+    fn poll_exchange_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let nanos = *self.exchange_deadline.get_mut();
+        if nanos == 0 || self.http2 {
+            self.exchange_timer = None;
+            return Poll::Pending;
+        }
+        let armed = match &mut self.exchange_timer {
+            Some((for_nanos, timer)) if *for_nanos == nanos => timer,
+            slot => {
+                let deadline = self.epoch + Duration::from_nanos(nanos);
+                &mut slot
+                    .insert((nanos, Box::pin(tokio::time::sleep_until(deadline))))
+                    .1
+            }
+        };
+        if armed.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.exchange_timer = None;
+        *self.exchange_deadline.get_mut() = 0;
+        *self.exchange_expired.get_mut() = true;
+        Poll::Ready(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the upstream exchange outlived its deadline",
+        ))
     }
 
     /// Bytes of the next request were already read (pipelined behind the previous one).
@@ -268,7 +327,10 @@ impl AsyncRead for ClientStream {
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => this.poll_deadline(cx),
+            Poll::Pending => match this.poll_exchange_deadline(cx) {
+                Poll::Ready(expired) => Poll::Ready(Err(expired)),
+                Poll::Pending => this.poll_deadline(cx),
+            },
             failed => failed,
         }
     }

@@ -221,6 +221,35 @@ fn a_route_timeout_bounds_the_whole_exchange_even_for_a_trickling_backend() {
 }
 
 #[test]
+fn a_route_timeout_cuts_a_backend_that_trickles_its_response_head() {
+    let trickling = Origin::start("trickling");
+    // The whole response, head first, at one byte per 50 ms: the head alone takes ~7 s.
+    trickling.set(|b| {
+        b.trickle = Some(Duration::from_millis(50));
+        b.trickle_head = true;
+    });
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  app: {{ read_timeout: 2s, targets: [{{ address: \"{}\" }}] }}\n\
+         routes:\n  - {{ name: all, upstream: app, timeout: 1s }}\n",
+        trickling.addr
+    ));
+    let started = Instant::now();
+    let response = gw.get("/");
+    let elapsed = started.elapsed();
+    assert_eq!(response.status, 504, "{}", response.text());
+    assert_eq!(response.json()["error"], "gateway_timeout");
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "answered after {elapsed:?}"
+    );
+    let failures = gw.metric(&format!(
+        "edgegate_upstream_requests_total{{backend=\"{}\",status=\"error\",upstream=\"app\"}}",
+        trickling.addr
+    ));
+    assert_eq!(failures, Some(1.0), "counted as a failure of the backend");
+}
+
+#[test]
 fn retries_share_the_route_timeout() {
     let first = Origin::start("first");
     let second = Origin::start("second");

@@ -71,6 +71,8 @@ pub struct Behavior {
     /// Send the body `trickle_bytes` (at least 1) at a time with this pause before each piece.
     pub trickle: Option<Duration>,
     pub trickle_bytes: usize,
+    /// Trickle the response head too, not only the body.
+    pub trickle_head: bool,
 }
 
 impl Default for Behavior {
@@ -84,6 +86,7 @@ impl Default for Behavior {
             hang_up: false,
             trickle: None,
             trickle_bytes: 1,
+            trickle_head: false,
         }
     }
 }
@@ -300,7 +303,11 @@ fn serve_connection<S: Read + Write>(stream: S, state: Arc<OriginState>) {
         let sent = match behavior.trickle {
             None => reader.get_mut().write_all(response.as_bytes()),
             Some(pause) => {
-                let head_end = response.find("\r\n\r\n").map_or(0, |at| at + 4);
+                let head_end = if behavior.trickle_head {
+                    0
+                } else {
+                    response.find("\r\n\r\n").map_or(0, |at| at + 4)
+                };
                 let (head, body) = response.as_bytes().split_at(head_end);
                 let stream = reader.get_mut();
                 stream.write_all(head).and_then(|()| {
