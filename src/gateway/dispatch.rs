@@ -134,6 +134,10 @@ fn hash_key(pool: &Pool, request: &RequestHeader, ctx: &RequestCtx) -> u64 {
     }
 }
 
+/// What the client is told when the exchange's deadline (`routes[].timeout`, `grpc-timeout`)
+/// passed, wherever that is noticed.
+pub const DEADLINE_PASSED: &str = "the upstream exchange outlived its deadline";
+
 /// A connection-pool group no connection belongs to yet (group 0 is the shared one).
 fn fresh_connection_group() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -317,10 +321,7 @@ pub fn on_response(
     if ctx.upstream.past_deadline() {
         // The answer came, but too late: the backend was too slow, as with a read timeout.
         close_attempt(ctx, Attempt::Failed);
-        return Error::e_explain(
-            ErrorType::HTTPStatus(504),
-            "the upstream exchange outlived the route's timeout",
-        );
+        return Error::e_explain(ErrorType::HTTPStatus(504), DEADLINE_PASSED);
     }
     close_attempt(ctx, Attempt::Response(status));
     if status >= 500 && decide_retry(request, ctx, Failure::Status(status), replayable) {

@@ -271,10 +271,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
         if !end_of_stream && ctx.upstream.past_deadline() {
-            return Error::e_explain(
-                ErrorType::HTTPStatus(504),
-                "the upstream exchange outlived its deadline",
-            );
+            return Error::e_explain(ErrorType::HTTPStatus(504), dispatch::DEADLINE_PASSED);
         }
         Ok(None)
     }
@@ -369,10 +366,7 @@ impl ProxyHttp for Gateway {
             // The client read woke at the exchange deadline while the backend was still busy.
             None if client.is_some_and(|c| c.exchange_expired()) => {
                 dispatch::close_attempt(ctx, dispatch::Attempt::Failed);
-                Some(respond::Rejection::new(
-                    504,
-                    "the upstream exchange outlived the route's timeout",
-                ))
+                Some(respond::Rejection::new(504, dispatch::DEADLINE_PASSED))
             }
             None => respond::classify(error),
         };

@@ -254,12 +254,13 @@ fn write_batches(shared: &Shared, mut writer: Box<dyn Write + Send>) {
         if let Some(file) = reopened {
             writer = Box::new(file);
         }
-        {
+        let done = {
             let mut pending = shared.pending.lock();
             pending.flushes_done = pending.flushes_done.max(flush);
-        }
+            closing && pending.lines.is_empty()
+        };
         shared.written.notify_all();
-        if closing && shared.pending.lock().lines.is_empty() {
+        if done {
             return;
         }
     }

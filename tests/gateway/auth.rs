@@ -520,8 +520,27 @@ fn status_with(gw: &Gateway, token: &str) -> u16 {
         .status
 }
 
-#[test]
-fn a_rotated_jwks_is_picked_up_on_an_unknown_kid_without_restart() {
+/// A gateway whose provider fetches its keys from `keys` (refreshed hourly), which publishes key
+/// `a`; key `b` is made but not published.
+struct Rotation {
+    _app: Origin,
+    keys: Origin,
+    gw: Gateway,
+    key_a: serde_json::Value,
+    key_b: serde_json::Value,
+    private_a: Vec<u8>,
+    private_b: Vec<u8>,
+}
+
+impl Rotation {
+    /// The key set with both keys, as the server publishes it after a rotation.
+    fn both_keys(&self) -> String {
+        jwks(&[&self.key_a, &self.key_b])
+    }
+}
+
+/// Starts a [`Rotation`] and waits until a token signed with key `a` passes.
+fn rotation() -> Rotation {
     let app = Origin::start("app");
     let (key_a, private_a) = rsa_jwk("a");
     let (key_b, private_b) = rsa_jwk("b");
@@ -533,26 +552,42 @@ fn a_rotated_jwks_is_picked_up_on_an_unknown_kid_without_restart() {
         Duration::from_secs(10),
         || status_with(&gw, &token_a) == 200
     ));
-    let fetches = keys.hits();
+    Rotation {
+        _app: app,
+        keys,
+        gw,
+        key_a,
+        key_b,
+        private_a,
+        private_b,
+    }
+}
 
-    keys.set(|b| b.body = Some(jwks(&[&key_a, &key_b])));
+#[test]
+fn a_rotated_jwks_is_picked_up_on_an_unknown_kid_without_restart() {
+    let r = rotation();
+    let token_a = kid_token("a", &r.private_a);
+    let fetches = r.keys.hits();
+
+    r.keys.set(|b| b.body = Some(r.both_keys()));
     assert_eq!(
-        status_with(&gw, &kid_token("b", &private_b)),
+        status_with(&r.gw, &kid_token("b", &r.private_b)),
         200,
         "the new kid works at once"
     );
-    assert_eq!(keys.hits(), fetches + 1, "one refetch");
+    assert_eq!(r.keys.hits(), fetches + 1, "one refetch");
     assert_eq!(
-        status_with(&gw, &token_a),
+        status_with(&r.gw, &token_a),
         200,
         "the old kid keeps working while published"
     );
 
-    let unknown = kid_token("zzz", &private_b);
-    let response = gw.request("GET", "/", &[("Authorization", &bearer(&unknown))], b"");
+    let unknown = kid_token("zzz", &r.private_b);
+    let response =
+        r.gw.request("GET", "/", &[("Authorization", &bearer(&unknown))], b"");
     assert_unauthorized(&response, "unknown kid");
-    assert_eq!(keys.hits(), fetches + 1, "at most one refetch per 30 s");
-    gw.wait_metric(
+    assert_eq!(r.keys.hits(), fetches + 1, "at most one refetch per 30 s");
+    r.gw.wait_metric(
         "edgegate_auth_failures_total{reason=\"unknown_kid\",route=\"r\"}",
         1.0,
     );
@@ -560,29 +595,22 @@ fn a_rotated_jwks_is_picked_up_on_an_unknown_kid_without_restart() {
 
 #[test]
 fn a_slow_key_refetch_holds_a_request_at_most_two_seconds() {
-    let app = Origin::start("app");
-    let (key_a, private_a) = rsa_jwk("a");
-    let (key_b, private_b) = rsa_jwk("b");
-    let keys = Origin::start("jwks");
-    keys.set(|b| b.body = Some(jwks(&[&key_a])));
-    let gw = jwks_gateway(&format!("http://{}/jwks.json", keys.addr), "1h", &app, &[]);
-    assert!(crate::support::wait_until(Duration::from_secs(10), || {
-        status_with(&gw, &kid_token("a", &private_a)) == 200
-    }));
+    let r = rotation();
     // The key server now answers with the new key, but only after 6 s.
-    keys.set(|b| {
-        b.body = Some(jwks(&[&key_a, &key_b]));
+    r.keys.set(|b| {
+        b.body = Some(r.both_keys());
         b.delay = Duration::from_secs(6);
     });
-    let token_b = kid_token("b", &private_b);
+    let token_b = kid_token("b", &r.private_b);
     let started = std::time::Instant::now();
-    let response = gw.request("GET", "/", &[("Authorization", &bearer(&token_b))], b"");
+    let response =
+        r.gw.request("GET", "/", &[("Authorization", &bearer(&token_b))], b"");
     let waited = started.elapsed();
     assert_unauthorized(&response, "answered with the keys there are");
     assert!(waited < Duration::from_millis(4500), "held {waited:?}");
     // The fetch went on without the request and brings the new key in.
     assert!(crate::support::wait_until(Duration::from_secs(15), || {
-        status_with(&gw, &token_b) == 200
+        status_with(&r.gw, &token_b) == 200
     }));
 }
 

@@ -14,28 +14,15 @@ fn a_stdout_pipe_nobody_reads_never_stalls_requests() {
     ));
     // Long paths make ~1.1 KiB lines: 10,000 of them overflow both the 64 KiB pipe and the
     // 4 MiB queue, so lines must be dropped for requests to go on.
-    let path = format!("/{}", "p".repeat(1000));
+    let request = format!("GET /{} HTTP/1.1\r\nHost: test.local\r\n", "p".repeat(1000));
     let proxy = gw.proxy;
     let clients: Vec<_> = (0..4)
         .map(|_| {
-            let path = path.clone();
+            let request = request.clone();
             std::thread::spawn(move || {
-                let stream = TcpStream::connect(proxy).unwrap();
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(10)))
-                    .unwrap();
-                let mut writer = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                let request = format!("GET {path} HTTP/1.1\r\nHost: test.local\r\n\r\n");
-                let mut answered = 0;
-                for _ in 0..2500 {
-                    writer.write_all(request.as_bytes()).unwrap();
-                    let response = read_response(&mut reader, false)
-                        .unwrap_or_else(|e| panic!("request {answered} got no answer: {e}"));
-                    assert_eq!(response.status, 200);
-                    answered += 1;
-                }
-                answered
+                let statuses = statuses_on_one_connection(proxy, 2500, |_| request.clone());
+                assert!(statuses.iter().all(|&status| status == 200));
+                statuses.len()
             })
         })
         .collect();
@@ -65,7 +52,9 @@ fn statuses_on_one_connection(
             writer
                 .write_all(format!("{}\r\n", head(i)).as_bytes())
                 .unwrap();
-            read_response(&mut reader, false).unwrap().status
+            read_response(&mut reader, false)
+                .unwrap_or_else(|e| panic!("request {i} got no answer: {e}"))
+                .status
         })
         .collect()
 }
