@@ -1,12 +1,10 @@
 //! Validation of `auth` and of route `auth`: key material is read and checked against the
 //! provider's algorithms at load, so a token can never be verified with the wrong kind of key.
 
+use super::check::{Checker, Names};
 use super::model::*;
 use super::raw::*;
-use super::units::parse_duration;
-use super::validate::Checker;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -48,67 +46,127 @@ fn jwt_provider(check: &mut Checker, name: &str, raw: RawJwtProvider) -> Option<
     if jwks_refresh.is_some() && jwks_url.is_none() {
         check.fail(format!("{key}.jwks_refresh"), "only applies to jwks_url");
     }
-    let sources = [
-        jwks_url.is_some(),
-        jwks_file.is_some(),
-        public_key_file.is_some(),
-        secret_file.is_some(),
-        secret_env.is_some(),
-    ];
-    if sources.iter().filter(|&&s| s).count() != 1 {
-        check.fail(
-            key.clone(),
-            "needs exactly one key source: jwks_url, jwks_file, public_key_file, secret_file or secret_env",
-        );
-    }
-    let keys = if let Some(url) = &jwks_url {
-        jwks_url_source(check, &key, url, &jwks_refresh)
-    } else if let Some(path) = &secret_file {
-        read_file(check, &format!("{key}.secret_file"), path)
-            .map(|bytes| KeyMaterial::Secret(trim_newline(bytes)))
-    } else if let Some(variable) = &secret_env {
-        match std::env::var(variable) {
-            Ok(value) if !value.is_empty() => Some(KeyMaterial::Secret(value.into_bytes())),
-            _ => {
-                check.fail(
-                    format!("{key}.secret_env"),
-                    format!("environment variable {variable} is not set"),
-                );
-                None
-            }
-        }
-    } else if let Some(path) = &public_key_file {
-        read_file(check, &format!("{key}.public_key_file"), path).map(KeyMaterial::PublicKeyPem)
-    } else if let Some(path) = &jwks_file {
-        read_file(check, &format!("{key}.jwks_file"), path).and_then(
-            |bytes| match String::from_utf8(bytes) {
-                Ok(text) => Some(KeyMaterial::Jwks(text)),
-                Err(_) => {
-                    check.fail(format!("{key}.jwks_file"), "is not UTF-8 JSON");
-                    None
-                }
-            },
-        )
-    } else {
-        None
+    let sources = KeySources {
+        jwks_url,
+        jwks_refresh,
+        jwks_file,
+        public_key_file,
+        secret_file,
+        secret_env,
     };
-    if let Some(KeyMaterial::Secret(secret)) = &keys {
-        if secret.len() < 32 {
+    let keys = sources.load(check, &key);
+    let algorithms = algorithm_list(check, &key, &algorithms);
+    if let (Some(keys), false) = (&keys, algorithms.is_empty()) {
+        check_key_fits_algorithms(check, &key, keys, &algorithms);
+    }
+    let clock_skew = check.duration(
+        format!("{key}.clock_skew"),
+        clock_skew.as_deref(),
+        Duration::from_secs(30),
+    );
+    let token_from = token_sources(check, &key, token_from);
+    let mut forwarded = Vec::new();
+    for (claim, header) in forward_claims.unwrap_or_default() {
+        if let Some(name) = check.header_name(format!("{key}.forward_claims.{claim}"), &header) {
+            forwarded.push((claim, name));
+        }
+    }
+    if check.problem_count() != before {
+        return None;
+    }
+    Some(JwtProviderSpec {
+        name: name.to_string(),
+        issuer,
+        audiences: audiences.unwrap_or_default(),
+        algorithms,
+        keys: keys?,
+        clock_skew,
+        require_claims: require_claims.unwrap_or_else(|| vec!["exp".into()]),
+        token_from,
+        forward_claims: forwarded,
+        tier_claim: tier_claim.unwrap_or_else(|| "plan".into()),
+        strip_token: strip_token.unwrap_or(false),
+    })
+}
+
+/// Where a provider's keys come from: exactly one of these may be given.
+struct KeySources {
+    jwks_url: Option<String>,
+    jwks_refresh: Option<String>,
+    jwks_file: Option<String>,
+    public_key_file: Option<String>,
+    secret_file: Option<String>,
+    secret_env: Option<String>,
+}
+
+impl KeySources {
+    /// Reads the one source given (a remote key set is only parsed as a URL here).
+    fn load(&self, check: &mut Checker, key: &str) -> Option<KeyMaterial> {
+        let given = [
+            self.jwks_url.is_some(),
+            self.jwks_file.is_some(),
+            self.public_key_file.is_some(),
+            self.secret_file.is_some(),
+            self.secret_env.is_some(),
+        ];
+        if given.iter().filter(|&&s| s).count() != 1 {
             check.fail(
-                key.clone(),
-                format!("the HMAC secret is {} bytes; use at least 32", secret.len()),
+                key.to_string(),
+                "needs exactly one key source: jwks_url, jwks_file, public_key_file, secret_file or secret_env",
             );
         }
+        let keys = if let Some(url) = &self.jwks_url {
+            jwks_url_source(check, key, url, self.jwks_refresh.as_deref())
+        } else if let Some(path) = &self.secret_file {
+            read_file(check, &format!("{key}.secret_file"), path)
+                .map(|bytes| KeyMaterial::Secret(trim_newline(bytes)))
+        } else if let Some(variable) = &self.secret_env {
+            match std::env::var(variable) {
+                Ok(value) if !value.is_empty() => Some(KeyMaterial::Secret(value.into_bytes())),
+                _ => {
+                    check.fail(
+                        format!("{key}.secret_env"),
+                        format!("environment variable {variable} is not set"),
+                    );
+                    None
+                }
+            }
+        } else if let Some(path) = &self.public_key_file {
+            read_file(check, &format!("{key}.public_key_file"), path).map(KeyMaterial::PublicKeyPem)
+        } else if let Some(path) = &self.jwks_file {
+            let field = format!("{key}.jwks_file");
+            read_file(check, &field, path).and_then(|bytes| match String::from_utf8(bytes) {
+                Ok(text) => Some(KeyMaterial::Jwks(text)),
+                Err(_) => {
+                    check.fail(field, "is not UTF-8 JSON");
+                    None
+                }
+            })
+        } else {
+            None
+        };
+        if let Some(KeyMaterial::Secret(secret)) = &keys {
+            if secret.len() < 32 {
+                check.fail(
+                    key.to_string(),
+                    format!("the HMAC secret is {} bytes; use at least 32", secret.len()),
+                );
+            }
+        }
+        keys
     }
+}
 
-    let mut parsed = Vec::with_capacity(algorithms.len());
-    if algorithms.is_empty() {
+/// The algorithms to accept; `none` never.
+fn algorithm_list(check: &mut Checker, key: &str, names: &[String]) -> Vec<Algorithm> {
+    let mut parsed = Vec::with_capacity(names.len());
+    if names.is_empty() {
         check.fail(
             format!("{key}.algorithms"),
             "list the algorithms to accept, e.g. [RS256]",
         );
     }
-    for (index, name) in algorithms.iter().enumerate() {
+    for (index, name) in names.iter().enumerate() {
         let field = format!("{key}.algorithms[{index}]");
         if name.eq_ignore_ascii_case("none") {
             check.fail(
@@ -125,62 +183,25 @@ fn jwt_provider(check: &mut Checker, name: &str, raw: RawJwtProvider) -> Option<
             ),
         }
     }
-    if let (Some(keys), false) = (&keys, parsed.is_empty()) {
-        check_key_fits_algorithms(check, &key, keys, &parsed);
-    }
-
-    let clock_skew = match &clock_skew {
-        None => Duration::from_secs(30),
-        Some(text) => parse_duration(text).unwrap_or_else(|message| {
-            check.fail(format!("{key}.clock_skew"), message);
-            Duration::ZERO
-        }),
-    };
-    let token_from = token_sources(check, &key, token_from);
-    let mut forwarded = Vec::new();
-    for (claim, header) in forward_claims.unwrap_or_default() {
-        if let Some(name) = check.header_name(format!("{key}.forward_claims.{claim}"), &header) {
-            forwarded.push((claim, name));
-        }
-    }
-    if check.problem_count() != before {
-        return None;
-    }
-    Some(JwtProviderSpec {
-        name: name.to_string(),
-        issuer,
-        audiences: audiences.unwrap_or_default(),
-        algorithms: parsed,
-        keys: keys?,
-        clock_skew,
-        require_claims: require_claims.unwrap_or_else(|| vec!["exp".into()]),
-        token_from,
-        forward_claims: forwarded,
-        tier_claim: tier_claim.unwrap_or_else(|| "plan".into()),
-        strip_token: strip_token.unwrap_or(false),
-    })
+    parsed
 }
 
 fn jwks_url_source(
     check: &mut Checker,
     key: &str,
     url: &str,
-    refresh: &Option<String>,
+    refresh: Option<&str>,
 ) -> Option<KeyMaterial> {
-    let refresh = match refresh {
-        None => Duration::from_secs(600),
-        Some(text) => match parse_duration(text) {
-            Ok(duration) if duration >= Duration::from_secs(1) => duration,
-            Ok(_) => {
-                check.fail(format!("{key}.jwks_refresh"), "must be at least 1s");
-                return None;
-            }
-            Err(message) => {
-                check.fail(format!("{key}.jwks_refresh"), message);
-                return None;
-            }
-        },
-    };
+    let before = check.problem_count();
+    let refresh = check.duration_at_least(
+        format!("{key}.jwks_refresh"),
+        refresh,
+        Duration::from_secs(600),
+        Duration::from_secs(1),
+    );
+    if check.problem_count() != before {
+        return None;
+    }
     match url.parse::<http::Uri>() {
         Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
             Some(KeyMaterial::JwksUrl { url: uri, refresh })
@@ -359,22 +380,14 @@ pub(super) fn route_auth(
         require_roles,
         require_scopes,
     } = raw?;
-    let providers: HashMap<&str, usize> = auth
-        .jwt_providers
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.name.as_str(), i))
-        .collect();
+    let providers = Names::of(&auth.jwt_providers, |p| p.name.as_str());
     let mut methods = Vec::new();
-    let jwt_method = |check: &mut Checker, field: String, name: &str| match providers.get(name) {
-        Some(&index) => Some(AuthMethod::Jwt(index)),
-        None => {
-            check.fail(
-                field,
-                format!("no JWT provider named `{name}` under auth.jwt.providers"),
-            );
-            None
-        }
+    let jwt_method = |check: &mut Checker, field: String, name: &str| {
+        check
+            .resolve(field, &providers, name, |_| {
+                format!("no JWT provider named `{name}` under auth.jwt.providers")
+            })
+            .map(AuthMethod::Jwt)
     };
     if let Some(name) = &jwt {
         methods.extend(jwt_method(check, format!("{key}.jwt"), name));

@@ -1,8 +1,8 @@
 //! Validation of `cache` and of route `cache`.
 
+use super::check::Checker;
 use super::model::*;
 use super::raw::*;
-use super::validate::Checker;
 use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
@@ -24,11 +24,11 @@ pub(super) fn cache_settings(
         stale_while_revalidate,
         stale_if_error,
     } = raw.unwrap_or_default();
-    let max_size = check.size("cache.max_size".into(), &max_size, 256 * MIB);
+    let max_size = check.size("cache.max_size".into(), max_size.as_deref(), 256 * MIB);
     // The default never exceeds a small store's own size.
     let max_object_size = check.size(
         "cache.max_object_size".into(),
-        &max_object_size,
+        max_object_size.as_deref(),
         (8 * MIB).min(max_size),
     );
     if max_size == 0 {
@@ -42,14 +42,22 @@ pub(super) fn cache_settings(
             format!("{max_object_size} bytes is larger than cache.max_size ({max_size} bytes)"),
         );
     }
-    let lock_timeout = check.positive_duration("cache.lock_timeout".into(), &lock_timeout, secs(3));
-    let default_ttl = check.duration("cache.default_ttl".into(), &default_ttl, secs(60));
+    let lock_timeout = check.positive_duration(
+        "cache.lock_timeout".into(),
+        lock_timeout.as_deref(),
+        secs(3),
+    );
+    let default_ttl = check.duration("cache.default_ttl".into(), default_ttl.as_deref(), secs(60));
     let stale_while_revalidate = check.duration(
         "cache.stale_while_revalidate".into(),
-        &stale_while_revalidate,
+        stale_while_revalidate.as_deref(),
         secs(10),
     );
-    let stale_if_error = check.duration("cache.stale_if_error".into(), &stale_if_error, secs(60));
+    let stale_if_error = check.duration(
+        "cache.stale_if_error".into(),
+        stale_if_error.as_deref(),
+        secs(60),
+    );
     Some(CacheSettings {
         max_size: usize::try_from(max_size).unwrap_or(usize::MAX),
         max_object_size: usize::try_from(max_object_size).unwrap_or(usize::MAX),
@@ -69,7 +77,7 @@ pub(super) fn route_cache(
 ) -> Option<RouteCacheSpec> {
     let RawRouteCache { ttl, vary, methods } = raw?;
     let default_ttl = settings.map_or(secs(60), |s| s.default_ttl);
-    let ttl = check.duration(format!("{key}.ttl"), &ttl, default_ttl);
+    let ttl = check.duration(format!("{key}.ttl"), ttl.as_deref(), default_ttl);
     let mut names = Vec::new();
     for (index, name) in vary.unwrap_or_default().iter().enumerate() {
         if let Some(name) = check.header_name(format!("{key}.vary[{index}]"), name) {

@@ -3,13 +3,21 @@
 
 mod auth;
 mod cache;
+mod check;
 #[cfg(test)]
 mod fuzz;
+mod listeners;
+mod matching;
 mod model;
 mod ratelimit;
 mod raw;
+mod routes;
+mod server;
 mod source_map;
+#[cfg(test)]
+mod tests;
 pub mod units;
+mod upstreams;
 mod validate;
 
 pub use model::*;

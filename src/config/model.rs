@@ -262,7 +262,7 @@ pub struct CacheSettings {
 }
 
 /// How one route caches.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteCacheSpec {
     /// Freshness when the origin says nothing (the route's `ttl`, else `cache.default_ttl`);
     /// zero means such responses are not cached.
@@ -301,7 +301,7 @@ pub enum PathMatch {
 }
 
 /// Where a route sends its traffic.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RouteTarget {
     Upstream(usize),
     Split(Vec<SplitTarget>),
@@ -331,7 +331,7 @@ pub struct RetryPolicy {
 }
 
 /// Header edits applied in one place.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HeaderOps {
     pub set: Vec<(HeaderName, HeaderValue)>,
     pub remove: Vec<HeaderName>,

@@ -1,11 +1,9 @@
 //! Validation of `rate_limits` and of route `rate_limits`.
 
+use super::check::{Checker, Names};
 use super::model::*;
 use super::raw::*;
-use super::units::parse_duration;
-use super::validate::Checker;
 use crate::ratelimit::algorithm::Algorithm;
-use std::collections::HashMap;
 use std::time::Duration;
 
 /// Validates the top-level `rate_limits` section.
@@ -19,21 +17,21 @@ pub(super) fn rate_limit_spec(check: &mut Checker, raw: Option<RawRateLimits>) -
     else {
         return RateLimitSpec::default();
     };
-    let store = match store.as_deref().unwrap_or("local") {
-        "local" => {
+    let shared = check.choice(
+        "rate_limits.store".into(),
+        store.as_deref(),
+        false,
+        &[("local", false), ("redis", true)],
+    );
+    let store = match shared {
+        Some(true) => redis_store(check, redis),
+        Some(false) => {
             if redis.is_some() {
                 check.fail("rate_limits.redis", "only applies to `store: redis`");
             }
             StoreSpec::Local
         }
-        "redis" => redis_store(check, redis),
-        other => {
-            check.fail(
-                "rate_limits.store",
-                format!("`{other}` is not one of: local, redis"),
-            );
-            StoreSpec::Local
-        }
+        None => StoreSpec::Local,
     };
     let max_keys = max_keys.unwrap_or(1_000_000);
     if !(1_000..=100_000_000).contains(&max_keys) {
@@ -71,29 +69,19 @@ fn redis_store(check: &mut Checker, raw: Option<RawRedis>) -> StoreSpec {
             format!("`{url}` is not a redis://HOST:PORT/DB URL"),
         );
     }
-    let timeout = match timeout.as_deref().map(parse_duration) {
-        None => Duration::from_millis(20),
-        Some(Ok(timeout)) if !timeout.is_zero() => timeout,
-        Some(Ok(_)) => {
-            check.fail("rate_limits.redis.timeout", "must be greater than zero");
-            Duration::from_millis(20)
-        }
-        Some(Err(message)) => {
-            check.fail("rate_limits.redis.timeout", message);
-            Duration::from_millis(20)
-        }
-    };
-    let allow_on_error = match on_error.as_deref().unwrap_or("allow") {
-        "allow" => true,
-        "deny" => false,
-        other => {
-            check.fail(
-                "rate_limits.redis.on_error",
-                format!("`{other}` is not one of: allow, deny"),
-            );
-            true
-        }
-    };
+    let timeout = check.positive_duration(
+        "rate_limits.redis.timeout".into(),
+        timeout.as_deref(),
+        Duration::from_millis(20),
+    );
+    let allow_on_error = check
+        .choice(
+            "rate_limits.redis.on_error".into(),
+            on_error.as_deref(),
+            true,
+            &[("allow", true), ("deny", false)],
+        )
+        .unwrap_or(true);
     StoreSpec::Redis {
         url,
         timeout,
@@ -113,20 +101,60 @@ fn policy_spec(check: &mut Checker, name: &str, raw: RawPolicy) -> Option<Policy
         shadow,
     } = raw;
     let before = check.problem_count();
-    let algorithm = match algorithm.as_str() {
-        "fixed_window" => Algorithm::FixedWindow,
-        "sliding_window" => Algorithm::SlidingWindow,
-        "token_bucket" => Algorithm::TokenBucket,
-        "leaky_bucket" => Algorithm::LeakyBucket,
-        other => {
+    let algorithm = check
+        .choice(
+            format!("{key}.algorithm"),
+            Some(&algorithm),
+            Algorithm::FixedWindow,
+            &[
+                ("fixed_window", Algorithm::FixedWindow),
+                ("sliding_window", Algorithm::SlidingWindow),
+                ("token_bucket", Algorithm::TokenBucket),
+                ("leaky_bucket", Algorithm::LeakyBucket),
+            ],
+        )
+        .unwrap_or(Algorithm::FixedWindow);
+    let key_parts = key_parts(check, &key, raw_key);
+    if limit == 0 {
+        check.fail(format!("{key}.limit"), "must be at least 1");
+    }
+    let window = check.duration_at_least(
+        format!("{key}.window"),
+        Some(&window),
+        Duration::from_secs(1),
+        Duration::from_millis(100),
+    );
+    if let Some(burst) = burst {
+        if !matches!(algorithm, Algorithm::TokenBucket | Algorithm::LeakyBucket) {
             check.fail(
-                format!("{key}.algorithm"),
-                format!("`{other}` is not one of: fixed_window, sliding_window, token_bucket, leaky_bucket"),
+                format!("{key}.burst"),
+                "only applies to token_bucket and leaky_bucket",
             );
-            Algorithm::FixedWindow
+        } else if burst == 0 {
+            check.fail(format!("{key}.burst"), "must be at least 1");
         }
-    };
-    let parts = match raw_key {
+    }
+    let tiers: Vec<(String, u64)> = tiers.unwrap_or_default().into_iter().collect();
+    for (tier, tier_limit) in &tiers {
+        if *tier_limit == 0 {
+            check.fail(format!("{key}.tiers.{tier}"), "must be at least 1");
+        }
+    }
+    (check.problem_count() == before).then(|| PolicySpec {
+        name: name.to_string(),
+        algorithm,
+        key: key_parts,
+        limit,
+        window,
+        burst,
+        tiers,
+        shadow: shadow.unwrap_or(false),
+    })
+}
+
+/// What a policy counts by: one part or a composite of several.
+fn key_parts(check: &mut Checker, key: &str, raw: RawPolicyKey) -> Vec<KeyPart> {
+    let parts = match raw {
         RawPolicyKey::One(part) => vec![part],
         RawPolicyKey::Composite(parts) => parts,
     };
@@ -157,46 +185,7 @@ fn policy_spec(check: &mut Checker, name: &str, raw: RawPolicy) -> Option<Policy
             ),
         }
     }
-    if limit == 0 {
-        check.fail(format!("{key}.limit"), "must be at least 1");
-    }
-    let window = match parse_duration(&window) {
-        Ok(window) if window >= Duration::from_millis(100) => window,
-        Ok(_) => {
-            check.fail(format!("{key}.window"), "must be at least 100ms");
-            Duration::from_secs(1)
-        }
-        Err(message) => {
-            check.fail(format!("{key}.window"), message);
-            Duration::from_secs(1)
-        }
-    };
-    if let Some(burst) = burst {
-        if !matches!(algorithm, Algorithm::TokenBucket | Algorithm::LeakyBucket) {
-            check.fail(
-                format!("{key}.burst"),
-                "only applies to token_bucket and leaky_bucket",
-            );
-        } else if burst == 0 {
-            check.fail(format!("{key}.burst"), "must be at least 1");
-        }
-    }
-    let tiers: Vec<(String, u64)> = tiers.unwrap_or_default().into_iter().collect();
-    for (tier, tier_limit) in &tiers {
-        if *tier_limit == 0 {
-            check.fail(format!("{key}.tiers.{tier}"), "must be at least 1");
-        }
-    }
-    (check.problem_count() == before).then(|| PolicySpec {
-        name: name.to_string(),
-        algorithm,
-        key: key_parts,
-        limit,
-        window,
-        burst,
-        tiers,
-        shadow: shadow.unwrap_or(false),
-    })
+    key_parts
 }
 
 /// Most policies one route may list: the limiter tracks which ones admitted a request in a
@@ -210,12 +199,7 @@ pub(super) fn route_policies(
     raw: Option<Vec<String>>,
     spec: &RateLimitSpec,
 ) -> Vec<usize> {
-    let index: HashMap<&str, usize> = spec
-        .policies
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.name.as_str(), i))
-        .collect();
+    let names = Names::of(&spec.policies, |p| p.name.as_str());
     let mut policies = Vec::new();
     let raw = raw.unwrap_or_default();
     if raw.len() > MAX_ROUTE_POLICIES {
@@ -228,8 +212,8 @@ pub(super) fn route_policies(
         );
     }
     for (position, name) in raw.iter().enumerate() {
-        match index.get(name.as_str()) {
-            Some(&policy) if !policies.contains(&policy) => policies.push(policy),
+        match names.get(name) {
+            Some(policy) if !policies.contains(&policy) => policies.push(policy),
             Some(_) => check.fail(
                 format!("{key}[{position}]"),
                 format!("`{name}` is listed twice"),

@@ -1,0 +1,75 @@
+//! `cache` and route `cache`.
+
+use super::*;
+use crate::config::{CacheSettings, RouteCacheSpec};
+use std::time::Duration;
+
+const MIB: usize = 1 << 20;
+
+#[test]
+fn cache_defaults() {
+    assert_eq!(
+        model("").cache,
+        None,
+        "no cache section and no caching route: no cache at all"
+    );
+    let model = model("routes:\n  - { name: r, upstream: app, cache: {} }\n");
+    assert_eq!(
+        model.cache,
+        Some(CacheSettings {
+            max_size: 256 * MIB,
+            max_object_size: 8 * MIB,
+            lock_timeout: Duration::from_secs(3),
+            default_ttl: Duration::from_secs(60),
+            stale_while_revalidate: Duration::from_secs(10),
+            stale_if_error: Duration::from_secs(60),
+        })
+    );
+    assert_eq!(
+        model.routes[0].cache,
+        Some(RouteCacheSpec {
+            ttl: Duration::from_secs(60),
+            vary: Vec::new(),
+            get: true,
+            head: true,
+        })
+    );
+}
+
+#[test]
+fn cache_values_are_read() {
+    let model = model(
+        "cache:\n  max_size: 4MiB\n  default_ttl: 5s\nroutes:\n  - { name: r, upstream: app, cache: { vary: [Accept, accept, X-Tenant], methods: [get] } }\n",
+    );
+    let settings = model.cache.unwrap();
+    assert_eq!(
+        settings.max_object_size,
+        4 * MIB,
+        "the object bound never exceeds the store"
+    );
+    let route = model.routes[0].cache.as_ref().unwrap();
+    assert_eq!(
+        route.ttl,
+        Duration::from_secs(5),
+        "a route without ttl takes default_ttl"
+    );
+    assert_eq!(
+        route.vary,
+        [
+            http::header::ACCEPT,
+            http::HeaderName::from_static("x-tenant")
+        ]
+    );
+    assert_eq!((route.get, route.head), (true, false));
+}
+
+#[test]
+fn cache_problems() {
+    expect_problems(&[
+        ("cache:\n  max_size: 0\n", &["2:3 cache.max_size: must be greater than zero", "1:1 cache.max_object_size: must be greater than zero"]),
+        ("cache:\n  max_size: 1MiB\n  max_object_size: 2MiB\n", &["3:3 cache.max_object_size: 2097152 bytes is larger than cache.max_size (1048576 bytes)"]),
+        ("cache:\n  max_object_size: 0\n  lock_timeout: 0\n  default_ttl: forever\n", &["2:3 cache.max_object_size: must be greater than zero", "3:3 cache.lock_timeout: must be greater than zero", "4:3 cache.default_ttl: duration `forever` must start with a whole number"]),
+        ("routes:\n  - { name: r, upstream: app, cache: { methods: [POST], vary: [\"bad name\"], ttl: 1 } }\n", &["2:77 routes[0].cache.ttl: duration `1` has no unit (use ms, s, m, h or d)", "2:64 routes[0].cache.vary[0]: `bad name` is not a valid HTTP header name", "2:50 routes[0].cache.methods[0]: `POST` responses cannot be cached: use GET and/or HEAD"]),
+        ("routes:\n  - { name: r, upstream: app, cache: { methods: [] } }\n", &["2:40 routes[0].cache.methods: needs at least one of GET, HEAD (or omit it)"]),
+    ]);
+}

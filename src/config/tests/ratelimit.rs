@@ -1,0 +1,85 @@
+//! `rate_limits` and route `rate_limits`.
+
+use super::*;
+use crate::config::{KeyPart, StoreSpec};
+use crate::ratelimit::algorithm::Algorithm;
+use std::time::Duration;
+
+fn policies(policies: &str) -> String {
+    format!("rate_limits:\n  policies:\n{policies}")
+}
+
+#[test]
+fn rate_limit_defaults_and_values() {
+    let model = model(&format!(
+        "{}routes:\n  - {{ name: r, upstream: app, rate_limits: [per_ip] }}\n",
+        policies("    per_ip: { algorithm: token_bucket, key: [client_ip, \"header:X-Tenant\"], limit: 10, window: 1s, burst: 20, tiers: { gold: 100 } }\n")
+    ));
+    let spec = &model.rate_limits;
+    assert_eq!(spec.store, StoreSpec::Local);
+    assert_eq!(spec.max_keys, 1_000_000);
+    let policy = &spec.policies[0];
+    assert_eq!(policy.algorithm, Algorithm::TokenBucket);
+    assert_eq!(
+        policy.key,
+        [
+            KeyPart::ClientIp,
+            KeyPart::Header(http::HeaderName::from_static("x-tenant"))
+        ]
+    );
+    assert_eq!(
+        (policy.limit, policy.window, policy.burst),
+        (10, Duration::from_secs(1), Some(20))
+    );
+    assert_eq!(policy.tiers, [("gold".to_string(), 100)]);
+    assert!(!policy.shadow);
+    assert_eq!(model.routes[0].rate_limits, [0]);
+
+    let redis = super::model(
+        "rate_limits:\n  store: redis\n  redis: { url: \"redis://127.0.0.1:6379/0\" }\n",
+    )
+    .rate_limits
+    .store;
+    assert_eq!(
+        redis,
+        StoreSpec::Redis {
+            url: "redis://127.0.0.1:6379/0".into(),
+            timeout: Duration::from_millis(20),
+            allow_on_error: true,
+        }
+    );
+}
+
+#[test]
+fn rate_limit_problems() {
+    expect_problems(&[
+        ("rate_limits:\n  store: memcached\n", &["2:3 rate_limits.store: `memcached` is not one of: local, redis"]),
+        ("rate_limits:\n  redis: { url: \"redis://127.0.0.1/\" }\n", &["2:3 rate_limits.redis: only applies to `store: redis`"]),
+        ("rate_limits:\n  store: redis\n", &["1:1 rate_limits: `store: redis` needs `redis: { url: redis://HOST:PORT/DB }`"]),
+        ("rate_limits:\n  store: redis\n  redis: { url: \"http://127.0.0.1/\", timeout: 0, on_error: retry }\n", &["3:12 rate_limits.redis.url: `http://127.0.0.1/` is not a redis://HOST:PORT/DB URL", "3:38 rate_limits.redis.timeout: must be greater than zero", "3:50 rate_limits.redis.on_error: `retry` is not one of: allow, deny"]),
+        ("rate_limits:\n  max_keys: 10\n", &["2:3 rate_limits.max_keys: must be between 1000 and 100000000"]),
+        ("rate_limits:\n  policies:\n    p: { algorithm: gcra, key: [], limit: 0, window: 10ms }\n", &["3:10 rate_limits.policies.p.algorithm: `gcra` is not one of: fixed_window, sliding_window, token_bucket, leaky_bucket", "3:27 rate_limits.policies.p.key: name at least one key part", "3:36 rate_limits.policies.p.limit: must be at least 1", "3:46 rate_limits.policies.p.window: must be at least 100ms"]),
+        ("rate_limits:\n  policies:\n    p: { algorithm: fixed_window, key: \"cookie:x\", limit: 1, window: 1 minute, burst: 5 }\n", &["3:35 rate_limits.policies.p.key: `cookie:x` is not one of: global, client_ip, consumer, route, header:NAME, claim:NAME", "3:62 rate_limits.policies.p.window: duration `1 minute` has unknown unit ` minute` (use ms, s, m, h or d)", "3:80 rate_limits.policies.p.burst: only applies to token_bucket and leaky_bucket"]),
+        ("rate_limits:\n  policies:\n    p: { algorithm: leaky_bucket, key: \"header:bad name\", limit: 1, window: 1s, burst: 0, tiers: { free: 0 } }\n", &["3:35 rate_limits.policies.p.key: `bad name` is not a valid HTTP header name", "3:35 rate_limits.policies.p.key: `header:bad name` is not one of: global, client_ip, consumer, route, header:NAME, claim:NAME", "3:81 rate_limits.policies.p.burst: must be at least 1", "3:100 rate_limits.policies.p.tiers.free: must be at least 1"]),
+        ("rate_limits:\n  policies:\n    p: { algorithm: fixed_window, key: global, limit: 1, window: 1s }\nroutes:\n  - { name: r, upstream: app, rate_limits: [p, p, q] }\n", &["5:48 routes[0].rate_limits[1]: `p` is listed twice", "5:51 routes[0].rate_limits[2]: no policy named `q` under rate_limits.policies"]),
+    ]);
+}
+
+#[test]
+fn a_route_lists_at_most_64_policies() {
+    let mut text = String::from("rate_limits:\n  policies:\n");
+    for index in 0..65 {
+        text.push_str(&format!(
+            "    p{index}: {{ algorithm: fixed_window, key: global, limit: 1, window: 1s }}\n"
+        ));
+    }
+    let names: Vec<String> = (0..65).map(|index| format!("p{index}")).collect();
+    text.push_str(&format!(
+        "routes:\n  - {{ name: r, upstream: app, rate_limits: [{}] }}\n",
+        names.join(", ")
+    ));
+    assert_eq!(
+        problems(&text),
+        ["69:31 routes[0].rate_limits: 65 policies listed; a route may list at most 64"]
+    );
+}

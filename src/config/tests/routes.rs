@@ -1,0 +1,138 @@
+//! `routes`: matching, targets, retries, header edits, IP lists.
+
+use super::*;
+use crate::config::{HeaderOps, HostPattern, PathMatch, RetryPolicy, RouteTarget, SplitTarget};
+use std::time::Duration;
+
+/// A route document: `fields` are indented under a route named `r` on upstream `app`.
+fn route(fields: &str) -> String {
+    format!("routes:\n  - name: r\n    upstream: app\n{fields}")
+}
+
+#[test]
+fn route_defaults() {
+    let model = model("");
+    let route = &model.routes[0];
+    assert_eq!(route.name, "r");
+    assert!(matches!(route.matcher.path, PathMatch::Any));
+    assert!(
+        route.matcher.hosts.is_empty()
+            && route.matcher.methods.is_empty()
+            && route.matcher.headers.is_empty()
+    );
+    assert_eq!(route.target, RouteTarget::Upstream(0));
+    assert_eq!(route.timeout, None);
+    assert_eq!(
+        route.retries,
+        RetryPolicy {
+            attempts: 1,
+            on_connect_failure: true,
+            on_gateway_error: false,
+            on_5xx: false,
+            on_reset: false,
+            backoff: Duration::ZERO,
+        }
+    );
+    assert_eq!(route.max_body_size, 10 << 20);
+    assert_eq!(route.request_headers, HeaderOps::default());
+    assert_eq!(route.response_headers, HeaderOps::default());
+    assert!(route.ip_allow.is_empty() && route.ip_deny.is_empty());
+    assert_eq!(
+        (route.auth.is_none(), route.cache.is_none(), route.grpc),
+        (true, true, false)
+    );
+    assert!(route.rate_limits.is_empty());
+    assert_eq!(
+        route.websocket_idle_timeout,
+        crate::config::DEFAULT_WEBSOCKET_IDLE_TIMEOUT
+    );
+}
+
+#[test]
+fn route_values_are_read() {
+    let model = model(&format!(
+        "upstreams:\n  app: {{ targets: [{{ address: 127.0.0.1:1 }}] }}\n  canary: {{ targets: [{{ address: 127.0.0.1:2 }}] }}\n{}",
+        "routes:\n  - name: r\n    match: { hosts: [API.Example.com, \"*.example.org\"], path_prefix: /api/, methods: [GET], headers: { x-env: blue } }\n    split: [{ upstream: app, weight: 9 }, { upstream: canary, weight: 1 }]\n    timeout: 2s\n    retries: { attempts: 3, on: [5xx, reset], backoff: 10ms }\n    request_headers: { set: { x-a: b }, remove: [x-c] }\n    ip_deny: [192.0.2.0/24]\n"
+    ));
+    let route = &model.routes[0];
+    assert_eq!(
+        route.matcher.hosts,
+        [
+            HostPattern::Exact("api.example.com".into()),
+            HostPattern::Suffix(".example.org".into())
+        ]
+    );
+    assert!(matches!(&route.matcher.path, PathMatch::Prefix(prefix) if prefix == "/api"));
+    assert_eq!(route.matcher.methods, [http::Method::GET]);
+    assert_eq!(
+        route.target,
+        RouteTarget::Split(vec![
+            SplitTarget {
+                upstream: 0,
+                weight: 9
+            },
+            SplitTarget {
+                upstream: 1,
+                weight: 1
+            }
+        ])
+    );
+    assert_eq!(route.timeout, Some(Duration::from_secs(2)));
+    assert_eq!(
+        (
+            route.retries.attempts,
+            route.retries.on_connect_failure,
+            route.retries.on_5xx,
+            route.retries.on_reset
+        ),
+        (3, false, true, true)
+    );
+    assert_eq!(route.retries.backoff, Duration::from_millis(10));
+    assert_eq!(route.request_headers.set.len(), 1);
+    assert_eq!(
+        route.request_headers.remove,
+        [http::HeaderName::from_static("x-c")]
+    );
+    assert_eq!(route.ip_deny.len(), 1);
+}
+
+#[test]
+fn route_problems() {
+    expect_problems(&[
+        ("routes: []\n", &["1:1 routes: at least one route is needed"]),
+        ("routes:\n  - { name: \"my route\", upstream: app }\n", &["2:7 routes[0].name: route names must be non-empty and use only letters, digits, `-`, `_` and `.`"]),
+        ("routes:\n  - { name: r, upstream: app }\n  - { name: r, upstream: app }\n", &["3:7 routes[1].name: route name `r` is used twice"]),
+        ("routes:\n  - { name: r, upstream: api }\n", &["2:16 routes[0].upstream: no upstream named `api` (defined: app)"]),
+        ("routes:\n  - { name: r, upstream: app, split: [{ upstream: app, weight: 1 }] }\n", &["2:31 routes[0].split: give either `upstream` or `split`, not both"]),
+        ("routes:\n  - { name: r }\n", &["2:7 routes[0]: needs `upstream` or `split`"]),
+        ("routes:\n  - { name: r, split: [{ upstream: app, weight: 0 }, { upstream: nope, weight: 1 }] }\n", &["2:56 routes[0].split[1].upstream: no upstream named `nope` (defined: app)", "2:16 routes[0].split: the weights must add up to more than 0"]),
+        ("routes:\n  - { name: r, upstream: app, strip_prefix: api }\n  - { name: s, upstream: app, strip_prefix: /api/ }\n", &["2:31 routes[0].strip_prefix: `api` must start with / and not end with / (like /api/v1)", "3:31 routes[1].strip_prefix: `/api/` must start with / and not end with / (like /api/v1)"]),
+        ("routes:\n  - { name: r, upstream: app, timeout: 0 }\n  - { name: s, upstream: app, timeout: soon }\n", &["2:31 routes[0].timeout: must be greater than zero", "3:31 routes[1].timeout: duration `soon` must start with a whole number"]),
+        ("routes:\n  - { name: r, upstream: app, max_body_size: 10 MB }\n", &[]),
+        ("routes:\n  - { name: r, upstream: app, ip_allow: [10.0.0.0/8, 300.1.1.1], ip_deny: [x] }\n", &["2:54 routes[0].ip_allow[1]: `300.1.1.1` is not a CIDR (like 10.0.0.0/8) or an IP address", "2:76 routes[0].ip_deny[0]: `x` is not a CIDR (like 10.0.0.0/8) or an IP address"]),
+        ("routes:\n  - { name: r, upstream: app, websocket: { idle_timeout: 0 } }\n", &["2:44 routes[0].websocket.idle_timeout: must be greater than zero"]),
+        ("routes:\n  - { name: r, upstream: app, cors: { allow_origins: [\"*\"] }, aggregate: {} }\n", &["2:31 routes[0].cors: is not supported yet by this edgegate release (CORS is not implemented yet); remove it", "2:63 routes[0].aggregate: is not supported yet by this edgegate release (aggregation routes are not implemented yet); remove it"]),
+    ]);
+}
+
+#[test]
+fn retry_and_header_problems() {
+    expect_problems(&[
+        (&route("    retries: { attempts: 9, on: [timeout], backoff: 1 }\n"), &["4:16 routes[0].retries.attempts: must be at most 5", "4:44 routes[0].retries.backoff: duration `1` has no unit (use ms, s, m, h or d)", "4:34 routes[0].retries.on[0]: `timeout` is not one of: connect_failure, gateway_error, 5xx, reset"]),
+        (&route("    request_headers: { set: { Connection: close, \"bad name\": x, x-ok: \"a\\nb\" } }\n"), &["4:31 routes[0].request_headers.set.Connection: `Connection` is managed by the proxy and cannot be set", "4:50 routes[0].request_headers.set.bad name: `bad name` is not a valid HTTP header name", "4:65 routes[0].request_headers.set.x-ok: `a\nb` is not a valid HTTP header value"]),
+        (&route("    response_headers: { remove: [content-length, \"\"] }\n"), &["4:34 routes[0].response_headers.remove[0]: `content-length` is managed by the proxy and cannot be removed", "4:50 routes[0].response_headers.remove[1]: `` is not a valid HTTP header name"]),
+    ]);
+}
+
+#[test]
+fn match_problems() {
+    expect_problems(&[
+        (&route("    match: { hosts: [a_b.example.com, \"*.*.example.com\", \"example.com:80\"] }\n"), &["4:22 routes[0].match.hosts[0]: `a_b.example.com` is not a host name or `*.suffix` (no port, no other wildcards)", "4:39 routes[0].match.hosts[1]: `*.*.example.com` is not a host name or `*.suffix` (no port, no other wildcards)", "4:58 routes[0].match.hosts[2]: `example.com:80` is not a host name or `*.suffix` (no port, no other wildcards)"]),
+        (&route("    match: { path_prefix: api }\n"), &["4:14 routes[0].match.path_prefix: `api` must start with /"]),
+        (&route("    match: { path_exact: api }\n"), &["4:14 routes[0].match.path_exact: `api` must start with /"]),
+        (&route("    match: { path_regex: \"^/(a\" }\n"), &["4:14 routes[0].match.path_regex: invalid regex: regex parse error:\n    ^/(a\n      ^\nerror: unclosed group"]),
+        (&route("    match: { path_prefix: /a, path_exact: /b }\n"), &["4:5 routes[0].match: use only one of path_prefix, path_exact, path_regex"]),
+        (&route("    match: { methods: [get, POST] }\n"), &["4:24 routes[0].match.methods[0]: `get` is not an upper-case HTTP method like GET"]),
+        (&route("    match: { headers: { \"bad name\": x } }\n"), &["4:25 routes[0].match.headers.bad name: `bad name` is not a valid HTTP header name"]),
+    ]);
+}
