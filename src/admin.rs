@@ -1,8 +1,8 @@
 //! The operator listener: `/health`, `/ready`, `/status`, `/metrics`, `POST /cache/purge`.
 
 use crate::gateway::respond::error_body;
-use crate::gateway::runtime::Runtime;
 use crate::observability::metrics;
+use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -15,21 +15,21 @@ use std::time::Instant;
 
 /// Serves the admin endpoints from the current snapshot.
 pub struct AdminApp {
-    runtime: Arc<ArcSwap<Runtime>>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
     started: Instant,
 }
 
 impl AdminApp {
-    /// An admin app reading `runtime`.
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
+    /// An admin app reading `snapshot`.
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
         AdminApp {
-            runtime,
+            snapshot,
             started: Instant::now(),
         }
     }
 
-    fn status(&self, runtime: &Runtime) -> serde_json::Value {
-        let upstreams: Vec<_> = runtime
+    fn status(&self, snapshot: &Snapshot) -> serde_json::Value {
+        let upstreams: Vec<_> = snapshot
             .pools
             .iter()
             .map(|pool| {
@@ -70,18 +70,18 @@ impl AdminApp {
                 })
             })
             .collect();
-        let routes: Vec<_> = runtime
+        let routes: Vec<_> = snapshot
             .routes
             .iter()
             .map(|r| r.spec.name.as_str())
             .collect();
-        let cache = runtime.cache.as_ref().map(|c| c.store().usage());
+        let cache = snapshot.cache.as_ref().map(|c| c.store().usage());
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": self.started.elapsed().as_secs(),
             "config": {
-                "path": runtime.model.source.display().to_string(),
-                "hash": format!("{:016x}", runtime.model.source_hash),
+                "path": snapshot.model.source.display().to_string(),
+                "hash": format!("{:016x}", snapshot.model.source_hash),
             },
             "routes": routes,
             "upstreams": upstreams,
@@ -112,13 +112,13 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let request = session.req_header();
         let (method, path) = (request.method.clone(), request.uri.path().to_string());
-        let runtime = self.runtime.load_full();
+        let snapshot = self.snapshot.load_full();
         match (method.as_str(), path.as_str()) {
             ("GET" | "HEAD", "/health") => {
                 json_response(StatusCode::OK, &json!({ "status": "ok" }))
             }
             ("GET" | "HEAD", "/ready") => {
-                let not_ready: Vec<&str> = runtime
+                let not_ready: Vec<&str> = snapshot
                     .pools
                     .iter()
                     .filter(|p| !p.is_ready())
@@ -133,9 +133,9 @@ impl ServeHttp for AdminApp {
                     )
                 }
             }
-            ("GET" | "HEAD", "/status") => json_response(StatusCode::OK, &self.status(&runtime)),
+            ("GET" | "HEAD", "/status") => json_response(StatusCode::OK, &self.status(&snapshot)),
             ("POST", "/cache/purge") => match read_body(session).await {
-                Ok(body) => purge(&runtime, &body),
+                Ok(body) => purge(&snapshot, &body),
                 Err(message) => error_response(StatusCode::BAD_REQUEST, &message),
             },
             (_, "/cache/purge") => {
@@ -189,8 +189,8 @@ fn error_response(status: StatusCode, message: &str) -> Response<Vec<u8>> {
 
 /// `{"url": "http://host/path?q"}` removes that URL's entries (every route and variant);
 /// `{"prefix": "http://host/path/"}` every URL starting so.
-fn purge(runtime: &Runtime, body: &[u8]) -> Response<Vec<u8>> {
-    let Some(cache) = runtime.cache.as_ref() else {
+fn purge(snapshot: &Snapshot, body: &[u8]) -> Response<Vec<u8>> {
+    let Some(cache) = snapshot.cache.as_ref() else {
         return error_response(
             StatusCode::NOT_FOUND,
             "no route caches responses, so there is nothing to purge",

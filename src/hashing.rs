@@ -74,26 +74,9 @@ impl Hasher for PrehashedHasher {
     }
 }
 
-/// Appends `bytes` to `out` as lower-case hex (digests in keys, headers and the CLI).
-pub fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    out.reserve(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_is_lower_case_two_digits_per_byte() {
-        let mut out = String::from("key:");
-        push_hex(&mut out, &[0x00, 0x0f, 0xa0, 0xff]);
-        assert_eq!(out, "key:000fa0ff");
-    }
 
     #[test]
     fn framing_and_keys_matter() {

@@ -3,8 +3,8 @@
 //! Requests in flight finish on the snapshot they started with; a bad file changes nothing.
 
 use crate::config::{self, Model};
-use crate::gateway::runtime::Runtime;
 use crate::observability::metrics;
+use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -12,15 +12,15 @@ use tokio::sync::watch;
 /// Swaps configurations in and tells the background services (health checks, key refresh,
 /// ejection sweeps) to follow.
 pub struct Reloader {
-    runtime: Arc<ArcSwap<Runtime>>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
     generation: watch::Sender<u64>,
 }
 
 impl Reloader {
-    /// A reloader for `runtime`; [`Self::subscribe`] hands out change notifications.
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
+    /// A reloader for `snapshot`; [`Self::subscribe`] hands out change notifications.
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
         Reloader {
-            runtime,
+            snapshot,
             generation: watch::channel(0).0,
         }
     }
@@ -32,7 +32,7 @@ impl Reloader {
 
     /// Reloads from the file the running configuration came from; logs and counts the result.
     pub async fn reload(&self) {
-        let current = self.runtime.load_full();
+        let current = self.snapshot.load_full();
         let path = current.model.source.clone();
         let model = match config::load(&path) {
             Ok(model) => model,
@@ -48,7 +48,7 @@ impl Reloader {
                  (the running value stays)"
             );
         }
-        let successor = match Runtime::build_after(model, Some(&current)) {
+        let successor = match Snapshot::build_after(model, Some(&current)) {
             Ok(successor) => successor,
             Err(error) => {
                 log::error!(
@@ -61,8 +61,8 @@ impl Reloader {
         };
         crate::upstream::health::probe_new_backends(&successor.new_pools).await;
         crate::auth::jwks::fetch_all(&successor.new_key_sets).await;
-        let hash = successor.runtime.model.source_hash;
-        self.runtime.store(Arc::new(successor.runtime));
+        let hash = successor.snapshot.model.source_hash;
+        self.snapshot.store(Arc::new(successor.snapshot));
         self.generation.send_modify(|generation| *generation += 1);
         metrics::config_reload(true);
         log::info!(

@@ -4,12 +4,12 @@
 use crate::admin::AdminApp;
 use crate::auth::jwks::Refresher;
 use crate::config::Model;
-use crate::gateway::runtime::Runtime;
 use crate::gateway::Gateway;
 use crate::lifecycle;
 use crate::listener::EdgeApp;
 use crate::observability::{access_log, metrics};
 use crate::reload::Reloader;
+use crate::snapshot::Snapshot;
 use crate::tls::Terminator;
 use crate::upstream::health::HealthChecker;
 use crate::upstream::outlier::Sweeper;
@@ -35,7 +35,7 @@ pub struct RunOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Runtime(#[from] crate::gateway::runtime::BuildError),
+    Snapshot(#[from] crate::snapshot::BuildError),
     #[error("upgrade: {0}")]
     Handover(#[from] lifecycle::HandoverError),
     #[error("TLS: {0}")]
@@ -44,7 +44,7 @@ pub enum StartError {
 
 /// What SIGHUP and SIGUSR1 act on.
 struct Operator {
-    runtime: Arc<ArcSwap<Runtime>>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
     reloader: Reloader,
     terminators: Vec<Arc<Terminator>>,
 }
@@ -63,7 +63,7 @@ impl lifecycle::SignalTarget for Operator {
     }
 
     fn reopen_logs(&self) {
-        match self.runtime.load().access_log.reopen() {
+        match self.snapshot.load().access_log.reopen() {
             Ok(()) => log::info!("SIGUSR1: access log reopened"),
             Err(error) => log::error!("SIGUSR1: cannot reopen the access log: {error}"),
         }
@@ -77,11 +77,11 @@ fn whole_seconds(duration: Duration) -> u64 {
 /// Pingora's HTTP proxy around our [`Gateway`], with bounded HTTP/2 from clients.
 fn proxy_app(
     server: &Server,
-    runtime: &Arc<ArcSwap<Runtime>>,
+    snapshot: &Arc<ArcSwap<Snapshot>>,
     settings: &crate::config::ServerSettings,
 ) -> pingora_proxy::HttpProxy<Gateway> {
     let mut proxy =
-        pingora_proxy::http_proxy(&server.configuration, Gateway::new(Arc::clone(runtime)));
+        pingora_proxy::http_proxy(&server.configuration, Gateway::new(Arc::clone(snapshot)));
     let mut options = HttpServerOptions::default();
     // An idle HTTP/2 connection is closed like an idle HTTP/1 keep-alive one.
     options.h2_idle_timeout = Some(settings.keepalive_timeout);
@@ -115,14 +115,14 @@ const H2_PENDING_RESETS: usize = 20;
 /// A built server and the state it must write out when it stops.
 pub struct Edgegate {
     server: Server,
-    runtime: Arc<ArcSwap<Runtime>>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
 }
 
 impl Edgegate {
     /// Serves until told to stop, then writes out the access log.
     pub fn run(self) {
         self.server.run(RunArgs::default());
-        access_log::drain(&self.runtime.load().access_log);
+        access_log::drain(&self.snapshot.load().access_log);
     }
 }
 
@@ -149,7 +149,7 @@ pub fn build(model: Model, options: RunOptions) -> Result<Edgegate, StartError> 
     };
     // Everything that can fail is built before the listeners are taken: `run -u` with a bad
     // configuration or key file exits here and the running instance never notices.
-    let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(model)?));
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(model)?));
     let terminators = listeners
         .iter()
         .filter_map(|listener| {
@@ -176,14 +176,14 @@ pub fn build(model: Model, options: RunOptions) -> Result<Edgegate, StartError> 
         lifecycle::PhaseWatcher(std::sync::Mutex::new(Some(phases))),
     ));
 
-    let reloader = Reloader::new(Arc::clone(&runtime));
-    let live = Arc::clone(&runtime);
+    let reloader = Reloader::new(Arc::clone(&snapshot));
+    let live = Arc::clone(&snapshot);
     let pools: crate::upstream::health::PoolSource = Arc::new(move || live.load().pools.clone());
     let health_handle = server.add_service(background_service(
         "health checks",
         HealthChecker::new(Arc::clone(&pools), reloader.subscribe()),
     ));
-    let live = Arc::clone(&runtime);
+    let live = Arc::clone(&snapshot);
     let key_sets: crate::auth::jwks::KeySetSource =
         Arc::new(move || live.load().auth.remote_key_sets());
     let refresher_handle = server.add_service(background_service(
@@ -197,7 +197,7 @@ pub fn build(model: Model, options: RunOptions) -> Result<Edgegate, StartError> 
     let signals_handle = server.add_service(background_service(
         "operator signals",
         lifecycle::Signals(Box::new(Operator {
-            runtime: Arc::clone(&runtime),
+            snapshot: Arc::clone(&snapshot),
             reloader,
             terminators: terminators.clone(),
         })),
@@ -206,10 +206,10 @@ pub fn build(model: Model, options: RunOptions) -> Result<Edgegate, StartError> 
     let mut proxy = Service::new(
         "edgegate proxy".to_string(),
         EdgeApp::new(
-            proxy_app(&server, &runtime, &settings),
+            proxy_app(&server, &snapshot, &settings),
             &listeners,
             &terminators,
-            Arc::clone(&runtime),
+            Arc::clone(&snapshot),
         ),
     );
     for listener in &listeners {
@@ -233,11 +233,11 @@ pub fn build(model: Model, options: RunOptions) -> Result<Edgegate, StartError> 
 
     let mut admin = Service::new(
         "edgegate admin".to_string(),
-        HttpServer::new_app(AdminApp::new(Arc::clone(&runtime))),
+        HttpServer::new_app(AdminApp::new(Arc::clone(&snapshot))),
     );
     admin.add_tcp(&admin_address.to_string());
     // Operator traffic is light; one thread keeps it off the proxy's cores.
     admin.threads = Some(1);
     server.add_service(admin);
-    Ok(Edgegate { server, runtime })
+    Ok(Edgegate { server, snapshot })
 }

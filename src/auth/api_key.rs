@@ -52,7 +52,7 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 /// SHA-256 of `key` as lower-case hex (what `auth.api_keys.keys[].sha256` holds).
 pub fn hash_key_hex(key: &str) -> String {
     let mut hex = String::new();
-    crate::hashing::push_hex(&mut hex, &Sha256::digest(key.as_bytes()));
+    crate::fastfmt::push_hex(&mut hex, &Sha256::digest(key.as_bytes()));
     hex
 }
 

@@ -234,7 +234,7 @@ fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-/// Decodes the keys with the runtime's decoder (`auth::keys`): a source with no usable key is an
+/// Decodes the keys with the request path's decoder (`auth::keys`): a source with no usable key is an
 /// error, and so is an algorithm no key can verify (an HMAC secret never verifies RS256: no
 /// algorithm confusion). Unusable keys of a JWK set are only warned about when the provider is
 /// built.

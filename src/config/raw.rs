@@ -1,5 +1,5 @@
 //! The YAML shape of the configuration, exactly as `reference.yaml` spells it.
-//! These types never leave `config/`: `validate` turns them into the runtime model.
+//! These types never leave `config/`: `validate` turns them into the runtime model ([`Model`](super::Model)).
 
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -1,55 +1,98 @@
-//! `request_filter`'s ordered short-circuit checks: malformed request -> header size -> route -> IP lists -> body size
-//! -> authentication -> roles and scopes; then (async, as it may ask Redis) rate limits.
-//! Each returns a value; only the phase code writes the response.
+//! Admission, `request_filter`'s ordered short-circuit checks: malformed request -> header size
+//! -> route -> IP lists -> body size -> authentication -> roles and scopes; then (async, as it may
+//! ask Redis) rate limits. [`admit`] gives one answer; only the phase code writes the response.
 
 use super::ctx::RequestCtx;
-use super::respond::Rejection;
+use super::respond::{Refusal, Rejection};
 use ipnet::IpNet;
 use pingora_http::RequestHeader;
+use pingora_proxy::Session;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// The outcome of the admission checks.
-pub enum Verdict {
+/// What to do with a request.
+pub enum Admission {
+    /// Forward it upstream.
+    Proxy,
+    /// Hand the connection to the WebSocket tunnel.
+    Upgrade,
+    /// Answer it here with this error.
+    Refuse(Rejection),
+}
+
+/// Every check in order, the first failure wins; records the identity and the rate-limit report
+/// in `ctx` for the phases after.
+pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Admission {
+    let mut verdict = check(session.req_header(), ctx);
+    if let Verdict::AuthFailed(crate::auth::Failure::UnknownKid) = verdict {
+        // Rare and large: boxed so the common path's future stays small.
+        verdict = Box::pin(recheck_after_key_refetch(session.req_header(), ctx))
+            .await
+            .unwrap_or(verdict);
+    }
+    let auth = match verdict {
+        Verdict::Continue(auth) => auth,
+        Verdict::Reject(rejection) => return Admission::Refuse(rejection),
+        Verdict::AuthFailed(failure) => {
+            if let Some(route) = ctx.route() {
+                route.metrics.auth_failed(failure.reason_index());
+            }
+            return Admission::Refuse(auth_rejection(failure));
+        }
+    };
+    let identity = auth.as_ref().map(|a| Arc::clone(&a.identity));
+    ctx.auth = auth;
+    if super::caching::is_background_refresh(session) {
+        // The client request that triggered it was already counted against the limits.
+        return Admission::Proxy;
+    }
+    match rate_limit(session.req_header(), ctx, identity.as_deref()).await {
+        Limits::Admit(report) => {
+            ctx.ratelimit = report;
+            if ctx.upgrade_requested {
+                Admission::Upgrade
+            } else {
+                Admission::Proxy
+            }
+        }
+        Limits::Refuse(report) => {
+            ctx.ratelimit = Some(report);
+            Admission::Refuse(Refusal::RateLimited.into())
+        }
+        Limits::StoreUnavailable => Admission::Refuse(Refusal::RateLimitStoreUnavailable.into()),
+    }
+}
+
+/// The outcome of the synchronous checks.
+enum Verdict {
     /// Proceed; with the identity when the route requires authentication.
     Continue(Option<crate::auth::Authenticated>),
     Reject(Rejection),
-    /// Authentication or authorization failed (the phase may refetch keys and check again).
+    /// Authentication or authorization failed (the caller may refetch keys and check again).
     AuthFailed(crate::auth::Failure),
 }
 
-/// Runs every check in order; the first failure wins.
-pub fn check(request: &RequestHeader, ctx: &RequestCtx) -> Verdict {
+/// Runs the synchronous checks in order; the first failure wins.
+fn check(request: &RequestHeader, ctx: &RequestCtx) -> Verdict {
     if let Some(bad) = ctx.bad_request {
         return Verdict::Reject(bad.rejection());
     }
-    if ctx.header_bytes > ctx.runtime.max_request_header_size {
-        return Verdict::Reject(Rejection::new(
-            431,
-            "the request header is larger than allowed",
-        ));
+    if ctx.header_bytes > ctx.snapshot.max_request_header_size {
+        return Verdict::Reject(Refusal::HeaderTooLarge.into());
     }
     let Some(route) = ctx.route() else {
-        return Verdict::Reject(Rejection::new(404, "no route matches this request"));
+        return Verdict::Reject(Refusal::NoRoute.into());
     };
     let spec = &route.spec;
     if !ip_permitted(ctx.client_ip, &spec.ip_allow, &spec.ip_deny) {
-        return Verdict::Reject(Rejection::new(
-            403,
-            "this client address may not use this route",
-        ));
+        return Verdict::Reject(Refusal::AddressForbidden.into());
     }
-    if let Some(length) = content_length(request) {
-        if length > spec.max_body_size {
-            return Verdict::Reject(Rejection::new(
-                413,
-                "the request body is larger than allowed",
-            ));
-        }
+    if content_length(request).is_some_and(|length| length > spec.max_body_size) {
+        return Verdict::Reject(Refusal::BodyTooLarge.into());
     }
     let auth = match &spec.auth {
         None => None,
-        Some(route_auth) => match ctx.runtime.auth.check(route_auth, request) {
+        Some(route_auth) => match ctx.snapshot.auth.check(route_auth, request) {
             Ok(authenticated) => Some(authenticated),
             Err(failure) => return Verdict::AuthFailed(failure),
         },
@@ -59,19 +102,16 @@ pub fn check(request: &RequestHeader, ctx: &RequestCtx) -> Verdict {
 
 /// After an unknown `kid`: refetches the route's key sets once (rate-limited) and checks again;
 /// `None` when nothing was refetched.
-pub async fn recheck_after_key_refetch(
-    request: &RequestHeader,
-    ctx: &RequestCtx,
-) -> Option<Verdict> {
+async fn recheck_after_key_refetch(request: &RequestHeader, ctx: &RequestCtx) -> Option<Verdict> {
     let route_auth = ctx.route().and_then(|r| r.spec.auth.as_ref())?;
-    let auth = Arc::clone(&ctx.runtime.auth);
+    let auth = Arc::clone(&ctx.snapshot.auth);
     auth.refetch_for_unknown_kid(route_auth)
         .await
         .then(|| check(request, ctx))
 }
 
 /// What the route's rate limits say.
-pub enum Limits {
+enum Limits {
     /// Admitted, with the policy the headers describe.
     Admit(Option<crate::ratelimit::Report>),
     Refuse(crate::ratelimit::Report),
@@ -80,7 +120,7 @@ pub enum Limits {
 }
 
 /// Applies the route's rate-limit policies (after authentication: keys and tiers need the identity).
-pub async fn rate_limit(
+async fn rate_limit(
     request: &RequestHeader,
     ctx: &RequestCtx,
     identity: Option<&crate::auth::Identity>,
@@ -92,7 +132,7 @@ pub async fn rate_limit(
     if spec.rate_limits.is_empty() {
         return Limits::Admit(None);
     }
-    let limiter = &ctx.runtime.limiter;
+    let limiter = &ctx.snapshot.limiter;
     let input = crate::ratelimit::KeyInput {
         route: ctx.route.unwrap_or(0),
         route_name: &spec.name,
@@ -139,7 +179,7 @@ fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
 }
 
 /// The answer to a final authentication failure (401 carries the `WWW-Authenticate` challenge).
-pub fn auth_rejection(failure: crate::auth::Failure) -> Rejection {
+fn auth_rejection(failure: crate::auth::Failure) -> Rejection {
     let mut rejection = Rejection::new(failure.status(), failure.description());
     if failure.status() == 401 {
         rejection.challenge = Some(failure.description());
@@ -152,21 +192,13 @@ pub fn ip_permitted(client: Option<IpAddr>, allow: &[IpNet], deny: &[IpNet]) -> 
     if allow.is_empty() && deny.is_empty() {
         return true;
     }
-    let Some(ip) = client.map(canonical) else {
+    let Some(ip) = client.map(super::identity::canonical) else {
         return allow.is_empty();
     };
     if deny.iter().any(|net| net.contains(&ip)) {
         return false;
     }
     allow.is_empty() || allow.iter().any(|net| net.contains(&ip))
-}
-
-/// IPv4-mapped IPv6 addresses are compared as IPv4.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 fn content_length(request: &RequestHeader) -> Option<u64> {

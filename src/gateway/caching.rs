@@ -2,7 +2,7 @@
 //! stored, may a stale copy be served, and how the answer is labelled.
 
 use super::ctx::RequestCtx;
-use super::forwarding::request_host;
+use super::identity::request_host;
 use crate::cache::{key, policy, CacheStatus};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora_cache::{CacheKey, RespCacheable};
@@ -15,7 +15,7 @@ static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// Enables the cache for a request of a caching route whose method the route caches.
 pub fn enable(session: &mut Session, ctx: &RequestCtx) {
-    let (Some(route), Some(cache)) = (ctx.route(), ctx.runtime.cache.as_ref()) else {
+    let (Some(route), Some(cache)) = (ctx.route(), ctx.snapshot.cache.as_ref()) else {
         return;
     };
     if route

@@ -1,7 +1,7 @@
 //! Per-request state, grouped by concern.
 
-use super::runtime::{Route, Runtime};
 use crate::observability::metrics::RouteMetrics;
+use crate::snapshot::{Route, Snapshot};
 use crate::upstream::{Lease, Tried};
 use http::HeaderValue;
 use std::net::IpAddr;
@@ -36,14 +36,12 @@ impl RequestId {
 
     /// A fresh random id: 32 lower-case hex digits.
     pub fn generate() -> Self {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = [0u8; 32];
         for (digits, byte) in text
             .chunks_exact_mut(2)
             .zip(rand::random::<u128>().to_le_bytes())
         {
-            digits[0] = HEX[usize::from(byte >> 4)];
-            digits[1] = HEX[usize::from(byte & 0xf)];
+            digits.copy_from_slice(&crate::fastfmt::hex_pair(byte, crate::fastfmt::LOWER_HEX));
         }
         RequestId {
             // Owned (not copied into a Vec) so the clones for the upstream request and the
@@ -107,7 +105,7 @@ impl UpstreamCtx {
 
 /// Everything one request carries through the phases.
 pub struct RequestCtx {
-    pub runtime: Arc<Runtime>,
+    pub snapshot: Arc<Snapshot>,
     pub started: Instant,
     pub request_id: RequestId,
     pub client_ip: Option<IpAddr>,
@@ -137,9 +135,9 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     /// A fresh context on the current snapshot.
-    pub fn new(runtime: Arc<Runtime>) -> Self {
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
         RequestCtx {
-            runtime,
+            snapshot,
             started: Instant::now(),
             request_id: RequestId {
                 value: HeaderValue::from_static(""),
@@ -164,12 +162,13 @@ impl RequestCtx {
 
     /// The matched route, if any.
     pub fn route(&self) -> Option<&Route> {
-        self.route.map(|index| &self.runtime.routes[index])
+        self.route.map(|index| &self.snapshot.routes[index])
     }
 
     /// The metrics of the matched route (or of unmatched requests).
     pub fn metrics(&self) -> &RouteMetrics {
-        self.route().map_or(&self.runtime.unmatched, |r| &r.metrics)
+        self.route()
+            .map_or(&self.snapshot.unmatched, |r| &r.metrics)
     }
 }
 

@@ -1,4 +1,4 @@
-//! Choosing where a request goes (pool or split branch, circuit breaker, backend, peer
+//! Choosing where a request goes (pool or split branch, in-flight cap, backend, peer
 //! timeouts), accounting each attempt's outcome, and deciding whether a failed attempt is tried
 //! again on another backend.
 
@@ -17,8 +17,8 @@ use std::time::Instant;
 pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
     // An attempt still open here ended in an error no other hook reported.
     close_attempt(ctx, Attempt::Failed);
-    let runtime = std::sync::Arc::clone(&ctx.runtime);
-    let Some(route) = ctx.route.and_then(|index| runtime.routes.get(index)) else {
+    let snapshot = std::sync::Arc::clone(&ctx.snapshot);
+    let Some(route) = ctx.route.and_then(|index| snapshot.routes.get(index)) else {
         return Error::e_explain(ErrorType::HTTPStatus(404), "no route matches this request");
     };
     let backoff = route.spec.retries.backoff;
@@ -30,7 +30,7 @@ pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Resul
         tokio::time::sleep(backoff).await;
     }
     let pool_index = *ctx.upstream.pool.get_or_insert_with(|| route.choose_pool());
-    let pool = &runtime.pools[pool_index];
+    let pool = &snapshot.pools[pool_index];
     if ctx.upstream.lease.is_none() {
         match pool.acquire() {
             Some(lease) => ctx.upstream.lease = Some(lease),
@@ -91,7 +91,7 @@ pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Resul
 /// The end of the whole upstream exchange: `routes[].timeout` from now, or the client's
 /// `grpc-timeout` from the request's start on gRPC routes, whichever comes first.
 fn exchange_deadline(
-    route: &super::runtime::Route,
+    route: &crate::snapshot::Route,
     request: &RequestHeader,
     ctx: &mut RequestCtx,
 ) -> Option<Instant> {
@@ -136,7 +136,7 @@ fn hash_key(pool: &Pool, request: &RequestHeader, ctx: &RequestCtx) -> u64 {
 
 /// What the client is told when the exchange's deadline (`routes[].timeout`, `grpc-timeout`)
 /// passed, wherever that is noticed.
-pub const DEADLINE_PASSED: &str = "the upstream exchange outlived its deadline";
+pub const DEADLINE_PASSED: &str = super::respond::Refusal::DeadlinePassed.message();
 
 /// A connection-pool group no connection belongs to yet (group 0 is the shared one).
 fn fresh_connection_group() -> u64 {

@@ -1,8 +1,9 @@
-//! Request identity and the headers sent upstream and back: request id, client IP,
-//! X-Forwarded-*, prefix stripping, configured header edits.
+//! The headers sent upstream and back: X-Forwarded-*, the request id, prefix stripping,
+//! configured header edits. Who the client is comes from [`super::identity`].
 
-use super::ctx::{RequestCtx, RequestId};
+use super::ctx::RequestCtx;
 use super::headers;
+use super::identity::{Transport, X_REQUEST_ID};
 use crate::config::HeaderOps;
 use crate::routing::has_segment_prefix;
 use crate::tls::peer::{
@@ -12,13 +13,9 @@ use crate::tls::peer::{
 use http::header::HeaderMap;
 use http::request::Parts as RequestParts;
 use http::{HeaderName, HeaderValue};
-use ipnet::IpNet;
-use pingora_core::protocols::tls::SslDigest;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::net::IpAddr;
 
-/// `X-Request-ID`.
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -30,69 +27,11 @@ static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 fn grpc_timeout_left(deadline: std::time::Instant) -> HeaderValue {
     let left = deadline.saturating_duration_since(std::time::Instant::now());
     let millis = left.as_millis().clamp(1, 99_999_999);
-    let mut text = itoa::Buffer::new().format(millis).to_string();
-    text.push('m');
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("1m"))
-}
-
-/// Keeps the client's sane `X-Request-ID` or makes a new one.
-pub fn request_id(request: &RequestHeader) -> RequestId {
-    request
-        .headers
-        .get(&X_REQUEST_ID)
-        .and_then(RequestId::from_client)
-        .unwrap_or_else(RequestId::generate)
-}
-
-/// The client's address: the peer, or from `X-Forwarded-For` when the peer is a trusted proxy
-/// (walking right to left past every trusted hop).
-pub fn client_ip(
-    peer: Option<IpAddr>,
-    request: &RequestHeader,
-    trusted: &[IpNet],
-) -> Option<IpAddr> {
-    let peer = peer.map(super::admission::canonical)?;
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if trusted.is_empty() || !is_trusted(&peer) {
-        return Some(peer);
-    }
-    let mut client = peer;
-    for value in request.headers.get_all(&X_FORWARDED_FOR).iter().rev() {
-        let Ok(text) = value.to_str() else {
-            return Some(client);
-        };
-        for hop in text.rsplit(',') {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) => {
-                    client = super::admission::canonical(ip);
-                    if !is_trusted(&client) {
-                        return Some(client);
-                    }
-                }
-                Err(_) => return Some(client),
-            }
-        }
-    }
-    Some(client)
-}
-
-/// The Host the client asked for (Host header, else the URI authority).
-pub fn request_host(request: &RequestHeader) -> &str {
-    request
-        .headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| request.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("")
-}
-
-/// How the client reached the gateway.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Transport<'a> {
-    /// The client's address (the TCP peer).
-    pub peer: Option<IpAddr>,
-    /// TLS from the client; `None` for plain HTTP.
-    pub tls: Option<&'a SslDigest>,
+    let mut text = Vec::with_capacity(9);
+    crate::fastfmt::push_number(&mut text, millis);
+    text.push(b'm');
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("1m"))
 }
 
 /// Rewrites the upstream request: prefix, forwarding headers, request id, configured edits.
@@ -114,7 +53,7 @@ pub fn prepare_upstream_request(
         + if client_certificate.is_some() { 3 } else { 0 };
     headers::edit_request(upstream, additional, |parts| {
         // Identity headers come only from the gateway: a client's copies never reach a backend.
-        for name in ctx.runtime.auth.spoofable_headers() {
+        for name in ctx.snapshot.auth.spoofable_headers() {
             parts.headers.remove(name);
         }
         // One scan of the names is cheaper than hashing three of them on every request.
@@ -146,7 +85,7 @@ pub fn prepare_upstream_request(
             for (name, value) in &auth.identity.forwarded {
                 insert(&mut parts.headers, name, value.clone())?;
             }
-            let provider = auth.provider.and_then(|i| ctx.runtime.auth.provider(i));
+            let provider = auth.provider.and_then(|i| ctx.snapshot.auth.provider(i));
             if let (Some(provider), Some(source)) = (provider, &auth.source) {
                 if provider.spec.strip_token {
                     crate::auth::strip_token(parts, source)?;
@@ -178,7 +117,7 @@ fn forwarding_headers(
 ) -> pingora_error::Result<()> {
     let peer = transport.peer;
     let peer_trusted = peer.is_some_and(|ip| {
-        ctx.runtime
+        ctx.snapshot
             .trusted_proxies
             .iter()
             .any(|net| net.contains(&ip))
@@ -239,17 +178,7 @@ fn forwarded_for(
         value.extend_from_slice(hop);
         value.extend_from_slice(b", ");
     }
-    match peer {
-        IpAddr::V4(v4) => {
-            for (index, octet) in v4.octets().iter().enumerate() {
-                if index > 0 {
-                    value.push(b'.');
-                }
-                value.extend_from_slice(itoa::Buffer::new().format(*octet).as_bytes());
-            }
-        }
-        IpAddr::V6(v6) => value.extend_from_slice(v6.to_string().as_bytes()),
-    }
+    crate::fastfmt::push_ip(&mut value, peer);
     HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).map_err(|e| {
         pingora_error::Error::because(
             pingora_error::ErrorType::InvalidHTTPHeader,
@@ -315,7 +244,7 @@ pub fn prepare_response(
             apply_ops(headers, ops)?;
         }
         if let Some(report) = &ctx.ratelimit {
-            crate::ratelimit::write_headers(&ctx.runtime.limiter, report, headers);
+            crate::ratelimit::write_headers(&ctx.snapshot.limiter, report, headers);
         }
         if let Some(labels) = cache_labels {
             labels.write(headers)?;
@@ -332,34 +261,6 @@ mod tests {
         RequestHeader::build("GET", uri.as_bytes(), None)
             .unwrap()
             .as_owned_parts()
-    }
-
-    fn request(uri: &str, xff: Option<&str>) -> RequestHeader {
-        let mut req = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
-        if let Some(xff) = xff {
-            req.insert_header("x-forwarded-for", xff).unwrap();
-        }
-        req
-    }
-
-    #[test]
-    fn client_ip_comes_from_xff_only_behind_trusted_proxies() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let proxy = Some("10.1.1.1".parse().unwrap());
-        let stranger = Some("203.0.113.9".parse().unwrap());
-        let req = request("/", Some("198.51.100.7, 10.2.2.2"));
-        assert_eq!(
-            client_ip(proxy, &req, &trusted),
-            "198.51.100.7".parse().ok()
-        );
-        assert_eq!(
-            client_ip(stranger, &req, &trusted),
-            stranger,
-            "untrusted peers cannot spoof"
-        );
-        assert_eq!(client_ip(proxy, &req, &[]), proxy);
-        let garbage = request("/", Some("not-an-ip"));
-        assert_eq!(client_ip(proxy, &garbage, &trusted), proxy);
     }
 
     #[test]

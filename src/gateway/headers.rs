@@ -144,4 +144,68 @@ mod tests {
         edit_response(&mut plain, 0, |_| ());
         assert_eq!(plain.get_reason_phrase(), Some("Not Found"));
     }
+
+    /// What `edit_request`/`edit_response` assume of Pingora's header types. If a Pingora upgrade
+    /// changes any of these, this fails first and names the assumption; the fix is in this file.
+    #[test]
+    fn pingora_header_conversions_behave_as_the_edits_assume() {
+        let mut request = RequestHeader::build("GET", b"http://h.example/x?y", None).unwrap();
+        request.set_version(http::Version::HTTP_2);
+        request.set_send_end_stream(false);
+        request.append_header("X-Custom", "1").unwrap();
+        request.append_header("x-custom", "2").unwrap();
+        let parts: RequestParts = request.clone().into();
+        assert_eq!(parts.method, http::Method::GET, "parts carry the method");
+        assert_eq!(
+            parts.version,
+            http::Version::HTTP_2,
+            "parts carry the version"
+        );
+        let values: Vec<_> = parts.headers.get_all("x-custom").iter().collect();
+        assert_eq!(values, ["1", "2"], "parts carry every value, in order");
+        let back = RequestHeader::from(parts);
+        assert_eq!(
+            back.send_end_stream(),
+            Some(true),
+            "the parts lose the h2 end-of-stream flag (edit_request restores it)"
+        );
+        assert_eq!(
+            back.raw_path(),
+            b"/x?y",
+            "the parts lose an absolute-form target (edit_request restores it)"
+        );
+        let mut wire_text = Vec::new();
+        back.header_to_h1_wire(&mut wire_text);
+        let wire_text = String::from_utf8(wire_text).unwrap();
+        assert!(
+            wire_text.contains("x-custom: 1\r\nx-custom: 2\r\n"),
+            "names lose their case (the module doc says so): {wire_text}"
+        );
+
+        let mut restored = back;
+        restored.set_raw_path(b"http://h.example/x?y").unwrap();
+        assert_eq!(
+            restored.raw_path(),
+            b"http://h.example/x?y",
+            "set_raw_path restores a target"
+        );
+
+        let mut response = ResponseHeader::build(200, None).unwrap();
+        response.set_reason_phrase(Some("Fine")).unwrap();
+        let parts: ResponseParts = response.into();
+        assert_eq!(
+            ResponseHeader::from(parts).get_reason_phrase(),
+            Some("OK"),
+            "the parts lose a custom reason phrase (edit_response restores it)"
+        );
+    }
+
+    #[test]
+    fn the_h2_end_of_stream_flag_survives_an_edit() {
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        request.set_version(http::Version::HTTP_2);
+        request.set_send_end_stream(false);
+        edit_request(&mut request, 1, |_| ());
+        assert_eq!(request.send_end_stream(), Some(false));
+    }
 }

@@ -8,16 +8,17 @@ mod dispatch;
 mod forwarding;
 pub mod grpc;
 mod headers;
+mod identity;
 mod report;
 pub mod respond;
-pub mod runtime;
 pub mod strict;
 mod tunnel;
 
-pub use admission::canonical as canonical_ip;
+pub use identity::canonical as canonical_ip;
 
 use crate::observability::metrics::Connection;
-use admission::Verdict;
+use crate::snapshot::Snapshot;
+use admission::Admission;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -30,21 +31,20 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use respond::Rejection;
-use runtime::Runtime;
 use std::sync::Arc;
 
-/// The gateway: reads the current [`Runtime`] snapshot for every request.
+/// The gateway: reads the current [`Snapshot`] for every request.
 pub struct Gateway {
-    runtime: Arc<ArcSwap<Runtime>>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
     /// Connections to backends for upgraded (WebSocket) requests, which the gateway proxies itself.
     tunnels: pingora_core::connectors::TransportConnector,
 }
 
 impl Gateway {
-    /// A gateway serving whatever snapshot `runtime` holds.
-    pub fn new(runtime: Arc<ArcSwap<Runtime>>) -> Self {
+    /// A gateway serving whatever `snapshot` holds.
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
         Gateway {
-            runtime,
+            snapshot,
             tunnels: pingora_core::connectors::TransportConnector::new(None),
         }
     }
@@ -62,7 +62,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.runtime.load_full())
+        RequestCtx::new(self.snapshot.load_full())
     }
 
     /// None: edgegate does not compress, and Pingora's default (a disabled compression module)
@@ -77,18 +77,23 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         keepalive(session, ctx);
-        session.set_read_timeout(Some(ctx.runtime.body_read_timeout));
+        session.set_read_timeout(Some(ctx.snapshot.body_read_timeout));
         // Pipelined requests are answered one after the other, in order (RFC 9112 §9.3.2).
         session.set_pipelining_enabled(true);
         let peer = peer_ip(session);
         ctx.upgrade_requested = session.is_upgrade_req();
         let request = session.req_header();
-        ctx.request_id = forwarding::request_id(request);
-        ctx.client_ip = forwarding::client_ip(peer, request, &ctx.runtime.trusted_proxies);
-        let (header_bytes, verdict) = strict::inspect(session, ctx.runtime.paths);
+        ctx.request_id = identity::request_id(request);
+        ctx.client_ip = identity::client_ip(peer, request, &ctx.snapshot.trusted_proxies);
+        let (header_bytes, verdict) = strict::inspect(session, ctx.snapshot.paths);
         ctx.header_bytes = header_bytes;
         match verdict {
-            Ok(()) => ctx.route = ctx.runtime.router.find(&routing_view(session.req_header())),
+            Ok(()) => {
+                ctx.route = ctx
+                    .snapshot
+                    .router
+                    .find(&routing_view(session.req_header()))
+            }
             Err(bad) => {
                 if !bad.keeps_connection() {
                     session.set_keepalive(None);
@@ -125,59 +130,19 @@ impl ProxyHttp for Gateway {
         Some(Box::new(Connection::open()))
     }
 
-    /// Short-circuit checks in order; a rejection is answered here and never reaches a backend.
+    /// Admission: a refused request is answered here and never reaches a backend.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let mut verdict = admission::check(session.req_header(), ctx);
-        if let Verdict::AuthFailed(crate::auth::Failure::UnknownKid) = verdict {
-            // Rare and large: boxed so the common path's future stays small.
-            verdict = Box::pin(admission::recheck_after_key_refetch(
-                session.req_header(),
-                ctx,
-            ))
-            .await
-            .unwrap_or(verdict);
+        match admission::admit(session, ctx).await {
+            Admission::Proxy => Ok(false),
+            Admission::Upgrade => {
+                Box::pin(tunnel::proxy(session, ctx, &self.tunnels)).await?;
+                Ok(true)
+            }
+            Admission::Refuse(rejection) => {
+                Box::pin(reject(session, ctx, rejection)).await?;
+                Ok(true)
+            }
         }
-        let rejection = match verdict {
-            Verdict::Continue(auth) => {
-                let identity = auth.as_ref().map(|a| Arc::clone(&a.identity));
-                ctx.auth = auth;
-                if caching::is_background_refresh(session) {
-                    // The client request that triggered it was already counted against the limits.
-                    return Ok(false);
-                }
-                let limits =
-                    admission::rate_limit(session.req_header(), ctx, identity.as_deref()).await;
-                match limits {
-                    admission::Limits::Admit(report) => {
-                        ctx.ratelimit = report;
-                        if ctx.upgrade_requested {
-                            Box::pin(tunnel::proxy(session, ctx, &self.tunnels)).await?;
-                            return Ok(true);
-                        }
-                        return Ok(false);
-                    }
-                    admission::Limits::Refuse(report) => {
-                        ctx.ratelimit = Some(report);
-                        Rejection::new(
-                            429,
-                            "too many requests: a rate limit of this route is reached",
-                        )
-                    }
-                    admission::Limits::StoreUnavailable => {
-                        Rejection::new(503, "the rate-limit store is unavailable")
-                    }
-                }
-            }
-            Verdict::Reject(rejection) => rejection,
-            Verdict::AuthFailed(failure) => {
-                if let Some(route) = ctx.route() {
-                    route.metrics.auth_failed(failure.reason_index());
-                }
-                admission::auth_rejection(failure)
-            }
-        };
-        Box::pin(reject(session, ctx, rejection)).await?;
-        Ok(true)
     }
 
     /// Caching routes turn Pingora's cache on for the methods they cache.
@@ -276,7 +241,7 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    /// Pool (or split branch), circuit breaker, then a healthy backend not yet tried.
+    /// Pool (or split branch), in-flight cap, then a healthy backend not yet tried.
     async fn upstream_peer(
         &self,
         session: &mut Session,
@@ -366,7 +331,7 @@ impl ProxyHttp for Gateway {
             // The client read woke at the exchange deadline while the backend was still busy.
             None if client.is_some_and(|c| c.exchange_expired()) => {
                 dispatch::close_attempt(ctx, dispatch::Attempt::Failed);
-                Some(respond::Rejection::new(504, dispatch::DEADLINE_PASSED))
+                Some(respond::Refusal::DeadlinePassed.into())
             }
             None => respond::classify(error),
         };
@@ -386,7 +351,7 @@ impl ProxyHttp for Gateway {
             // The connection is not reused after a failure; say so instead of advertising keep-alive.
             session.set_keepalive(None);
             if let Some(report) = &ctx.ratelimit {
-                rejection.headers = crate::ratelimit::headers(&ctx.runtime.limiter, report);
+                rejection.headers = crate::ratelimit::headers(&ctx.snapshot.limiter, report);
             }
             if let Err(write_error) = respond::send(
                 session,
@@ -414,7 +379,7 @@ impl ProxyHttp for Gateway {
 /// Answers a refused request with the JSON error (and the rate-limit headers of a limited route).
 async fn reject(session: &mut Session, ctx: &RequestCtx, mut rejection: Rejection) -> Result<()> {
     if let Some(report) = &ctx.ratelimit {
-        rejection.headers = crate::ratelimit::headers(&ctx.runtime.limiter, report);
+        rejection.headers = crate::ratelimit::headers(&ctx.snapshot.limiter, report);
     }
     let form = error_form(session, ctx);
     respond::send(session, ctx.request_id.as_str(), &rejection, form).await
@@ -435,7 +400,7 @@ fn keepalive(session: &mut Session, ctx: &RequestCtx) {
     let timeout = if crate::lifecycle::draining() {
         None
     } else {
-        ctx.runtime.keepalive_secs
+        ctx.snapshot.keepalive_secs
     };
     session.set_keepalive(timeout);
 }
@@ -443,15 +408,15 @@ fn keepalive(session: &mut Session, ctx: &RequestCtx) {
 fn routing_view(request: &RequestHeader) -> crate::routing::RequestView<'_> {
     crate::routing::RequestView {
         method: &request.method,
-        host: forwarding::request_host(request),
+        host: identity::request_host(request),
         path: request.uri.path(),
         headers: &request.headers,
     }
 }
 
 /// How the client reached the gateway: its address and TLS.
-fn transport(session: &Session) -> forwarding::Transport<'_> {
-    forwarding::Transport {
+fn transport(session: &Session) -> identity::Transport<'_> {
+    identity::Transport {
         peer: peer_ip(session),
         tls: session.digest().and_then(|d| d.ssl_digest.as_deref()),
     }

@@ -2,7 +2,7 @@
 
 use super::ctx::RequestCtx;
 use super::dispatch::{close_attempt, Attempt};
-use super::forwarding::request_host;
+use super::identity::request_host;
 use crate::observability::access_log::Entry;
 use pingora_proxy::Session;
 use std::time::SystemTime;
@@ -43,7 +43,7 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
         }
     }
 
-    let access_log = &ctx.runtime.access_log;
+    let access_log = &ctx.snapshot.access_log;
     if !access_log.enabled() {
         return;
     }

@@ -2,7 +2,7 @@
 //! JSON, or on gRPC routes a gRPC status (HTTP 200, `grpc-status`, `grpc-message`).
 
 use super::grpc;
-use crate::observability::access_log::push_json_str;
+use crate::fastfmt::push_json_str;
 use bytes::Bytes;
 use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -29,6 +29,60 @@ impl Rejection {
             challenge: None,
             headers: Vec::new(),
         }
+    }
+}
+
+/// The gateway's own refusals with a fixed text: status and message in one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    HeaderTooLarge,
+    NoRoute,
+    AddressForbidden,
+    BodyTooLarge,
+    RateLimited,
+    RateLimitStoreUnavailable,
+    BodyTimedOut,
+    Unparseable,
+    UpstreamConnectTimedOut,
+    UpstreamTimedOut,
+    UpstreamFailed,
+    DeadlinePassed,
+    Internal,
+}
+
+impl Refusal {
+    /// The status and the sentence the client reads.
+    pub const fn status_and_message(self) -> (u16, &'static str) {
+        use Refusal::*;
+        match self {
+            HeaderTooLarge => (431, "the request header is larger than allowed"),
+            NoRoute => (404, "no route matches this request"),
+            AddressForbidden => (403, "this client address may not use this route"),
+            BodyTooLarge => (413, "the request body is larger than allowed"),
+            RateLimited => (
+                429,
+                "too many requests: a rate limit of this route is reached",
+            ),
+            RateLimitStoreUnavailable => (503, "the rate-limit store is unavailable"),
+            BodyTimedOut => (408, "the request body was not received in time"),
+            Unparseable => (400, "the request could not be parsed"),
+            UpstreamConnectTimedOut => (504, "the upstream did not accept the connection in time"),
+            UpstreamTimedOut => (504, "the upstream did not answer in time"),
+            UpstreamFailed => (502, "the upstream failed to answer"),
+            DeadlinePassed => (504, "the upstream exchange outlived its deadline"),
+            Internal => (500, "internal gateway error"),
+        }
+    }
+
+    pub const fn message(self) -> &'static str {
+        self.status_and_message().1
+    }
+}
+
+impl From<Refusal> for Rejection {
+    fn from(refusal: Refusal) -> Self {
+        let (status, message) = refusal.status_and_message();
+        Rejection::new(status, message)
     }
 }
 
@@ -103,7 +157,7 @@ pub async fn send(
     let mut header = ResponseHeader::build(rejection.status, Some(4))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    header.insert_header(&super::forwarding::X_REQUEST_ID, request_id)?;
+    header.insert_header(&super::identity::X_REQUEST_ID, request_id)?;
     if rejection.status == 503 {
         header.insert_header(http::header::RETRY_AFTER, "1")?;
     }
@@ -133,7 +187,7 @@ async fn send_grpc(
     header.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
     header.insert_header("grpc-status", grpc::code(rejection.status).to_string())?;
     header.insert_header("grpc-message", grpc::message(&rejection.message))?;
-    header.insert_header(&super::forwarding::X_REQUEST_ID, request_id)?;
+    header.insert_header(&super::identity::X_REQUEST_ID, request_id)?;
     for (name, value) in &rejection.headers {
         header.insert_header(name.clone(), value.clone())?;
     }
@@ -158,27 +212,21 @@ pub fn classify(error: &Error) -> Option<Rejection> {
         return Some(Rejection::new(*status, message));
     }
     match error.esource() {
-        ErrorSource::Upstream => Some(match etype {
-            ConnectTimedout | TLSHandshakeTimedout => {
-                Rejection::new(504, "the upstream did not accept the connection in time")
+        ErrorSource::Upstream => Some(
+            match etype {
+                ConnectTimedout | TLSHandshakeTimedout => Refusal::UpstreamConnectTimedOut,
+                ReadTimedout | WriteTimedout => Refusal::UpstreamTimedOut,
+                _ => Refusal::UpstreamFailed,
             }
-            ReadTimedout | WriteTimedout => {
-                Rejection::new(504, "the upstream did not answer in time")
-            }
-            _ => Rejection::new(502, "the upstream failed to answer"),
-        }),
+            .into(),
+        ),
         ErrorSource::Downstream => match etype {
             // Only a body read can time out here: a slow head is cut before the request exists.
-            ReadTimedout => Some(Rejection::new(
-                408,
-                "the request body was not received in time",
-            )),
+            ReadTimedout => Some(Refusal::BodyTimedOut.into()),
             ReadError | WriteError | ConnectionClosed | WriteTimedout => None,
-            _ => Some(Rejection::new(400, "the request could not be parsed")),
+            _ => Some(Refusal::Unparseable.into()),
         },
-        ErrorSource::Internal | ErrorSource::Unset => {
-            Some(Rejection::new(500, "internal gateway error"))
-        }
+        ErrorSource::Internal | ErrorSource::Unset => Some(Refusal::Internal.into()),
     }
 }
 

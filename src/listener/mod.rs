@@ -8,9 +8,9 @@ pub mod framing;
 pub mod stream;
 
 use crate::config::ListenerSpec;
-use crate::gateway::runtime::Runtime;
 use crate::gateway::Gateway;
 use crate::observability::metrics::{self, ListenerMetrics};
+use crate::snapshot::Snapshot;
 use crate::tls::Terminator;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -32,7 +32,7 @@ use tokio::io::AsyncReadExt;
 pub struct EdgeApp {
     proxy: Arc<HttpProxy<Gateway>>,
     gates: Vec<Gate>,
-    runtime: Arc<ArcSwap<Runtime>>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
 }
 
 /// One listener's connection accounting.
@@ -128,7 +128,7 @@ impl EdgeApp {
         proxy: HttpProxy<Gateway>,
         listeners: &[ListenerSpec],
         terminators: &[Arc<Terminator>],
-        runtime: Arc<ArcSwap<Runtime>>,
+        snapshot: Arc<ArcSwap<Snapshot>>,
     ) -> Self {
         let gates = listeners
             .iter()
@@ -143,7 +143,7 @@ impl EdgeApp {
         EdgeApp {
             proxy: Arc::new(proxy),
             gates,
-            runtime,
+            snapshot,
         }
     }
 
@@ -202,7 +202,7 @@ impl EdgeApp {
         if client.next_request_started() {
             return Some(client);
         }
-        let idle = Duration::from_secs(self.runtime.load().keepalive_secs?);
+        let idle = Duration::from_secs(self.snapshot.load().keepalive_secs?);
         let mut shutdown = shutdown.clone();
         if *shutdown.borrow() {
             return None;
@@ -277,7 +277,7 @@ impl ServerApp for EdgeApp {
             }
             None => None,
         };
-        let timeout = self.runtime.load().model.server.header_read_timeout;
+        let timeout = self.snapshot.load().model.server.header_read_timeout;
         // The handshake and the h2c sniff are boxed: this future lives as long as the connection,
         // and inlined they would keep their (large) state in it, about 3.5 KiB per idle client.
         let mut stream = match gate.and_then(|g| g.tls.as_ref()) {

@@ -27,7 +27,7 @@ struct Families {
     rate_limited_shadow: IntCounterVec,
     ratelimit_store_errors: prometheus::IntCounter,
     ratelimit_store_duration: Histogram,
-    circuit_open: IntCounterVec,
+    in_flight_cap_refused: IntCounterVec,
     backend_ejected: IntGaugeVec,
     ejections: IntCounterVec,
     pool_panic: IntGaugeVec,
@@ -128,7 +128,8 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
         &["route", "reason"]
     )
     .expect("register edgegate_auth_failures_total"),
-    circuit_open: register_int_counter_vec!(
+    // The metric keeps the "circuit breaker" name other gateways give this cap; operators alert on it.
+    in_flight_cap_refused: register_int_counter_vec!(
         "edgegate_circuit_open_total",
         "Requests refused with 503 because the pool had max_concurrent_requests in flight",
         &["upstream"]
@@ -776,7 +777,7 @@ impl Default for CacheMetrics {
 
 /// Handles for one pool.
 pub struct PoolMetrics {
-    pub circuit_open: IntCounter,
+    pub in_flight_cap_refused: IntCounter,
     pub upstream_duration: Histogram,
     pub panic: IntGauge,
     pub panic_requests: IntCounter,
@@ -786,7 +787,9 @@ impl PoolMetrics {
     /// Handles for `upstream`.
     pub fn new(upstream: &str) -> Self {
         PoolMetrics {
-            circuit_open: FAMILIES.circuit_open.with_label_values(&[upstream]),
+            in_flight_cap_refused: FAMILIES
+                .in_flight_cap_refused
+                .with_label_values(&[upstream]),
             upstream_duration: FAMILIES.upstream_duration.with_label_values(&[upstream]),
             panic: FAMILIES.pool_panic.with_label_values(&[upstream]),
             panic_requests: FAMILIES.pool_panic_requests.with_label_values(&[upstream]),

@@ -242,7 +242,7 @@ fn shared_key(policy: &PolicySpec, input: &KeyInput<'_>) -> String {
     let hash = digest.finalize();
     let mut key = String::with_capacity(12 + 32);
     key.push_str("edgegate:rl:");
-    crate::hashing::push_hex(&mut key, &hash[..16]);
+    crate::fastfmt::push_hex(&mut key, &hash[..16]);
     key
 }
 
@@ -370,9 +370,10 @@ impl FixedHeaders {
     }
 }
 
+/// Appends `n` and returns where it stands in `text`.
 fn push_number(text: &mut Vec<u8>, n: u64) -> std::ops::Range<usize> {
     let start = text.len();
-    text.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    crate::fastfmt::push_number(text, n);
     start..text.len()
 }
 

@@ -145,8 +145,6 @@ fn is_dot_segment_start(segment: &[u8]) -> bool {
     matches!(segment.get(dots), None | Some(b'/' | b';'))
 }
 
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
-
 fn hex_value(byte: u8) -> Option<u8> {
     match byte {
         b'0'..=b'9' => Some(byte - b'0'),
@@ -161,11 +159,8 @@ fn is_unreserved(byte: u8) -> bool {
 }
 
 fn push_escaped(out: &mut Vec<u8>, byte: u8) {
-    out.extend_from_slice(&[
-        b'%',
-        HEX[usize::from(byte >> 4)],
-        HEX[usize::from(byte & 0xf)],
-    ]);
+    let [high, low] = crate::fastfmt::hex_pair(byte, crate::fastfmt::UPPER_HEX);
+    out.extend_from_slice(&[b'%', high, low]);
 }
 
 /// Appends `raw` (one segment, no `/`) to `out` in canonical form: unreserved characters

@@ -59,7 +59,7 @@ impl ClientCertificate {
             .digest(MessageDigest::sha256())
             .map(|digest| {
                 let mut hex = String::new();
-                crate::hashing::push_hex(&mut hex, &digest);
+                crate::fastfmt::push_hex(&mut hex, &digest);
                 hex
             })
             .unwrap_or_default();

@@ -1,5 +1,5 @@
 //! Upstream pools: backends with their live state, selection, in-flight accounting and the
-//! circuit breaker. Active health checks live in `health`.
+//! in-flight cap. Active health checks live in `health`.
 
 pub mod grpc_health;
 pub mod health;
@@ -282,7 +282,7 @@ impl Pool {
         if let Some(limit) = self.max_concurrent_requests {
             if previous >= limit {
                 self.in_flight.fetch_sub(1, Relaxed);
-                self.metrics.circuit_open.inc();
+                self.metrics.in_flight_cap_refused.inc();
                 return None;
             }
         }

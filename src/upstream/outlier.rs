@@ -82,7 +82,7 @@ pub struct OutlierState {
 
 /// A snapshot for `/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Snapshot {
+pub struct OutlierStatus {
     pub consecutive_5xx: u32,
     pub consecutive_gateway_failures: u32,
     pub ejected_for_ms: Option<u64>,
@@ -181,9 +181,9 @@ impl OutlierState {
     }
 
     /// The state as `/status` shows it.
-    pub fn snapshot(&self, now: u64) -> Snapshot {
+    pub fn snapshot(&self, now: u64) -> OutlierStatus {
         let until = self.ejected_until.load(Relaxed);
-        Snapshot {
+        OutlierStatus {
             consecutive_5xx: self.consecutive_5xx.load(Relaxed),
             consecutive_gateway_failures: self.consecutive_gateway.load(Relaxed),
             ejected_for_ms: (until != 0 && now < until).then(|| until - now),

@@ -1,4 +1,4 @@
-//! Failures become JSON errors: retries past dead backends, 504 on slow origins, the circuit breaker.
+//! Failures become JSON errors: retries past dead backends, 504 on slow origins, the in-flight cap (`max_concurrent_requests`).
 
 use crate::support::{free_port, Gateway, Origin};
 use std::time::{Duration, Instant};
@@ -126,7 +126,7 @@ fn a_slow_origin_gets_a_json_504() {
 }
 
 #[test]
-fn the_circuit_breaker_refuses_excess_concurrency_at_once() {
+fn the_in_flight_cap_refuses_excess_concurrency_at_once() {
     let slow = Origin::start("slow");
     slow.set(|b| b.delay = Duration::from_secs(4));
     let gw = Gateway::start(&format!(

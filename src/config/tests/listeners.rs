@@ -73,9 +73,9 @@ fn tls_listeners() {
         listener(&format!("      client_ca: {ca}\n      client_auth: sometimes\n")),
         listener(&format!("      client_ca: {garbage}\n")),
         listener("    h2c: true\n"),
-        format!("listeners:\n  - name: a\n    address: 127.0.0.1:1\n    tls:\n      certificates:\n        - {{ cert: {cert}, key: {key}, server_names: [\"bad name\", \"*.ok.test\"] }}\n"),
-        format!("listeners:\n  - name: a\n    address: 127.0.0.1:1\n    tls:\n      certificates:\n        - {{ cert: {cert}, key: {other_key} }}\n"),
-        format!("listeners:\n  - name: a\n    address: 127.0.0.1:1\n    tls:\n      certificates:\n        - {{ cert: {cert}, key: {garbage} }}\n"),
+        format!("listeners:\n  - name: a\n    address: 127.0.0.1:1\n    tls:\n      certificates:\n        - {{ server_names: [\"bad name\", \"*.ok.test\"], cert: {cert}, key: {key} }}\n"),
+        format!("listeners:\n  - name: a\n    address: 127.0.0.1:1\n    tls:\n      certificates:\n        - cert: {cert}\n          key: {other_key}\n"),
+        format!("listeners:\n  - name: a\n    address: 127.0.0.1:1\n    tls:\n      certificates:\n        - cert: {cert}\n          key: {garbage}\n"),
     ];
     let found: Vec<Vec<String>> = cases
         .iter()
@@ -94,9 +94,9 @@ fn tls_listeners() {
         &["7:7 listeners[0].tls.client_auth: `sometimes` is not `required` or `optional`"],
         &["6:7 listeners[0].tls.client_ca: DIR/garbage.pem: holds no PEM certificate"],
         &["6:5 listeners[0].h2c: h2c is HTTP/2 without TLS; a TLS listener offers h2 by ALPN (tls.http2)"],
-        &["6:133 listeners[0].tls.certificates[0].server_names[0]: `bad name` is not a host name (a leading `*.` is allowed)"],
-        &["6:66 listeners[0].tls.certificates[0].key: DIR/other.key: this key does not belong to the certificate in DIR/site.crt"],
-        &["6:66 listeners[0].tls.certificates[0].key: DIR/garbage.pem: not a PEM private key"],
+        &["6:28 listeners[0].tls.certificates[0].server_names[0]: `bad name` is not a host name (a leading `*.` is allowed)"],
+        &["7:11 listeners[0].tls.certificates[0].key: DIR/other.key: this key does not belong to the certificate in DIR/site.crt"],
+        &["7:11 listeners[0].tls.certificates[0].key: DIR/garbage.pem: not a PEM private key"],
     ];
     assert_eq!(found, expected);
 }

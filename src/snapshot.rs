@@ -43,7 +43,7 @@ impl Route {
 }
 
 /// The snapshot of one loaded configuration.
-pub struct Runtime {
+pub struct Snapshot {
     pub model: Model,
     pub router: Router,
     pub routes: Vec<Route>,
@@ -76,23 +76,23 @@ pub enum BuildError {
 
 /// A snapshot built to replace a running one, with what must be readied before it serves.
 pub struct Successor {
-    pub runtime: Runtime,
+    pub snapshot: Snapshot,
     /// Pools built anew (new or changed): their never-probed backends need a first probe.
     pub new_pools: Vec<Arc<Pool>>,
     /// Remote key sets of a changed `auth` section: fetched once before the swap.
     pub new_key_sets: Vec<Arc<crate::auth::jwks::RemoteJwks>>,
 }
 
-impl Runtime {
+impl Snapshot {
     /// Compiles `model` (opens the access log, parses authentication keys).
     pub fn build(model: Model) -> Result<Self, BuildError> {
-        Self::build_after(model, None).map(|successor| successor.runtime)
+        Self::build_after(model, None).map(|successor| successor.snapshot)
     }
 
     /// Compiles `model` to replace `previous` (a reload): unchanged pools, authentication,
     /// rate limiter and access log are shared with it, so their live state carries on; a changed
     /// pool keeps the health of the backends it still has.
-    pub fn build_after(model: Model, previous: Option<&Runtime>) -> Result<Successor, BuildError> {
+    pub fn build_after(model: Model, previous: Option<&Snapshot>) -> Result<Successor, BuildError> {
         let unchanged = |same: &dyn Fn(&Model) -> bool| previous.filter(|p| same(&p.model));
         let access_log = match unchanged(&|m| m.access_log == model.access_log) {
             Some(previous) => Arc::clone(&previous.access_log),
@@ -175,7 +175,7 @@ impl Runtime {
                 cache.store().purge_prefix("");
             }
         }
-        let runtime = Runtime {
+        let snapshot = Snapshot {
             router: Router::new(&model.routes),
             routes,
             pools,
@@ -192,7 +192,7 @@ impl Runtime {
             model,
         };
         Ok(Successor {
-            runtime,
+            snapshot,
             new_pools,
             new_key_sets,
         })
