@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Allocations per request from a callgrind profile, in total and under edgegate's hooks.
 
-    ../shared/bench/instr.py --keep-tmp 'plain=target/release/edgegate run -c benches/proxybench.yaml@19091'
+    benches/compare/instr.py --keep-tmp 'plain=target/release/edgegate run -c benches/proxybench.yaml@19091'
     benches/callgrind-allocs.py /tmp/instr.*/cg.plain.*.1 20000
 
 Counts calls into the allocator's entry points (mimalloc's, or glibc's for a vanilla build). A call is

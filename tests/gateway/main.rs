@@ -7,6 +7,7 @@ mod balancing;
 mod cache;
 mod config_cli;
 mod connections;
+mod docs;
 mod failures;
 mod grpc;
 mod headers;

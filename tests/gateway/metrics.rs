@@ -1,4 +1,4 @@
-//! Every metric the README documents is exported, with the documented labels, after traffic that
+//! Every metric docs/operations.md documents is exported, with the documented labels, after traffic that
 //! exercises each feature; connections and in-flight requests are counted and released.
 
 use crate::support::{free_port, metric_value, wait_until, Gateway, Origin};
@@ -6,10 +6,11 @@ use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// (name, labels) of every row of the README's metrics table.
+/// (name, labels) of every row of the metrics table in docs/operations.md.
 fn documented_metrics() -> Vec<(String, Vec<String>)> {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+            .unwrap();
     let section = readme
         .split("## Metrics")
         .nth(1)
@@ -121,7 +122,7 @@ fn every_documented_metric_is_exported_with_its_labels() {
         let name = line.split_whitespace().nth(2).unwrap();
         assert!(
             documented.iter().any(|(d, _)| d == name),
-            "{name} is exported but not in the README table"
+            "{name} is exported but not in the docs/operations.md table"
         );
     }
     assert!(metric_value(&text, "edgegate_request_bytes_total{route=\"all\"}").unwrap() > 0.0);

@@ -6,6 +6,7 @@
 
 mod auth;
 mod cache;
+mod documented;
 mod examples;
 mod listeners;
 mod ratelimit;
