@@ -223,6 +223,19 @@ fn summary(model: &Model) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}: OK", model.source.display());
     let _ = writeln!(out, "listeners:");
+    listeners_summary(&mut out, model);
+    request_rules_summary(&mut out, model);
+    let _ = writeln!(out, "admin: http://{}", model.admin_address);
+    let _ = writeln!(out, "upstreams:");
+    upstreams_summary(&mut out, model);
+    let _ = writeln!(out, "routes (first match wins):");
+    routes_summary(&mut out, model);
+    policies_summary(&mut out, model);
+    out
+}
+
+fn listeners_summary(out: &mut String, model: &Model) {
+    use std::fmt::Write;
     let limit = |limit: Option<u32>| limit.map_or("unlimited".to_string(), |n| n.to_string());
     for listener in &model.listeners {
         let (scheme, protocols) = match (&listener.tls, listener.h2c) {
@@ -240,9 +253,13 @@ fn summary(model: &Model) -> String {
             limit(listener.max_connections_per_ip)
         );
         if let Some(tls) = &listener.tls {
-            tls_summary(&mut out, tls);
+            tls_summary(out, tls);
         }
     }
+}
+
+fn request_rules_summary(out: &mut String, model: &Model) {
+    use std::fmt::Write;
     let server = &model.server;
     let slashes = match server.paths.encoded_slashes {
         EncodedSlashes::Reject => "rejected",
@@ -259,8 +276,10 @@ fn summary(model: &Model) -> String {
             "kept"
         },
     );
-    let _ = writeln!(out, "admin: http://{}", model.admin_address);
-    let _ = writeln!(out, "upstreams:");
+}
+
+fn upstreams_summary(out: &mut String, model: &Model) {
+    use std::fmt::Write;
     for upstream in &model.upstreams {
         let check = upstream
             .health_check
@@ -282,7 +301,10 @@ fn summary(model: &Model) -> String {
             let _ = writeln!(out, "    {} weight {}", target.address, target.weight);
         }
     }
-    let _ = writeln!(out, "routes (first match wins):");
+}
+
+fn routes_summary(out: &mut String, model: &Model) {
+    use std::fmt::Write;
     for route in &model.routes {
         let m = &route.matcher;
         let path = match &m.path {
@@ -318,6 +340,10 @@ fn summary(model: &Model) -> String {
             route.name
         );
     }
+}
+
+fn policies_summary(out: &mut String, model: &Model) {
+    use std::fmt::Write;
     for provider in &model.auth.jwt_providers {
         let keys = match edgegate::auth::jwt::describe_keys(provider) {
             Ok(description) => description,
@@ -340,5 +366,4 @@ fn summary(model: &Model) -> String {
             cache.stale_if_error
         );
     }
-    out
 }

@@ -3,7 +3,7 @@
 
 use crate::admin::AdminApp;
 use crate::auth::jwks::Refresher;
-use crate::config::Model;
+use crate::config::{ListenerSpec, Model, ServerSettings};
 use crate::gateway::Gateway;
 use crate::lifecycle;
 use crate::listener::EdgeApp;
@@ -21,6 +21,7 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use pingora_core::services::ServiceHandle;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,7 +133,30 @@ pub fn build(model: Model, options: RunOptions) -> Result<Edgegate, StartError> 
     let settings = model.server.clone();
     let listeners = model.listeners.clone();
     let admin_address = model.admin_address;
+    // Everything that can fail is built before the listeners are taken: `run -u` with a bad
+    // configuration or key file exits here and the running instance never notices.
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(model)?));
+    let terminators = listeners
+        .iter()
+        .filter_map(|listener| {
+            let tls = listener.tls.as_ref()?;
+            Some(Terminator::new(&listener.name, tls).map(Arc::new))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut server = pingora_server(&settings, &options)?;
+    let prerequisites = add_background_services(&mut server, &snapshot, &terminators);
+    let proxy = proxy_service(&server, &snapshot, &settings, &listeners, &terminators);
+    let proxy_handle = server.add_service(proxy);
+    // The proxy accepts once backends are probed and key sets fetched (or failed) once.
+    for prerequisite in &prerequisites {
+        proxy_handle.add_dependency(prerequisite);
+    }
+    server.add_service(admin_service(&snapshot, admin_address));
+    Ok(Edgegate { server, snapshot })
+}
 
+/// The Pingora server, holding the listeners (handed over by the running instance on `run -u`).
+fn pingora_server(settings: &ServerSettings, options: &RunOptions) -> Result<Server, StartError> {
     let conf = ServerConf {
         threads: settings.threads,
         daemon: options.daemon,
@@ -147,16 +171,6 @@ pub fn build(model: Model, options: RunOptions) -> Result<Edgegate, StartError> 
         daemon: options.daemon,
         ..Opt::default()
     };
-    // Everything that can fail is built before the listeners are taken: `run -u` with a bad
-    // configuration or key file exits here and the running instance never notices.
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(model)?));
-    let terminators = listeners
-        .iter()
-        .filter_map(|listener| {
-            let tls = listener.tls.as_ref()?;
-            Some(Terminator::new(&listener.name, tls).map(Arc::new))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     let phases = server.watch_execution_phase();
     if options.upgrade {
@@ -175,18 +189,27 @@ pub fn build(model: Model, options: RunOptions) -> Result<Edgegate, StartError> 
         "drain watcher",
         lifecycle::PhaseWatcher(std::sync::Mutex::new(Some(phases))),
     ));
+    Ok(server)
+}
 
-    let reloader = Reloader::new(Arc::clone(&snapshot));
-    let live = Arc::clone(&snapshot);
+/// Health checks, JWKS refreshes, ejection sweeps and operator signals; returns the services
+/// the proxy waits for before it accepts.
+fn add_background_services(
+    server: &mut Server,
+    snapshot: &Arc<ArcSwap<Snapshot>>,
+    terminators: &[Arc<Terminator>],
+) -> [ServiceHandle; 3] {
+    let reloader = Reloader::new(Arc::clone(snapshot));
+    let live = Arc::clone(snapshot);
     let pools: crate::upstream::health::PoolSource = Arc::new(move || live.load().pools.clone());
-    let health_handle = server.add_service(background_service(
+    let health = server.add_service(background_service(
         "health checks",
         HealthChecker::new(Arc::clone(&pools), reloader.subscribe()),
     ));
-    let live = Arc::clone(&snapshot);
+    let live = Arc::clone(snapshot);
     let key_sets: crate::auth::jwks::KeySetSource =
         Arc::new(move || live.load().auth.remote_key_sets());
-    let refresher_handle = server.add_service(background_service(
+    let refresher = server.add_service(background_service(
         "JWKS refresher",
         Refresher::new(key_sets, reloader.subscribe()),
     ));
@@ -194,25 +217,34 @@ pub fn build(model: Model, options: RunOptions) -> Result<Edgegate, StartError> 
         "outlier ejection sweeper",
         Sweeper::new(pools),
     ));
-    let signals_handle = server.add_service(background_service(
+    let signals = server.add_service(background_service(
         "operator signals",
         lifecycle::Signals(Box::new(Operator {
-            snapshot: Arc::clone(&snapshot),
+            snapshot: Arc::clone(snapshot),
             reloader,
-            terminators: terminators.clone(),
+            terminators: terminators.to_vec(),
         })),
     ));
+    [health, refresher, signals]
+}
 
+fn proxy_service(
+    server: &Server,
+    snapshot: &Arc<ArcSwap<Snapshot>>,
+    settings: &ServerSettings,
+    listeners: &[ListenerSpec],
+    terminators: &[Arc<Terminator>],
+) -> Service<EdgeApp> {
     let mut proxy = Service::new(
         "edgegate proxy".to_string(),
         EdgeApp::new(
-            proxy_app(&server, &snapshot, &settings),
-            &listeners,
-            &terminators,
-            Arc::clone(&snapshot),
+            proxy_app(server, snapshot, settings),
+            listeners,
+            terminators,
+            Arc::clone(snapshot),
         ),
     );
-    for listener in &listeners {
+    for listener in listeners {
         // Pingora's default 64 KiB socket read buffer is zeroed, so resident, for every idle
         // client. HTTP/1 reads land in Pingora's own buffers (a socket buffer only adds a copy);
         // OpenSSL reads 5-byte record headers, which a small one saves a syscall each.
@@ -225,19 +257,19 @@ pub fn build(model: Model, options: RunOptions) -> Result<Edgegate, StartError> 
             .l4_buffer(L4BufferSettings::new(read, L4_WRITE_BUFFER));
         proxy.add_listener(endpoint);
     }
-    let proxy_handle = server.add_service(proxy);
-    // The proxy accepts once backends are probed and key sets fetched (or failed) once.
-    proxy_handle.add_dependency(&health_handle);
-    proxy_handle.add_dependency(&refresher_handle);
-    proxy_handle.add_dependency(&signals_handle);
+    proxy
+}
 
+fn admin_service(
+    snapshot: &Arc<ArcSwap<Snapshot>>,
+    address: std::net::SocketAddr,
+) -> Service<HttpServer<AdminApp>> {
     let mut admin = Service::new(
         "edgegate admin".to_string(),
-        HttpServer::new_app(AdminApp::new(Arc::clone(&snapshot))),
+        HttpServer::new_app(AdminApp::new(Arc::clone(snapshot))),
     );
-    admin.add_tcp(&admin_address.to_string());
+    admin.add_tcp(&address.to_string());
     // Operator traffic is light; one thread keeps it off the proxy's cores.
     admin.threads = Some(1);
-    server.add_service(admin);
-    Ok(Edgegate { server, snapshot })
+    admin
 }

@@ -30,6 +30,34 @@ struct SplitPlan {
 }
 
 impl Route {
+    fn new(spec: &RouteSpec, shared_cache: Option<&crate::config::CacheSettings>) -> Self {
+        let split = match &spec.target {
+            RouteTarget::Split(branches) => {
+                let weights: Vec<u32> = branches.iter().map(|b| b.weight).collect();
+                let sequence = smooth_sequence(&weights)
+                    .into_iter()
+                    .map(|branch| branches[usize::from(branch)].upstream)
+                    .collect::<Vec<_>>();
+                (!sequence.is_empty()).then(|| SplitPlan {
+                    sequence,
+                    next: AtomicUsize::new(0),
+                })
+            }
+            RouteTarget::Upstream(_) => None,
+        };
+        let cache = spec
+            .cache
+            .as_ref()
+            .zip(shared_cache)
+            .map(|(route, shared)| RoutePolicy::new(route, shared));
+        Route {
+            cache,
+            spec: spec.clone(),
+            metrics: RouteMetrics::new(&spec.name, spec.rate_limits.len()),
+            split,
+        }
+    }
+
     /// The pool index this request goes to (a split advances its weighted sequence).
     pub fn choose_pool(&self) -> usize {
         match (&self.spec.target, &self.split) {
@@ -114,59 +142,11 @@ impl Snapshot {
                     .map_err(BuildError::RateLimit)?,
             ),
         };
-        let mut new_pools = Vec::new();
-        let pools: Vec<Arc<Pool>> = model
-            .upstreams
-            .iter()
-            .map(|spec| {
-                let old = previous.and_then(|p| {
-                    let index = p.model.upstreams.iter().position(|u| u.name == spec.name)?;
-                    Some((&p.model.upstreams[index], &p.pools[index]))
-                });
-                match old {
-                    Some((old_spec, old_pool)) if old_spec == spec => Arc::clone(old_pool),
-                    _ => {
-                        let pool = Pool::new(spec);
-                        if let Some((_, old_pool)) = old {
-                            pool.inherit_health(old_pool);
-                        }
-                        let pool = Arc::new(pool);
-                        new_pools.push(Arc::clone(&pool));
-                        pool
-                    }
-                }
-            })
-            .collect();
+        let (pools, new_pools) = pools_after(&model, previous);
         let routes = model
             .routes
             .iter()
-            .map(|spec| {
-                let split = match &spec.target {
-                    RouteTarget::Split(branches) => {
-                        let weights: Vec<u32> = branches.iter().map(|b| b.weight).collect();
-                        let sequence = smooth_sequence(&weights)
-                            .into_iter()
-                            .map(|branch| branches[usize::from(branch)].upstream)
-                            .collect::<Vec<_>>();
-                        (!sequence.is_empty()).then(|| SplitPlan {
-                            sequence,
-                            next: AtomicUsize::new(0),
-                        })
-                    }
-                    RouteTarget::Upstream(_) => None,
-                };
-                let cache = spec
-                    .cache
-                    .as_ref()
-                    .zip(model.cache.as_ref())
-                    .map(|(route, shared)| RoutePolicy::new(route, shared));
-                Route {
-                    cache,
-                    spec: spec.clone(),
-                    metrics: RouteMetrics::new(&spec.name, spec.rate_limits.len()),
-                    split,
-                }
-            })
+            .map(|spec| Route::new(spec, model.cache.as_ref()))
             .collect();
         let keepalive = model.server.keepalive_timeout;
         if !model.routes.iter().any(|route| route.cache.is_some()) {
@@ -197,4 +177,33 @@ impl Snapshot {
             new_key_sets,
         })
     }
+}
+
+/// The model's pools: an unchanged pool is the previous one; a new or changed one is built anew
+/// (keeping the health of the backends it still has) and listed second.
+fn pools_after(model: &Model, previous: Option<&Snapshot>) -> (Vec<Arc<Pool>>, Vec<Arc<Pool>>) {
+    let mut new_pools = Vec::new();
+    let pools = model
+        .upstreams
+        .iter()
+        .map(|spec| {
+            let old = previous.and_then(|p| {
+                let index = p.model.upstreams.iter().position(|u| u.name == spec.name)?;
+                Some((&p.model.upstreams[index], &p.pools[index]))
+            });
+            match old {
+                Some((old_spec, old_pool)) if old_spec == spec => Arc::clone(old_pool),
+                _ => {
+                    let pool = Pool::new(spec);
+                    if let Some((_, old_pool)) = old {
+                        pool.inherit_health(old_pool);
+                    }
+                    let pool = Arc::new(pool);
+                    new_pools.push(Arc::clone(&pool));
+                    pool
+                }
+            }
+        })
+        .collect();
+    (pools, new_pools)
 }

@@ -58,6 +58,60 @@ fn storable_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 200 | 203 | 204 | 301 | 404)
 }
 
+/// Why `response` may not be stored at all, whatever its freshness.
+fn not_storable(
+    response: &ResponseHeader,
+    control: Option<&CacheControl>,
+    credentials: bool,
+) -> Option<NoCacheReason> {
+    if !storable_status(response.status) {
+        return Some(NoCacheReason::Custom(STATUS));
+    }
+    let headers = &response.headers;
+    if headers.contains_key(header::SET_COOKIE) {
+        return Some(NoCacheReason::Custom(SET_COOKIE));
+    }
+    let vary_star = headers.get_all(header::VARY).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|f| f.trim_ascii() == b"*")
+    });
+    if vary_star {
+        return Some(NoCacheReason::Custom(VARY_STAR));
+    }
+    if control.is_some_and(|c| c.is_cacheable() == Cacheable::No) {
+        return Some(NoCacheReason::OriginNotCache);
+    }
+    if credentials && !control.is_some_and(|c| c.public() || c.has_key("s-maxage")) {
+        return Some(NoCacheReason::Custom(CREDENTIALS));
+    }
+    None
+}
+
+/// Seconds a stale copy may serve while it revalidates, and when the origin fails: the
+/// response's own directives, else the route's; none under `no-cache` ("revalidate before
+/// every use").
+fn stale_windows(control: Option<&CacheControl>, policy: &RoutePolicy) -> (u32, u32) {
+    let no_stale = control.is_some_and(|c| c.no_cache());
+    let window = |directive: Option<Duration>, default: u32| {
+        if no_stale {
+            0
+        } else {
+            directive.map_or(default, whole_seconds)
+        }
+    };
+    (
+        window(
+            control.and_then(|c| c.serve_stale_while_revalidate_duration()),
+            policy.stale_while_revalidate,
+        ),
+        window(
+            control.and_then(|c| c.serve_stale_if_error_duration()),
+            policy.stale_if_error,
+        ),
+    )
+}
+
 /// Decides whether `response` is stored and builds its metadata. `credentials`: the request
 /// carried `Authorization` or passed the route's authentication, so only an explicitly shared
 /// response (`public` or `s-maxage`) may be stored.
@@ -67,60 +121,14 @@ pub fn decide(
     policy: &RoutePolicy,
     now: SystemTime,
 ) -> RespCacheable {
-    use RespCacheable::Uncacheable;
-    if !storable_status(response.status) {
-        return Uncacheable(NoCacheReason::Custom(STATUS));
-    }
-    let headers = &response.headers;
-    if headers.contains_key(header::SET_COOKIE) {
-        return Uncacheable(NoCacheReason::Custom(SET_COOKIE));
-    }
-    let vary_star = headers.get_all(header::VARY).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|f| f.trim_ascii() == b"*")
-    });
-    if vary_star {
-        return Uncacheable(NoCacheReason::Custom(VARY_STAR));
-    }
     let control = CacheControl::from_resp_headers(response);
-    if control
-        .as_ref()
-        .is_some_and(|c| c.is_cacheable() == Cacheable::No)
-    {
-        return Uncacheable(NoCacheReason::OriginNotCache);
-    }
-    if credentials
-        && !control
-            .as_ref()
-            .is_some_and(|c| c.public() || c.has_key("s-maxage"))
-    {
-        return Uncacheable(NoCacheReason::Custom(CREDENTIALS));
+    if let Some(reason) = not_storable(response, control.as_ref(), credentials) {
+        return RespCacheable::Uncacheable(reason);
     }
     let Some(fresh_until) = fresh_until(control.as_ref(), response, policy.ttl, now) else {
-        return Uncacheable(NoCacheReason::Custom(NO_FRESHNESS));
+        return RespCacheable::Uncacheable(NoCacheReason::Custom(NO_FRESHNESS));
     };
-    // `no-cache` means "revalidate before every use", which rules out serving stale copies.
-    let no_stale = control.as_ref().is_some_and(|c| c.no_cache());
-    let window = |directive: Option<Duration>, default: u32| {
-        if no_stale {
-            0
-        } else {
-            directive.map_or(default, whole_seconds)
-        }
-    };
-    let stale_while_revalidate = window(
-        control
-            .as_ref()
-            .and_then(|c| c.serve_stale_while_revalidate_duration()),
-        policy.stale_while_revalidate,
-    );
-    let stale_if_error = window(
-        control
-            .as_ref()
-            .and_then(|c| c.serve_stale_if_error_duration()),
-        policy.stale_if_error,
-    );
+    let (stale_while_revalidate, stale_if_error) = stale_windows(control.as_ref(), policy);
     let mut stored = response.clone();
     if let Some(control) = &control {
         control.strip_private_headers(&mut stored);

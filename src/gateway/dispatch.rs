@@ -3,6 +3,7 @@
 //! again on another backend.
 
 use super::ctx::RequestCtx;
+use super::respond::Refusal;
 use crate::config::{HashKey, RetryPolicy};
 use crate::observability::metrics::RetryReason;
 use crate::upstream::outlier::Outcome;
@@ -19,7 +20,7 @@ pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Resul
     close_attempt(ctx, Attempt::Failed);
     let snapshot = std::sync::Arc::clone(&ctx.snapshot);
     let Some(route) = ctx.route.and_then(|index| snapshot.routes.get(index)) else {
-        return Error::e_explain(ErrorType::HTTPStatus(404), "no route matches this request");
+        return Error::e_explain(ErrorType::HTTPStatus(404), Refusal::NoRoute.message());
     };
     let backoff = route.spec.retries.backoff;
     if ctx.upstream.tried.count() == 0 {
@@ -32,30 +33,15 @@ pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Resul
     let pool_index = *ctx.upstream.pool.get_or_insert_with(|| route.choose_pool());
     let pool = &snapshot.pools[pool_index];
     if ctx.upstream.lease.is_none() {
-        match pool.acquire() {
-            Some(lease) => ctx.upstream.lease = Some(lease),
-            None => {
-                return Error::e_explain(
-                    ErrorType::HTTPStatus(503),
-                    format!("upstream `{}` has too many requests in flight", pool.name),
-                )
-            }
-        }
+        let Some(lease) = pool.acquire() else {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(503),
+                format!("upstream `{}` has too many requests in flight", pool.name),
+            );
+        };
+        ctx.upstream.lease = Some(lease);
     }
-    let previous = ctx.upstream.lease.as_ref().and_then(|l| l.backend_index());
-    let picked = match previous {
-        // A stale pooled connection failed: the backend itself is fine, go back to it.
-        Some(index) if same_backend => Some(index),
-        _ => {
-            let key = if pool.needs_key() {
-                hash_key(pool, request, ctx)
-            } else {
-                0
-            };
-            pool.pick(key, &ctx.upstream.tried)
-        }
-    };
-    let Some(backend_index) = picked else {
+    let Some(backend_index) = pick_backend(pool, request, ctx, same_backend) else {
         return Error::e_explain(
             ErrorType::HTTPStatus(503),
             format!("no healthy backend in upstream `{}`", pool.name),
@@ -74,18 +60,44 @@ pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Resul
         peer.group_key = fresh_connection_group();
     }
     if let Some(deadline) = ctx.upstream.deadline {
-        // No single wait may outlast the exchange. A spent budget still gets a moment, so the
-        // answer is a timeout, not a connect error.
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(std::time::Duration::from_millis(1));
-        // A route's own timeout replaces the pool's per-read one; `grpc-timeout` only shortens it.
-        peer.options.read_timeout = Some(match (route.spec.timeout, peer.options.read_timeout) {
-            (None, Some(per_read)) => per_read.min(left),
-            _ => left,
-        });
+        bound_reads_by(&mut peer, deadline, route.spec.timeout.is_some());
     }
     Ok(Box::new(peer))
+}
+
+/// The backend for this attempt: the same one again after a stale pooled connection failed
+/// (the backend itself is fine), else the pool's pick among those not tried yet.
+fn pick_backend(
+    pool: &Pool,
+    request: &RequestHeader,
+    ctx: &RequestCtx,
+    same_backend: bool,
+) -> Option<usize> {
+    let previous = ctx.upstream.lease.as_ref().and_then(|l| l.backend_index());
+    match previous {
+        Some(index) if same_backend => Some(index),
+        _ => {
+            let key = if pool.needs_key() {
+                hash_key(pool, request, ctx)
+            } else {
+                0
+            };
+            pool.pick(key, &ctx.upstream.tried)
+        }
+    }
+}
+
+/// No single wait may outlast the exchange. A spent budget still gets a moment, so the answer
+/// is a timeout, not a connect error. A route's own timeout replaces the pool's per-read one;
+/// `grpc-timeout` only shortens it.
+fn bound_reads_by(peer: &mut HttpPeer, deadline: Instant, route_has_timeout: bool) {
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(std::time::Duration::from_millis(1));
+    peer.options.read_timeout = Some(match (route_has_timeout, peer.options.read_timeout) {
+        (false, Some(per_read)) => per_read.min(left),
+        _ => left,
+    });
 }
 
 /// The end of the whole upstream exchange: `routes[].timeout` from now, or the client's
@@ -136,7 +148,7 @@ fn hash_key(pool: &Pool, request: &RequestHeader, ctx: &RequestCtx) -> u64 {
 
 /// What the client is told when the exchange's deadline (`routes[].timeout`, `grpc-timeout`)
 /// passed, wherever that is noticed.
-pub const DEADLINE_PASSED: &str = super::respond::Refusal::DeadlinePassed.message();
+pub const DEADLINE_PASSED: &str = Refusal::DeadlinePassed.message();
 
 /// A connection-pool group no connection belongs to yet (group 0 is the shared one).
 fn fresh_connection_group() -> u64 {

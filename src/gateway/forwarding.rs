@@ -52,35 +52,7 @@ pub fn prepare_upstream_request(
         + route.spec.request_headers.set.len()
         + if client_certificate.is_some() { 3 } else { 0 };
     headers::edit_request(upstream, additional, |parts| {
-        // Identity headers come only from the gateway: a client's copies never reach a backend.
-        for name in ctx.snapshot.auth.spoofable_headers() {
-            parts.headers.remove(name);
-        }
-        // One scan of the names is cheaper than hashing three of them on every request.
-        if parts
-            .headers
-            .keys()
-            .any(|name| name.as_str().starts_with(CLIENT_CERT_PREFIX))
-        {
-            for name in CLIENT_CERT_HEADERS {
-                parts.headers.remove(name);
-            }
-        }
-        if let Some(certificate) = client_certificate {
-            insert(
-                &mut parts.headers,
-                &X_CLIENT_CERT_SUBJECT,
-                certificate.subject.clone(),
-            )?;
-            if let Some(san) = &certificate.san {
-                insert(&mut parts.headers, &X_CLIENT_CERT_SAN, san.clone())?;
-            }
-            insert(
-                &mut parts.headers,
-                &X_CLIENT_CERT_FINGERPRINT,
-                certificate.fingerprint.clone(),
-            )?;
-        }
+        verified_identity_headers(&mut parts.headers, ctx, client_certificate)?;
         if let Some(auth) = &ctx.auth {
             for (name, value) in &auth.identity.forwarded {
                 insert(&mut parts.headers, name, value.clone())?;
@@ -106,6 +78,39 @@ pub fn prepare_upstream_request(
         }
         apply_ops(&mut parts.headers, &route.spec.request_headers)
     })
+}
+
+/// Identity headers come only from the gateway: a client's copies are removed, then the
+/// verified client certificate's are set.
+fn verified_identity_headers(
+    headers: &mut HeaderMap,
+    ctx: &RequestCtx,
+    client_certificate: Option<&ClientCertificate>,
+) -> pingora_error::Result<()> {
+    for name in ctx.snapshot.auth.spoofable_headers() {
+        headers.remove(name);
+    }
+    // One scan of the names is cheaper than hashing three of them on every request.
+    if headers
+        .keys()
+        .any(|name| name.as_str().starts_with(CLIENT_CERT_PREFIX))
+    {
+        for name in CLIENT_CERT_HEADERS {
+            headers.remove(name);
+        }
+    }
+    if let Some(certificate) = client_certificate {
+        insert(headers, &X_CLIENT_CERT_SUBJECT, certificate.subject.clone())?;
+        if let Some(san) = &certificate.san {
+            insert(headers, &X_CLIENT_CERT_SAN, san.clone())?;
+        }
+        insert(
+            headers,
+            &X_CLIENT_CERT_FINGERPRINT,
+            certificate.fingerprint.clone(),
+        )?;
+    }
+    Ok(())
 }
 
 /// X-Forwarded-For/-Proto/-Host and a generated request id. A trusted proxy's

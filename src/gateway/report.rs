@@ -27,7 +27,6 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
     let request = session.req_header();
     let status = session.response_written().map(|r| r.status.as_u16());
     let elapsed = ctx.started.elapsed();
-    let route = ctx.route();
     let metrics = ctx.metrics();
     let background = super::caching::is_background_refresh(session);
     let cache = super::caching::status(session, ctx);
@@ -43,12 +42,32 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
         }
     }
 
-    let access_log = &ctx.snapshot.access_log;
-    if !access_log.enabled() {
-        return;
+    if ctx.snapshot.access_log.enabled() {
+        log_line(
+            session,
+            ctx,
+            status,
+            elapsed,
+            if background {
+                Some("REFRESH")
+            } else {
+                cache.map(|c| c.header_value())
+            },
+        );
     }
+}
+
+/// The request's access-log line (`cache` is its X-Cache label, `REFRESH` for a background refresh).
+fn log_line(
+    session: &Session,
+    ctx: &RequestCtx,
+    status: Option<u16>,
+    elapsed: std::time::Duration,
+    cache: Option<&'static str>,
+) {
+    let request = session.req_header();
     let lease = ctx.upstream.lease.as_ref();
-    access_log.write(&Entry {
+    ctx.snapshot.access_log.write(&Entry {
         time: SystemTime::now(),
         request_id: ctx.request_id.as_str(),
         client_ip: ctx.client_ip,
@@ -64,7 +83,7 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
         bytes: session.body_bytes_sent(),
         request_bytes: ctx.header_bytes as u64 + ctx.body_bytes,
         duration: elapsed,
-        route: route.map(|r| r.spec.name.as_str()),
+        route: ctx.route().map(|r| r.spec.name.as_str()),
         upstream: lease.map(|l| l.pool().name.as_str()),
         backend: lease.and_then(|l| l.backend()).map(|b| b.label.as_str()),
         upstream_status: ctx.upstream.status,
@@ -73,11 +92,7 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
             .auth
             .as_ref()
             .and_then(|a| a.identity.consumer.as_deref()),
-        cache: if background {
-            Some("REFRESH")
-        } else {
-            cache.map(|c| c.header_value())
-        },
+        cache,
     });
 }
 

@@ -338,52 +338,57 @@ impl LineScan {
             let byte = bytes[at];
             at += 1;
             self.len += 1;
-            self.phase = match self.phase {
-                LinePhase::Leading => match byte {
-                    b'\n' => LinePhase::Leading,
-                    b'\r' => LinePhase::LeadingCr,
-                    _ if is_tchar(byte) => LinePhase::Method,
-                    _ => self.broken(),
-                },
-                LinePhase::LeadingCr => match byte {
-                    b'\n' => LinePhase::Leading,
-                    _ => self.broken(),
-                },
-                LinePhase::Method => match byte {
-                    b' ' => LinePhase::Target(false),
-                    _ if is_tchar(byte) => LinePhase::Method,
-                    _ => self.broken(),
-                },
-                LinePhase::Target(seen) => match byte {
-                    b' ' if seen => LinePhase::Version(0),
-                    _ if LINE_BYTES[usize::from(byte)] & 2 != 0 => LinePhase::Target(true),
-                    _ => self.broken(),
-                },
-                LinePhase::Version(index) => {
-                    let fits = match index {
-                        0..=4 => byte == b"HTTP/"[usize::from(index)],
-                        5 | 7 => byte.is_ascii_digit(),
-                        6 => byte == b'.',
-                        _ => false,
-                    };
-                    match (index, byte) {
-                        _ if fits => LinePhase::Version(index + 1),
-                        (8, b'\r') => LinePhase::VersionCr,
-                        (8, b'\n') => return (at, true),
-                        _ => self.broken(),
-                    }
-                }
-                LinePhase::VersionCr => match byte {
-                    b'\n' => return (at, true),
-                    _ => self.broken(),
-                },
-                LinePhase::SkipLine => LinePhase::SkipLine,
-            };
-            if byte == b'\n' && self.phase == LinePhase::SkipLine {
+            if self.step(byte) {
                 return (at, true);
             }
         }
         (at, false)
+    }
+
+    /// Moves the line's state past `byte`; true when `byte` ends the line.
+    fn step(&mut self, byte: u8) -> bool {
+        self.phase = match self.phase {
+            LinePhase::Leading => match byte {
+                b'\n' => LinePhase::Leading,
+                b'\r' => LinePhase::LeadingCr,
+                _ if is_tchar(byte) => LinePhase::Method,
+                _ => self.broken(),
+            },
+            LinePhase::LeadingCr => match byte {
+                b'\n' => LinePhase::Leading,
+                _ => self.broken(),
+            },
+            LinePhase::Method => match byte {
+                b' ' => LinePhase::Target(false),
+                _ if is_tchar(byte) => LinePhase::Method,
+                _ => self.broken(),
+            },
+            LinePhase::Target(seen) => match byte {
+                b' ' if seen => LinePhase::Version(0),
+                _ if LINE_BYTES[usize::from(byte)] & 2 != 0 => LinePhase::Target(true),
+                _ => self.broken(),
+            },
+            LinePhase::Version(index) => {
+                let fits = match index {
+                    0..=4 => byte == b"HTTP/"[usize::from(index)],
+                    5 | 7 => byte.is_ascii_digit(),
+                    6 => byte == b'.',
+                    _ => false,
+                };
+                match (index, byte) {
+                    _ if fits => LinePhase::Version(index + 1),
+                    (8, b'\r') => LinePhase::VersionCr,
+                    (8, b'\n') => return true,
+                    _ => self.broken(),
+                }
+            }
+            LinePhase::VersionCr => match byte {
+                b'\n' => return true,
+                _ => self.broken(),
+            },
+            LinePhase::SkipLine => LinePhase::SkipLine,
+        };
+        byte == b'\n' && self.phase == LinePhase::SkipLine
     }
 
     /// The request line is broken: remember it and skip to its end.
@@ -477,98 +482,95 @@ impl Chunk {
             }
             let byte = bytes[at];
             at += 1;
-            *self = match (*self, byte) {
-                (Chunk::Size { digits, value }, _) if byte.is_ascii_hexdigit() => {
-                    if digits >= 16 {
-                        return Err(Violation::Chunk);
-                    }
-                    let digit = match byte {
-                        b'0'..=b'9' => byte - b'0',
-                        _ => (byte | 0x20) - b'a' + 10,
-                    };
-                    Chunk::Size {
-                        digits: digits + 1,
-                        value: value << 4 | u64::from(digit),
-                    }
-                }
-                (Chunk::Size { digits: 0, .. }, _) => return Err(Violation::Chunk),
-                (Chunk::Size { value, .. } | Chunk::SizeSpace { value }, b' ' | b'\t') => {
-                    Chunk::SizeSpace { value }
-                }
-                (state, b';' | b'\r') if state.separator_may_follow().is_some() => {
-                    let value = state.separator_may_follow().unwrap_or(0);
-                    if byte == b';' {
-                        Chunk::ExtBeforeName { value }
-                    } else {
-                        Chunk::SizeLf { value }
-                    }
-                }
-                (Chunk::ExtBeforeName { value }, _) if is_blank(byte) => {
-                    Chunk::ExtBeforeName { value }
-                }
-                (Chunk::ExtBeforeName { value } | Chunk::ExtName { value }, _)
-                    if is_tchar(byte) =>
-                {
-                    Chunk::ExtName { value }
-                }
-                (Chunk::ExtName { value } | Chunk::ExtAfterName { value }, _) if is_blank(byte) => {
-                    Chunk::ExtAfterName { value }
-                }
-                (Chunk::ExtName { value } | Chunk::ExtAfterName { value }, b'=') => {
-                    Chunk::ExtBeforeValue { value }
-                }
-                (Chunk::ExtBeforeValue { value }, _) if is_blank(byte) => {
-                    Chunk::ExtBeforeValue { value }
-                }
-                (Chunk::ExtBeforeValue { value }, b'"') => Chunk::ExtQuoted { value },
-                (Chunk::ExtBeforeValue { value } | Chunk::ExtToken { value }, _)
-                    if is_tchar(byte) =>
-                {
-                    Chunk::ExtToken { value }
-                }
-                (Chunk::ExtToken { value } | Chunk::ExtAfterValue { value }, _)
-                    if is_blank(byte) =>
-                {
-                    Chunk::ExtAfterValue { value }
-                }
-                (Chunk::ExtQuoted { value }, b'"') => Chunk::ExtAfterValue { value },
-                (Chunk::ExtQuoted { value }, b'\\') => Chunk::ExtQuotedEscape { value },
-                (Chunk::ExtQuoted { value }, _)
-                    if byte == b'\t' || (byte >= 0x20 && byte != 0x7f) =>
-                {
-                    Chunk::ExtQuoted { value }
-                }
-                (Chunk::ExtQuotedEscape { value }, _)
-                    if byte == b'\t' || (byte >= 0x20 && byte != 0x7f) =>
-                {
-                    Chunk::ExtQuoted { value }
-                }
-                (Chunk::SizeLf { value: 0 }, b'\n') => Chunk::TrailerStart,
-                (Chunk::SizeLf { value }, b'\n') => Chunk::Data { left: value },
-                (Chunk::DataCr, b'\r') => Chunk::DataLf,
-                (Chunk::DataLf, b'\n') => Chunk::Size {
-                    digits: 0,
-                    value: 0,
-                },
-                (Chunk::TrailerStart, b'\r') => Chunk::EndLf,
-                (Chunk::TrailerStart | Chunk::TrailerLine, b'\n') => {
-                    return Err(Violation::Trailer)
-                }
-                (Chunk::TrailerLine, b'\r') => Chunk::TrailerLf,
-                (Chunk::TrailerStart | Chunk::TrailerLine, _)
-                    if byte == b'\t' || (byte >= 0x20 && byte != 0x7f) =>
-                {
-                    Chunk::TrailerLine
-                }
-                (Chunk::TrailerLf, b'\n') => Chunk::TrailerStart,
-                (Chunk::EndLf, b'\n') => return Ok((at, true)),
-                (Chunk::TrailerStart | Chunk::TrailerLine | Chunk::TrailerLf | Chunk::EndLf, _) => {
-                    return Err(Violation::Trailer)
-                }
-                _ => return Err(Violation::Chunk),
-            };
+            match self.after(byte)? {
+                Some(next) => *self = next,
+                None => return Ok((at, true)),
+            }
         }
         Ok((at, false))
+    }
+
+    /// The state after `byte` (the transition table of RFC 9112 §7.1); `None` once the body and
+    /// its trailer section are complete.
+    fn after(self, byte: u8) -> Result<Option<Chunk>, Violation> {
+        Ok(Some(match (self, byte) {
+            (Chunk::Size { digits, value }, _) if byte.is_ascii_hexdigit() => {
+                if digits >= 16 {
+                    return Err(Violation::Chunk);
+                }
+                let digit = match byte {
+                    b'0'..=b'9' => byte - b'0',
+                    _ => (byte | 0x20) - b'a' + 10,
+                };
+                Chunk::Size {
+                    digits: digits + 1,
+                    value: value << 4 | u64::from(digit),
+                }
+            }
+            (Chunk::Size { digits: 0, .. }, _) => return Err(Violation::Chunk),
+            (Chunk::Size { value, .. } | Chunk::SizeSpace { value }, b' ' | b'\t') => {
+                Chunk::SizeSpace { value }
+            }
+            (state, b';' | b'\r') if state.separator_may_follow().is_some() => {
+                let value = state.separator_may_follow().unwrap_or(0);
+                if byte == b';' {
+                    Chunk::ExtBeforeName { value }
+                } else {
+                    Chunk::SizeLf { value }
+                }
+            }
+            (Chunk::ExtBeforeName { value }, _) if is_blank(byte) => Chunk::ExtBeforeName { value },
+            (Chunk::ExtBeforeName { value } | Chunk::ExtName { value }, _) if is_tchar(byte) => {
+                Chunk::ExtName { value }
+            }
+            (Chunk::ExtName { value } | Chunk::ExtAfterName { value }, _) if is_blank(byte) => {
+                Chunk::ExtAfterName { value }
+            }
+            (Chunk::ExtName { value } | Chunk::ExtAfterName { value }, b'=') => {
+                Chunk::ExtBeforeValue { value }
+            }
+            (Chunk::ExtBeforeValue { value }, _) if is_blank(byte) => {
+                Chunk::ExtBeforeValue { value }
+            }
+            (Chunk::ExtBeforeValue { value }, b'"') => Chunk::ExtQuoted { value },
+            (Chunk::ExtBeforeValue { value } | Chunk::ExtToken { value }, _) if is_tchar(byte) => {
+                Chunk::ExtToken { value }
+            }
+            (Chunk::ExtToken { value } | Chunk::ExtAfterValue { value }, _) if is_blank(byte) => {
+                Chunk::ExtAfterValue { value }
+            }
+            (Chunk::ExtQuoted { value }, b'"') => Chunk::ExtAfterValue { value },
+            (Chunk::ExtQuoted { value }, b'\\') => Chunk::ExtQuotedEscape { value },
+            (Chunk::ExtQuoted { value }, _) if byte == b'\t' || (byte >= 0x20 && byte != 0x7f) => {
+                Chunk::ExtQuoted { value }
+            }
+            (Chunk::ExtQuotedEscape { value }, _)
+                if byte == b'\t' || (byte >= 0x20 && byte != 0x7f) =>
+            {
+                Chunk::ExtQuoted { value }
+            }
+            (Chunk::SizeLf { value: 0 }, b'\n') => Chunk::TrailerStart,
+            (Chunk::SizeLf { value }, b'\n') => Chunk::Data { left: value },
+            (Chunk::DataCr, b'\r') => Chunk::DataLf,
+            (Chunk::DataLf, b'\n') => Chunk::Size {
+                digits: 0,
+                value: 0,
+            },
+            (Chunk::TrailerStart, b'\r') => Chunk::EndLf,
+            (Chunk::TrailerStart | Chunk::TrailerLine, b'\n') => return Err(Violation::Trailer),
+            (Chunk::TrailerLine, b'\r') => Chunk::TrailerLf,
+            (Chunk::TrailerStart | Chunk::TrailerLine, _)
+                if byte == b'\t' || (byte >= 0x20 && byte != 0x7f) =>
+            {
+                Chunk::TrailerLine
+            }
+            (Chunk::TrailerLf, b'\n') => Chunk::TrailerStart,
+            (Chunk::EndLf, b'\n') => return Ok(None),
+            (Chunk::TrailerStart | Chunk::TrailerLine | Chunk::TrailerLf | Chunk::EndLf, _) => {
+                return Err(Violation::Trailer)
+            }
+            _ => return Err(Violation::Chunk),
+        }))
     }
 }
 

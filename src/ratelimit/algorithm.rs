@@ -61,144 +61,160 @@ fn ceil_secs(ms: u64) -> u64 {
 
 /// Decides one request at `now` (ms, never 0) and returns the new state.
 pub fn decide(algorithm: Algorithm, quota: Quota, state: State, now: u64) -> (Decision, State) {
-    let Quota {
-        limit,
-        window_ms,
-        burst,
-    } = quota;
-    let window = window_ms.max(1);
     match algorithm {
-        Algorithm::FixedWindow => {
-            let start = now - now % window;
-            let count = if state.at == start { state.value } else { 0 };
-            let reset_ms = start + window - now;
-            let allowed = count < limit;
-            let count = count + u64::from(allowed);
-            let decision = Decision {
-                allowed,
-                limit,
-                remaining: limit.saturating_sub(count),
-                reset_secs: ceil_secs(reset_ms),
-                retry_after_secs: if allowed {
-                    0
-                } else {
-                    ceil_secs(reset_ms).max(1)
-                },
-            };
-            (
-                decision,
-                State {
-                    at: start,
-                    value: count,
-                    previous: 0,
-                },
-            )
-        }
-        Algorithm::SlidingWindow => {
-            let start = now - now % window;
-            let (current, previous) = if state.at == start {
-                (state.value, state.previous)
-            } else if state.at + window == start {
-                (0, state.value)
-            } else {
-                (0, 0)
-            };
-            let elapsed = now - start;
-            // estimate x window = previous x (window - elapsed) + current x window
-            let weighted = |current: u64| previous * (window - elapsed) + current * window;
-            let allowed = weighted(current + 1) <= limit * window;
-            let current = current + u64::from(allowed);
-            let used = weighted(current).div_ceil(window);
-            let reset_ms = start + window - now;
-            let retry_after_secs = if allowed {
-                0
-            } else if current >= limit || previous == 0 {
-                ceil_secs(reset_ms).max(1)
-            } else {
-                // Wait until the previous window's share has decayed enough for one more.
-                let room = (limit - current - 1) * window; // what previous x (window - e) may be
-                let target_elapsed = window - room / previous;
-                ceil_secs(target_elapsed.saturating_sub(elapsed)).max(1)
-            };
-            let decision = Decision {
-                allowed,
-                limit,
-                remaining: limit.saturating_sub(used),
-                reset_secs: ceil_secs(reset_ms),
-                retry_after_secs,
-            };
-            (
-                decision,
-                State {
-                    at: start,
-                    value: current,
-                    previous,
-                },
-            )
-        }
-        Algorithm::TokenBucket => {
-            let capacity = burst.max(1) * MILLI;
-            let tokens = if state.at == 0 {
-                capacity
-            } else {
-                let refill = u128::from(now.saturating_sub(state.at)) * u128::from(limit * MILLI)
-                    / u128::from(window);
-                (u128::from(state.value) + refill).min(u128::from(capacity)) as u64
-            };
-            let allowed = tokens >= MILLI;
-            let tokens = tokens - if allowed { MILLI } else { 0 };
-            let decision = Decision {
-                allowed,
-                limit: burst.max(1),
-                remaining: tokens / MILLI,
-                reset_secs: ceil_secs(ms_to_flow(quota, capacity - tokens)),
-                retry_after_secs: if allowed {
-                    0
-                } else {
-                    ceil_secs(ms_to_flow(quota, MILLI - tokens)).max(1)
-                },
-            };
-            (
-                decision,
-                State {
-                    at: now,
-                    value: tokens,
-                    previous: 0,
-                },
-            )
-        }
-        Algorithm::LeakyBucket => {
-            let capacity = burst.max(1) * MILLI;
-            let drained = u128::from(now.saturating_sub(state.at)) * u128::from(limit * MILLI)
-                / u128::from(window);
-            let level = if state.at == 0 {
-                0
-            } else {
-                u128::from(state.value).saturating_sub(drained) as u64
-            };
-            let allowed = level + MILLI <= capacity;
-            let level = level + if allowed { MILLI } else { 0 };
-            let decision = Decision {
-                allowed,
-                limit: burst.max(1),
-                remaining: (capacity - level) / MILLI,
-                reset_secs: ceil_secs(ms_to_flow(quota, level)),
-                retry_after_secs: if allowed {
-                    0
-                } else {
-                    ceil_secs(ms_to_flow(quota, level + MILLI - capacity)).max(1)
-                },
-            };
-            (
-                decision,
-                State {
-                    at: now,
-                    value: level,
-                    previous: 0,
-                },
-            )
-        }
+        Algorithm::FixedWindow => fixed_window(quota, state, now),
+        Algorithm::SlidingWindow => sliding_window(quota, state, now),
+        Algorithm::TokenBucket => token_bucket(quota, state, now),
+        Algorithm::LeakyBucket => leaky_bucket(quota, state, now),
     }
+}
+
+/// At most `limit` per window aligned to the clock.
+fn fixed_window(quota: Quota, state: State, now: u64) -> (Decision, State) {
+    let limit = quota.limit;
+    let window = quota.window_ms.max(1);
+    let start = now - now % window;
+    let count = if state.at == start { state.value } else { 0 };
+    let reset_ms = start + window - now;
+    let allowed = count < limit;
+    let count = count + u64::from(allowed);
+    let decision = Decision {
+        allowed,
+        limit,
+        remaining: limit.saturating_sub(count),
+        reset_secs: ceil_secs(reset_ms),
+        retry_after_secs: if allowed {
+            0
+        } else {
+            ceil_secs(reset_ms).max(1)
+        },
+    };
+    (
+        decision,
+        State {
+            at: start,
+            value: count,
+            previous: 0,
+        },
+    )
+}
+
+/// The previous window's count weighted by its remaining overlap, plus the current count.
+fn sliding_window(quota: Quota, state: State, now: u64) -> (Decision, State) {
+    let limit = quota.limit;
+    let window = quota.window_ms.max(1);
+    let start = now - now % window;
+    let (current, previous) = if state.at == start {
+        (state.value, state.previous)
+    } else if state.at + window == start {
+        (0, state.value)
+    } else {
+        (0, 0)
+    };
+    let elapsed = now - start;
+    // estimate x window = previous x (window - elapsed) + current x window
+    let weighted = |current: u64| previous * (window - elapsed) + current * window;
+    let allowed = weighted(current + 1) <= limit * window;
+    let current = current + u64::from(allowed);
+    let used = weighted(current).div_ceil(window);
+    let reset_ms = start + window - now;
+    let retry_after_secs = if allowed {
+        0
+    } else if current >= limit || previous == 0 {
+        ceil_secs(reset_ms).max(1)
+    } else {
+        // Wait until the previous window's share has decayed enough for one more.
+        let room = (limit - current - 1) * window; // what previous x (window - e) may be
+        let target_elapsed = window - room / previous;
+        ceil_secs(target_elapsed.saturating_sub(elapsed)).max(1)
+    };
+    let decision = Decision {
+        allowed,
+        limit,
+        remaining: limit.saturating_sub(used),
+        reset_secs: ceil_secs(reset_ms),
+        retry_after_secs,
+    };
+    (
+        decision,
+        State {
+            at: start,
+            value: current,
+            previous,
+        },
+    )
+}
+
+/// `limit` tokens per window refill continuously up to `burst`; a request takes one.
+fn token_bucket(quota: Quota, state: State, now: u64) -> (Decision, State) {
+    let limit = quota.limit;
+    let window = quota.window_ms.max(1);
+    let burst = quota.burst;
+    let capacity = burst.max(1) * MILLI;
+    let tokens = if state.at == 0 {
+        capacity
+    } else {
+        let refill = u128::from(now.saturating_sub(state.at)) * u128::from(limit * MILLI)
+            / u128::from(window);
+        (u128::from(state.value) + refill).min(u128::from(capacity)) as u64
+    };
+    let allowed = tokens >= MILLI;
+    let tokens = tokens - if allowed { MILLI } else { 0 };
+    let decision = Decision {
+        allowed,
+        limit: burst.max(1),
+        remaining: tokens / MILLI,
+        reset_secs: ceil_secs(ms_to_flow(quota, capacity - tokens)),
+        retry_after_secs: if allowed {
+            0
+        } else {
+            ceil_secs(ms_to_flow(quota, MILLI - tokens)).max(1)
+        },
+    };
+    (
+        decision,
+        State {
+            at: now,
+            value: tokens,
+            previous: 0,
+        },
+    )
+}
+
+/// A queue of `burst` draining at `limit` per window; a request joins while there is room.
+fn leaky_bucket(quota: Quota, state: State, now: u64) -> (Decision, State) {
+    let limit = quota.limit;
+    let window = quota.window_ms.max(1);
+    let burst = quota.burst;
+    let capacity = burst.max(1) * MILLI;
+    let drained =
+        u128::from(now.saturating_sub(state.at)) * u128::from(limit * MILLI) / u128::from(window);
+    let level = if state.at == 0 {
+        0
+    } else {
+        u128::from(state.value).saturating_sub(drained) as u64
+    };
+    let allowed = level + MILLI <= capacity;
+    let level = level + if allowed { MILLI } else { 0 };
+    let decision = Decision {
+        allowed,
+        limit: burst.max(1),
+        remaining: (capacity - level) / MILLI,
+        reset_secs: ceil_secs(ms_to_flow(quota, level)),
+        retry_after_secs: if allowed {
+            0
+        } else {
+            ceil_secs(ms_to_flow(quota, level + MILLI - capacity)).max(1)
+        },
+    };
+    (
+        decision,
+        State {
+            at: now,
+            value: level,
+            previous: 0,
+        },
+    )
 }
 
 /// Gives back what an admitted request took (when a later policy rejected it).

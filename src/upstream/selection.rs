@@ -147,28 +147,36 @@ impl Selector {
                     .find(|&i| usable(i))
                     .or_else(|| scan_from(ring[start].1 as usize, backends.len(), usable))
             }
-            Selector::LeastRequests { next } => {
-                let count = backends.len();
-                if count == 0 {
-                    return None;
-                }
-                let start = next.fetch_add(1, Relaxed);
-                let mut best: Option<usize> = None;
-                for step in 0..count {
-                    let i = (start + step) % count;
-                    if !usable(i) {
-                        continue;
-                    }
-                    best = match best {
-                        None => Some(i),
-                        Some(b) if less_loaded(&backends[i], &backends[b]) => Some(i),
-                        keep => keep,
-                    };
-                }
-                best
-            }
+            Selector::LeastRequests { next } => least_loaded(backends, next, usable),
         }
     }
+}
+
+/// The usable backend with the fewest requests in flight for its weight; ties go to the first
+/// from a rotating start, so equal backends share the load.
+fn least_loaded<C: Candidate>(
+    backends: &[C],
+    next: &AtomicUsize,
+    usable: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let count = backends.len();
+    if count == 0 {
+        return None;
+    }
+    let start = next.fetch_add(1, Relaxed);
+    let mut best: Option<usize> = None;
+    for step in 0..count {
+        let i = (start + step) % count;
+        if !usable(i) {
+            continue;
+        }
+        best = match best {
+            None => Some(i),
+            Some(b) if less_loaded(&backends[i], &backends[b]) => Some(i),
+            keep => keep,
+        };
+    }
+    best
 }
 
 /// in_flight(a)/weight(a) < in_flight(b)/weight(b), without division.

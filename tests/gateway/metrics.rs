@@ -53,7 +53,7 @@ fn every_documented_metric_is_exported_with_its_labels() {
     let secret = crate::support::temp_dir().join("jwt.secret");
     std::fs::write(&secret, "a-shared-secret-of-at-least-32-bytes!").unwrap();
     let dir = crate::support::temp_dir();
-    let ca = crate::tls_listener::Ca::new("Metrics CA");
+    let ca = crate::support::ca::Ca::new("Metrics CA");
     let certificate = ca.server(&["metrics.test"]).write(&dir, "metrics");
     let tls_address = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let gw = Gateway::start_with_second_listener(&format!(

@@ -1,6 +1,7 @@
 //! Test support: the real `edgegate` binary started on ephemeral ports and stopped on drop,
 //! plus the origin servers and client of `origin.rs`.
 
+pub mod ca;
 mod origin;
 pub mod redis;
 

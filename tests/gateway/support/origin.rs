@@ -211,45 +211,11 @@ impl Drop for Origin {
 fn serve_connection<S: Read + Write>(stream: S, state: Arc<OriginState>) {
     let mut reader = BufReader::new(stream);
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        let Some(request) = read_request(&mut reader) else {
             return;
-        }
-        let mut parts = line.split_whitespace();
-        let method = parts.next().unwrap_or("").to_string();
-        let target = parts.next().unwrap_or("").to_string();
-        let mut headers = Vec::new();
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                return;
-            }
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                headers.push((name.trim().to_string(), value.trim().to_string()));
-            }
-        }
-        let length: usize = headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        let chunked = headers
-            .iter()
-            .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        if chunked && read_chunked(&mut reader).is_none() {
-            return;
-        }
+        };
         let behavior = state.behavior.lock().unwrap().clone();
-        let is_health = target == "/health";
-        let status = if is_health {
+        let status = if request.target == "/health" {
             state.health_hits.fetch_add(1, SeqCst);
             behavior.health_status
         } else {
@@ -262,73 +228,130 @@ fn serve_connection<S: Read + Write>(stream: S, state: Arc<OriginState>) {
             }
             behavior.status
         };
-        let header_map: BTreeMap<String, String> = headers
-            .iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
-            .collect();
-        let payload = match &behavior.body {
-            Some(body) => body.clone(),
-            None => serde_json::json!({
-                "origin": state.name,
-                "method": method,
-                "target": target,
-                "headers": header_map,
-                "body_bytes": body.len(),
-            })
-            .to_string(),
-        };
-        let mut extra = String::new();
-        for (name, value) in &behavior.headers {
-            extra.push_str(&format!("{name}: {value}\r\n"));
-        }
-        let etag = behavior
-            .headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("etag"))
-            .map(|(_, v)| v.as_str());
-        let not_modified =
-            etag.is_some() && header_map.get("if-none-match").map(String::as_str) == etag;
-        let response = if not_modified {
-            format!(
-                "HTTP/1.1 304 Not Modified\r\nX-Origin: {}\r\n{extra}\r\n",
-                state.name
-            )
-        } else {
-            format!(
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Origin: {}\r\nServer: test-origin\r\n{extra}\r\n{payload}",
-                payload.len(),
-                state.name
-            )
-        };
-        let sent = match behavior.trickle {
-            None => reader.get_mut().write_all(response.as_bytes()),
-            Some(pause) => {
-                let head_end = if behavior.trickle_head {
-                    0
-                } else {
-                    response.find("\r\n\r\n").map_or(0, |at| at + 4)
-                };
-                let (head, body) = response.as_bytes().split_at(head_end);
-                let stream = reader.get_mut();
-                stream.write_all(head).and_then(|()| {
-                    body.chunks(behavior.trickle_bytes.max(1))
-                        .try_for_each(|piece| {
-                            thread::sleep(pause);
-                            stream.write_all(piece).and_then(|()| stream.flush())
-                        })
-                })
-            }
-        };
-        if sent.is_err() {
+        let response = response_for(&request, status, &behavior, &state.name);
+        if send(reader.get_mut(), &response, &behavior).is_err() {
             return;
         }
-        if headers
+        if request
+            .headers
             .iter()
             .any(|(n, v)| n.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"))
         {
             return;
         }
     }
+}
+
+/// One request as the origin saw it.
+struct Request {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body_bytes: usize,
+}
+
+/// Reads one request (a Content-Length or chunked body is read and counted); `None` at the
+/// connection's end.
+fn read_request(reader: &mut impl BufRead) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let target = parts.next().unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).unwrap_or(0) == 0 {
+            return None;
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            headers.push((name.trim().to_string(), value.trim().to_string()));
+        }
+    }
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()?;
+    if chunked {
+        read_chunked(reader)?;
+    }
+    Some(Request {
+        method,
+        target,
+        headers,
+        body_bytes: body.len(),
+    })
+}
+
+/// The whole response: a 304 when the client's `If-None-Match` matches the configured ETag,
+/// else `status` with the configured body or a JSON echo of the request.
+fn response_for(request: &Request, status: u16, behavior: &Behavior, origin: &str) -> String {
+    let header_map: BTreeMap<String, String> = request
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+        .collect();
+    let payload = match &behavior.body {
+        Some(body) => body.clone(),
+        None => serde_json::json!({
+            "origin": origin,
+            "method": request.method,
+            "target": request.target,
+            "headers": header_map,
+            "body_bytes": request.body_bytes,
+        })
+        .to_string(),
+    };
+    let mut extra = String::new();
+    for (name, value) in &behavior.headers {
+        extra.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let etag = behavior
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("etag"))
+        .map(|(_, v)| v.as_str());
+    let not_modified =
+        etag.is_some() && header_map.get("if-none-match").map(String::as_str) == etag;
+    if not_modified {
+        format!("HTTP/1.1 304 Not Modified\r\nX-Origin: {origin}\r\n{extra}\r\n")
+    } else {
+        format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Origin: {origin}\r\nServer: test-origin\r\n{extra}\r\n{payload}",
+            payload.len(),
+        )
+    }
+}
+
+/// Writes `response` at once, or trickled as the behaviour says.
+fn send(stream: &mut impl Write, response: &str, behavior: &Behavior) -> std::io::Result<()> {
+    let Some(pause) = behavior.trickle else {
+        return stream.write_all(response.as_bytes());
+    };
+    let head_end = if behavior.trickle_head {
+        0
+    } else {
+        response.find("\r\n\r\n").map_or(0, |at| at + 4)
+    };
+    let (head, body) = response.as_bytes().split_at(head_end);
+    stream.write_all(head)?;
+    body.chunks(behavior.trickle_bytes.max(1))
+        .try_for_each(|piece| {
+            thread::sleep(pause);
+            stream.write_all(piece).and_then(|()| stream.flush())
+        })
 }
 
 fn read_chunked(reader: &mut impl BufRead) -> Option<Vec<u8>> {

@@ -2,13 +2,19 @@
 //! default Prometheus registry; handles are resolved when routes and pools are built, so the
 //! request path never looks a label set up by name.
 
-use crate::upstream::outlier::Reason;
-use http::Method;
 use prometheus::{
     register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, Histogram,
     HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
-use std::sync::{LazyLock, OnceLock};
+use std::sync::LazyLock;
+
+mod edge;
+mod route;
+mod upstream;
+
+pub use edge::*;
+pub use route::*;
+pub use upstream::*;
 
 /// Request latency buckets in seconds: 0.5 ms .. 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -310,43 +316,6 @@ pub fn init() {
     }
 }
 
-/// Where a slow client was cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientTimeout {
-    Header,
-    Body,
-}
-
-impl ClientTimeout {
-    const ALL: [ClientTimeout; 2] = [ClientTimeout::Header, ClientTimeout::Body];
-
-    fn label(self) -> &'static str {
-        match self {
-            ClientTimeout::Header => "header",
-            ClientTimeout::Body => "body",
-        }
-    }
-}
-
-/// Counts a client cut for slowness.
-pub fn client_timeout(phase: ClientTimeout) {
-    static COUNTERS: LazyLock<[IntCounter; 2]> = LazyLock::new(|| {
-        ClientTimeout::ALL.map(|phase| FAMILIES.client_timeouts.with_label_values(&[phase.label()]))
-    });
-    COUNTERS[phase as usize].inc();
-}
-
-/// Counts a request refused before routing (`reason` indexes `BadRequest::REASONS`).
-pub fn bad_request(reason: usize) {
-    static COUNTERS: LazyLock<[IntCounter; 5]> = LazyLock::new(|| {
-        crate::gateway::strict::BadRequest::REASONS
-            .map(|reason| FAMILIES.bad_requests.with_label_values(&[reason]))
-    });
-    if let Some(counter) = COUNTERS.get(reason) {
-        counter.inc();
-    }
-}
-
 /// Counts a rate-limit decision the full local store could not track.
 pub fn ratelimit_store_full() {
     FAMILIES.ratelimit_store_full.inc();
@@ -365,340 +334,10 @@ pub fn jwt_keys_skipped(provider: &str, count: usize) {
         .inc_by(count as u64);
 }
 
-/// Handles for one listener's connections.
-pub struct ListenerMetrics {
-    pub open: IntGauge,
-    refused: [IntCounter; 2],
-}
-
-impl ListenerMetrics {
-    /// Handles for the listener `name`.
-    pub fn new(name: &str) -> Self {
-        ListenerMetrics {
-            open: FAMILIES.listener_connections.with_label_values(&[name]),
-            refused: ["max_connections", "max_connections_per_ip"].map(|reason| {
-                FAMILIES
-                    .connections_refused
-                    .with_label_values(&[name, reason])
-            }),
-        }
-    }
-
-    /// Counts a connection closed at once.
-    pub fn refused(&self, refusal: crate::listener::Refusal) {
-        let index = match refusal {
-            crate::listener::Refusal::MaxConnections => 0,
-            crate::listener::Refusal::MaxConnectionsPerIp => 1,
-        };
-        self.refused[index].inc();
-    }
-}
-
-/// One TLS listener's handshake counters and certificate gauges.
-pub struct TlsMetrics {
-    listener: String,
-    /// Full, resumed.
-    handshakes: [IntCounter; 2],
-    failures: [IntCounter; crate::tls::HandshakeFailure::ALL.len()],
-}
-
-impl TlsMetrics {
-    /// Handles for the listener `name`.
-    pub fn new(name: &str) -> Self {
-        TlsMetrics {
-            listener: name.to_string(),
-            handshakes: ["false", "true"]
-                .map(|resumed| FAMILIES.tls_handshakes.with_label_values(&[name, resumed])),
-            failures: crate::tls::HandshakeFailure::ALL.map(|reason| {
-                FAMILIES
-                    .tls_handshake_failures
-                    .with_label_values(&[name, reason.label()])
-            }),
-        }
-    }
-
-    /// Counts a completed handshake.
-    pub fn handshake(&self, resumed: bool) {
-        self.handshakes[usize::from(resumed)].inc();
-    }
-
-    /// Counts a failed handshake.
-    pub fn handshake_failed(&self, reason: crate::tls::HandshakeFailure) {
-        if let Some(index) = crate::tls::HandshakeFailure::ALL
-            .iter()
-            .position(|r| *r == reason)
-        {
-            self.failures[index].inc();
-        }
-    }
-
-    /// Publishes when the certificate in `file` (serving `name`) expires.
-    pub fn certificate_expiry(&self, file: &std::path::Path, name: &str, not_after: i64) {
-        let file = file.display().to_string();
-        FAMILIES
-            .tls_certificate_expiry
-            .with_label_values(&[self.listener.as_str(), file.as_str(), name])
-            .set(not_after);
-    }
-}
-
 /// Counts one configuration reload.
 pub fn config_reload(success: bool) {
     let result = if success { "success" } else { "error" };
     FAMILIES.config_reloads.with_label_values(&[result]).inc();
-}
-
-/// Status classes used as the `status` label.
-const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
-/// Index into STATUS_CLASSES; `None` (no response) is "error".
-fn status_class(status: Option<u16>) -> usize {
-    match status {
-        Some(code @ 100..=599) => usize::from(code / 100) - 1,
-        _ => 5,
-    }
-}
-
-/// Known methods get their own label; anything else is "OTHER" so clients cannot grow the series count.
-const METHODS: [&str; 10] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "OTHER",
-];
-fn method_index(method: &Method) -> usize {
-    METHODS[..9]
-        .iter()
-        .position(|m| *m == method.as_str())
-        .unwrap_or(9)
-}
-
-/// Why an attempt was retried on another backend (the `reason` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryReason {
-    ConnectFailure,
-    GatewayError,
-    ServerError,
-    Reset,
-}
-
-impl RetryReason {
-    const ALL: [RetryReason; 4] = [
-        RetryReason::ConnectFailure,
-        RetryReason::GatewayError,
-        RetryReason::ServerError,
-        RetryReason::Reset,
-    ];
-
-    /// The metric label, as written in `retries.on`.
-    pub fn label(self) -> &'static str {
-        match self {
-            RetryReason::ConnectFailure => "connect_failure",
-            RetryReason::GatewayError => "gateway_error",
-            RetryReason::ServerError => "5xx",
-            RetryReason::Reset => "reset",
-        }
-    }
-}
-
-/// Counters for one route, created on first use of each (method, status class) pair.
-pub struct RouteMetrics {
-    route: String,
-    requests: [[OnceLock<IntCounter>; 6]; 10],
-    pub duration: Histogram,
-    retries: [OnceLock<IntCounter>; 4],
-    auth_failures: [OnceLock<IntCounter>; 11],
-    /// Per policy slot of the route: [enforced, shadow].
-    rate_limited: Vec<[OnceLock<IntCounter>; 2]>,
-    cache_lookups: [OnceLock<IntCounter>; 5],
-    in_flight: IntGauge,
-    request_bytes: IntCounter,
-    response_bytes: IntCounter,
-    /// Open upgraded connections, and all of them so far.
-    upgraded: (IntGauge, IntCounter),
-}
-
-impl RouteMetrics {
-    /// Handles for `route` ("unmatched" for requests that matched no route).
-    pub fn new(route: &str, policies: usize) -> Self {
-        RouteMetrics {
-            route: route.to_string(),
-            requests: Default::default(),
-            duration: FAMILIES.request_duration.with_label_values(&[route]),
-            retries: Default::default(),
-            auth_failures: Default::default(),
-            rate_limited: (0..policies).map(|_| Default::default()).collect(),
-            cache_lookups: Default::default(),
-            in_flight: FAMILIES.in_flight.with_label_values(&[route]),
-            request_bytes: FAMILIES.request_bytes.with_label_values(&[route]),
-            response_bytes: FAMILIES.response_bytes.with_label_values(&[route]),
-            upgraded: (
-                FAMILIES.upgraded_connections.with_label_values(&[route]),
-                FAMILIES.upgrades.with_label_values(&[route]),
-            ),
-        }
-    }
-
-    /// A connection of this route switched protocols (until [`Self::upgrade_ended`]).
-    pub fn upgrade_started(&self) {
-        let (open, total) = &self.upgraded;
-        open.inc();
-        total.inc();
-    }
-
-    /// An upgraded connection counted by [`Self::upgrade_started`] closed.
-    pub fn upgrade_ended(&self) {
-        self.upgraded.0.dec();
-    }
-
-    /// Counts a request in flight (until [`Self::finish`]).
-    pub fn start(&self) {
-        self.in_flight.inc();
-    }
-
-    /// A request counted by [`Self::start`] is over.
-    pub fn finish(&self) {
-        self.in_flight.dec();
-    }
-
-    /// Counts the bytes one request moved.
-    pub fn transferred(&self, received: u64, sent: u64) {
-        self.request_bytes.inc_by(received);
-        self.response_bytes.inc_by(sent);
-    }
-
-    /// Counts how the cache answered one request (`result` indexes `CacheStatus::ALL`).
-    pub fn cache_lookup(&self, result: usize, label: &str) {
-        if let Some(counter) = self.cache_lookups.get(result) {
-            counter
-                .get_or_init(|| {
-                    FAMILIES
-                        .cache_lookups
-                        .with_label_values(&[&self.route, label])
-                })
-                .inc();
-        }
-    }
-
-    /// Counts one answered request.
-    pub fn observe(&self, method: &Method, status: Option<u16>, seconds: f64) {
-        let (m, s) = (method_index(method), status_class(status));
-        self.requests[m][s]
-            .get_or_init(|| {
-                FAMILIES
-                    .requests
-                    .with_label_values(&[&self.route, METHODS[m], STATUS_CLASSES[s]])
-            })
-            .inc();
-        self.duration.observe(seconds);
-    }
-
-    /// Counts one authentication or authorization failure (`reason` indexes `Failure::REASONS`).
-    pub fn auth_failed(&self, reason: usize) {
-        let reasons = crate::auth::Failure::REASONS;
-        let reason = reason.min(reasons.len() - 1);
-        self.auth_failures[reason]
-            .get_or_init(|| {
-                FAMILIES
-                    .auth_failures
-                    .with_label_values(&[&self.route, reasons[reason]])
-            })
-            .inc();
-    }
-
-    /// Counts one request limited by the route's policy in `slot` (`shadow`: let through).
-    pub fn rate_limited(&self, slot: usize, policy: &str, shadow: bool) {
-        let Some(counters) = self.rate_limited.get(slot) else {
-            return;
-        };
-        let family = if shadow {
-            &FAMILIES.rate_limited_shadow
-        } else {
-            &FAMILIES.rate_limited
-        };
-        counters[usize::from(shadow)]
-            .get_or_init(|| family.with_label_values(&[&self.route, policy]))
-            .inc();
-    }
-
-    /// Counts one retry.
-    pub fn retried(&self, reason: RetryReason) {
-        let index = RetryReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        self.retries[index]
-            .get_or_init(|| {
-                FAMILIES
-                    .retries
-                    .with_label_values(&[&self.route, reason.label()])
-            })
-            .inc();
-    }
-}
-
-/// Ejection handles of a backend whose pool has outlier detection.
-struct EjectionMetrics {
-    ejected: IntGauge,
-    ejections: [IntCounter; 3],
-}
-
-/// Handles for one backend.
-pub struct BackendMetrics {
-    pub healthy: IntGauge,
-    responses: [IntCounter; 6],
-    ejection: Option<EjectionMetrics>,
-}
-
-impl BackendMetrics {
-    /// Handles for `backend` of `upstream`; the health gauge starts at 1. Ejection series exist
-    /// only when the pool has outlier detection.
-    pub fn new(upstream: &str, backend: &str, outlier_detection: bool) -> Self {
-        let healthy = FAMILIES
-            .backend_healthy
-            .with_label_values(&[upstream, backend]);
-        healthy.set(1);
-        let ejection = outlier_detection.then(|| {
-            let ejected = FAMILIES
-                .backend_ejected
-                .with_label_values(&[upstream, backend]);
-            ejected.set(0);
-            EjectionMetrics {
-                ejected,
-                ejections: Reason::ALL.map(|reason| {
-                    FAMILIES
-                        .ejections
-                        .with_label_values(&[upstream, backend, reason.label()])
-                }),
-            }
-        });
-        BackendMetrics {
-            ejection,
-            healthy,
-            responses: STATUS_CLASSES.map(|class| {
-                FAMILIES
-                    .upstream_requests
-                    .with_label_values(&[upstream, backend, class])
-            }),
-        }
-    }
-
-    /// Counts one attempt's outcome (`None` = no response: connect error, timeout, reset).
-    pub fn observe(&self, status: Option<u16>) {
-        self.responses[status_class(status)].inc();
-    }
-
-    /// Counts an ejection for `reason`.
-    pub fn ejected(&self, reason: Reason) {
-        if let Some(metrics) = &self.ejection {
-            metrics.ejected.set(1);
-            let index = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
-            metrics.ejections[index].inc();
-        }
-    }
-
-    /// The backend's ejection ended.
-    pub fn returned(&self) {
-        if let Some(metrics) = &self.ejection {
-            metrics.ejected.set(0);
-        }
-    }
 }
 
 /// Handles for the shared rate-limit store.
@@ -720,24 +359,6 @@ impl RateLimitStoreMetrics {
 impl Default for RateLimitStoreMetrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// One open client connection in `edgegate_downstream_connections` until dropped.
-/// Zero-sized, so keeping it with a keep-alive connection costs no allocation.
-pub struct Connection(());
-
-impl Connection {
-    /// Counts a connection.
-    pub fn open() -> Self {
-        FAMILIES.downstream_connections.inc();
-        Connection(())
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        FAMILIES.downstream_connections.dec();
     }
 }
 
@@ -775,28 +396,6 @@ impl Default for CacheMetrics {
     }
 }
 
-/// Handles for one pool.
-pub struct PoolMetrics {
-    pub in_flight_cap_refused: IntCounter,
-    pub upstream_duration: Histogram,
-    pub panic: IntGauge,
-    pub panic_requests: IntCounter,
-}
-
-impl PoolMetrics {
-    /// Handles for `upstream`.
-    pub fn new(upstream: &str) -> Self {
-        PoolMetrics {
-            in_flight_cap_refused: FAMILIES
-                .in_flight_cap_refused
-                .with_label_values(&[upstream]),
-            upstream_duration: FAMILIES.upstream_duration.with_label_values(&[upstream]),
-            panic: FAMILIES.pool_panic.with_label_values(&[upstream]),
-            panic_requests: FAMILIES.pool_panic_requests.with_label_values(&[upstream]),
-        }
-    }
-}
-
 /// The Prometheus text exposition of every registered metric.
 pub fn render() -> Vec<u8> {
     use prometheus::Encoder;
@@ -806,22 +405,4 @@ pub fn render() -> Vec<u8> {
         log::error!("cannot encode metrics: {error}");
     }
     buffer
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_classes_and_methods_are_bounded() {
-        assert_eq!(STATUS_CLASSES[status_class(Some(204))], "2xx");
-        assert_eq!(STATUS_CLASSES[status_class(Some(503))], "5xx");
-        assert_eq!(STATUS_CLASSES[status_class(None)], "error");
-        assert_eq!(STATUS_CLASSES[status_class(Some(42))], "error");
-        assert_eq!(METHODS[method_index(&Method::GET)], "GET");
-        assert_eq!(
-            METHODS[method_index(&Method::from_bytes(b"BREW").unwrap())],
-            "OTHER"
-        );
-    }
 }
