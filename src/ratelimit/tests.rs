@@ -1,4 +1,5 @@
-//! Unit tests of `ratelimit`'s module.
+//! Unit tests of the limiter: keys, policies, tiers, refunds, headers, the local store.
+
 use super::*;
 use crate::ratelimit::algorithm::Algorithm;
 use std::time::Duration;

@@ -1,4 +1,5 @@
-//! Unit tests of `store`'s module.
+//! Unit tests of the cache store: hits, eviction, the size bound, fills, purges.
+
 use super::*;
 use pingora_cache::trace::Span;
 use std::time::Duration;

@@ -1,4 +1,5 @@
-//! Unit tests of `framing`'s module.
+//! Unit tests of the framing shadow: request lines, chunked bodies, trailers, every split of a read.
+
 use super::*;
 
 /// One request of a test connection: its head, how its body is framed, its body.
