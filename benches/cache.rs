@@ -12,7 +12,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use edgegate::cache::policy::{decide, RoutePolicy};
 use edgegate::cache::store::MemoryStore;
 use edgegate::cache::{key, policy};
-use edgegate::config::{CacheSettings, RouteCacheSpec};
+use edgegate::config::RouteCacheSpec;
 use http::{HeaderMap, HeaderName};
 use pingora_cache::storage::Storage;
 use pingora_cache::trace::Span;
@@ -22,23 +22,14 @@ use std::time::{Duration, SystemTime};
 use support::resident_kib;
 
 fn route_policy() -> RoutePolicy {
-    let shared = CacheSettings {
-        max_size: 256 << 20,
-        max_object_size: 8 << 20,
-        lock_timeout: Duration::from_secs(3),
-        default_ttl: Duration::from_secs(60),
-        stale_while_revalidate: Duration::from_secs(10),
-        stale_if_error: Duration::from_secs(60),
-    };
-    RoutePolicy::new(
-        &RouteCacheSpec {
-            ttl: Duration::from_secs(30),
-            vary: vec![HeaderName::from_static("accept")],
-            get: true,
-            head: true,
-        },
-        &shared,
-    )
+    RoutePolicy::new(&RouteCacheSpec {
+        ttl: Duration::from_secs(30),
+        vary: vec![HeaderName::from_static("accept")],
+        get: true,
+        head: true,
+        stale_while_revalidate: Duration::ZERO,
+        stale_if_error: Duration::ZERO,
+    })
 }
 
 /// A typical API response head: five headers.

@@ -332,7 +332,12 @@ fn routes_summary(out: &mut String, model: &Model) {
                 .join(" + "),
         };
         let cached = route.cache.as_ref().map_or(String::new(), |c| {
-            format!(" (cached, default ttl {:?})", c.ttl)
+            format!(
+                " (cached; heuristic ttl {}s, stale-while-revalidate {}s, stale-if-error {}s granted)",
+                c.ttl.as_secs(),
+                c.stale_while_revalidate.as_secs(),
+                c.stale_if_error.as_secs()
+            )
         });
         let _ = writeln!(
             out,
@@ -358,12 +363,8 @@ fn policies_summary(out: &mut String, model: &Model) {
     if let Some(cache) = &model.cache {
         let _ = writeln!(
             out,
-            "cache: {} bytes, objects up to {} bytes, lock {:?}, stale-while-revalidate {:?}, stale-if-error {:?}",
-            cache.max_size,
-            cache.max_object_size,
-            cache.lock_timeout,
-            cache.stale_while_revalidate,
-            cache.stale_if_error
+            "cache: {} bytes, objects up to {} bytes, lock {:?}",
+            cache.max_size, cache.max_object_size, cache.lock_timeout,
         );
     }
 }

@@ -30,7 +30,7 @@ struct SplitPlan {
 }
 
 impl Route {
-    fn new(spec: &RouteSpec, shared_cache: Option<&crate::config::CacheSettings>) -> Self {
+    fn new(spec: &RouteSpec) -> Self {
         let split = match &spec.target {
             RouteTarget::Split(branches) => {
                 let weights: Vec<u32> = branches.iter().map(|b| b.weight).collect();
@@ -45,11 +45,7 @@ impl Route {
             }
             RouteTarget::Upstream(_) => None,
         };
-        let cache = spec
-            .cache
-            .as_ref()
-            .zip(shared_cache)
-            .map(|(route, shared)| RoutePolicy::new(route, shared));
+        let cache = spec.cache.as_ref().map(RoutePolicy::new);
         Route {
             cache,
             spec: spec.clone(),
@@ -143,11 +139,7 @@ impl Snapshot {
             ),
         };
         let (pools, new_pools) = pools_after(&model, previous);
-        let routes = model
-            .routes
-            .iter()
-            .map(|spec| Route::new(spec, model.cache.as_ref()))
-            .collect();
+        let routes = model.routes.iter().map(Route::new).collect();
         let keepalive = model.server.keepalive_timeout;
         if !model.routes.iter().any(|route| route.cache.is_some()) {
             // No route caches any more: give the shared store's memory back.

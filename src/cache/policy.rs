@@ -1,10 +1,9 @@
 //! What may be stored and for how long: RFC 9111 freshness with the route's defaults, and the
 //! response's `Vary`. Pure functions of headers and the clock, so they are unit-tested here.
 
-use crate::config::{CacheSettings, RouteCacheSpec};
+use crate::config::RouteCacheSpec;
 use http::{header, Method, StatusCode};
 use pingora_cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
-use pingora_cache::filters::calculate_expires_header_time;
 use pingora_cache::key::HashBinary;
 use pingora_cache::{CacheMeta, NoCacheReason, RespCacheable};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -20,8 +19,9 @@ const NO_FRESHNESS: &str = "no-freshness";
 /// A route's caching rules, compiled once with the shared defaults folded in.
 #[derive(Debug, Clone)]
 pub struct RoutePolicy {
-    /// Freshness when the origin gives none; zero: such responses are not stored.
+    /// Heuristic freshness when the origin gives none; zero: such responses are not stored.
     pub ttl: Duration,
+    /// Seconds of staleness the operator grants on top of what the origin allows.
     pub stale_while_revalidate: u32,
     pub stale_if_error: u32,
     /// Request headers (lower-case names) whose values are part of the key.
@@ -35,12 +35,12 @@ fn whole_seconds(duration: Duration) -> u32 {
 }
 
 impl RoutePolicy {
-    /// The route's rules over the shared settings.
-    pub fn new(route: &RouteCacheSpec, shared: &CacheSettings) -> Self {
+    /// The route's rules (the shared settings are folded into them at load).
+    pub fn new(route: &RouteCacheSpec) -> Self {
         RoutePolicy {
             ttl: route.ttl,
-            stale_while_revalidate: whole_seconds(shared.stale_while_revalidate),
-            stale_if_error: whole_seconds(shared.stale_if_error),
+            stale_while_revalidate: whole_seconds(route.stale_while_revalidate),
+            stale_if_error: whole_seconds(route.stale_if_error),
             vary: route.vary.clone(),
             get: route.get,
             head: route.head,
@@ -53,9 +53,19 @@ impl RoutePolicy {
     }
 }
 
-/// Status codes stored by default (RFC 9111's heuristically cacheable set, minus the rare ones).
+/// Final statuses a response may be stored with: any, given explicit freshness, but a partial
+/// 206 (ranges are served from the whole object) and a 304 (no body of its own).
 fn storable_status(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 200 | 203 | 204 | 301 | 404)
+    !status.is_informational() && !matches!(status.as_u16(), 206 | 304)
+}
+
+/// Statuses that may be stored with heuristic freshness (RFC 9110 §15.1, "heuristically
+/// cacheable"), 206 aside.
+fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
 }
 
 /// Why `response` may not be stored at all, whatever its freshness.
@@ -82,34 +92,50 @@ fn not_storable(
     if control.is_some_and(|c| c.is_cacheable() == Cacheable::No) {
         return Some(NoCacheReason::OriginNotCache);
     }
-    if credentials && !control.is_some_and(|c| c.public() || c.has_key("s-maxage")) {
+    // RFC 9111 §3.5: a shared cache stores an answer to an authorized request only when the
+    // origin says it may be shared.
+    if credentials
+        && !control.is_some_and(|c| c.public() || c.must_revalidate() || c.has_key("s-maxage"))
+    {
         return Some(NoCacheReason::Custom(CREDENTIALS));
     }
     None
 }
 
-/// Seconds a stale copy may serve while it revalidates, and when the origin fails: the
-/// response's own directives, else the route's; none under `no-cache` ("revalidate before
-/// every use").
+/// Seconds a stale copy may serve while it revalidates, and when the origin fails (RFC 9111
+/// §4.2.4): what the origin allows (RFC 5861 directives), or more when the operator granted it,
+/// except where the origin forbids stale answers (`must-revalidate`, `proxy-revalidate`,
+/// `s-maxage`); `no-cache` ("revalidate before every use") rules out revalidating in the
+/// background.
 fn stale_windows(control: Option<&CacheControl>, policy: &RoutePolicy) -> (u32, u32) {
-    let no_stale = control.is_some_and(|c| c.no_cache());
-    let window = |directive: Option<Duration>, default: u32| {
-        if no_stale {
-            0
+    let Some(control) = control else {
+        return (policy.stale_while_revalidate, policy.stale_if_error);
+    };
+    let forbidden = control.no_cache()
+        || control.must_revalidate()
+        || control.proxy_revalidate()
+        || control.has_key("s-maxage");
+    let window = |origin: Option<Duration>, grant: u32| {
+        let origin = origin.map_or(0, whole_seconds);
+        if forbidden {
+            origin
         } else {
-            directive.map_or(default, whole_seconds)
+            origin.max(grant)
         }
     };
-    (
+    let while_revalidating = if control.no_cache() {
+        0
+    } else {
         window(
-            control.and_then(|c| c.serve_stale_while_revalidate_duration()),
+            control.serve_stale_while_revalidate_duration(),
             policy.stale_while_revalidate,
-        ),
-        window(
-            control.and_then(|c| c.serve_stale_if_error_duration()),
-            policy.stale_if_error,
-        ),
-    )
+        )
+    };
+    let if_error = window(
+        control.serve_stale_if_error_duration(),
+        policy.stale_if_error,
+    );
+    (while_revalidating, if_error)
 }
 
 /// Decides whether `response` is stored and builds its metadata. `credentials`: the request
@@ -125,7 +151,7 @@ pub fn decide(
     if let Some(reason) = not_storable(response, control.as_ref(), credentials) {
         return RespCacheable::Uncacheable(reason);
     }
-    let Some(fresh_until) = fresh_until(control.as_ref(), response, policy.ttl, now) else {
+    let Some(freshness) = freshness(control.as_ref(), response, policy.ttl, now) else {
         return RespCacheable::Uncacheable(NoCacheReason::Custom(NO_FRESHNESS));
     };
     let (stale_while_revalidate, stale_if_error) = stale_windows(control.as_ref(), policy);
@@ -134,43 +160,122 @@ pub fn decide(
         control.strip_private_headers(&mut stored);
     }
     RespCacheable::Cacheable(CacheMeta::new(
-        fresh_until,
-        now,
+        freshness.fresh_until,
+        freshness.created,
         stale_while_revalidate,
         stale_if_error,
         stored,
     ))
 }
 
-/// `s-maxage`, `max-age` (`no-cache`: zero) less the origin's `Age`, else `Expires`, else the
-/// route's ttl. `None`: no freshness information and a zero ttl.
-fn fresh_until(
-    control: Option<&CacheControl>,
-    response: &ResponseHeader,
-    default_ttl: Duration,
-    now: SystemTime,
-) -> Option<SystemTime> {
-    if let Some(lifetime) = control.and_then(|c| c.fresh_duration()) {
-        let age = response
-            .headers
-            .get(header::AGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(Duration::ZERO, Duration::from_secs);
-        return Some(expiry(now, lifetime.saturating_sub(age)));
-    }
-    if let Some(expires) = calculate_expires_header_time(response) {
-        return Some(expires);
-    }
-    (!default_ttl.is_zero()).then(|| expiry(now, default_ttl))
+/// When a stored response was made and until when it is fresh, by RFC 9111 §4.2.
+struct Freshness {
+    /// Now less the response's age when it arrived, so that the stored age (and the `Age` of a
+    /// hit) includes the time it spent in caches before ours.
+    created: SystemTime,
+    fresh_until: SystemTime,
 }
 
-/// A zero lifetime is stale at once (stored, but revalidated before every use).
-fn expiry(now: SystemTime, lifetime: Duration) -> SystemTime {
-    if lifetime.is_zero() {
-        now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
-    } else {
-        now.checked_add(lifetime).unwrap_or(now)
+/// The response's freshness: explicit (`s-maxage`, `max-age`, `no-cache` as zero, else
+/// `Expires` - `Date`), else the route's heuristic ttl for heuristically cacheable statuses.
+/// `None`: nothing says it may be reused.
+fn freshness(
+    control: Option<&CacheControl>,
+    response: &ResponseHeader,
+    heuristic_ttl: Duration,
+    now: SystemTime,
+) -> Option<Freshness> {
+    let headers = &response.headers;
+    let date = headers.get(header::DATE).and_then(http_date);
+    let lifetime = match control.and_then(|c| c.fresh_duration()) {
+        Some(lifetime) => lifetime,
+        None => match headers.get(header::EXPIRES) {
+            // An invalid Expires ("0") means already expired (RFC 9111 §5.3).
+            Some(expires) => http_date(expires).map_or(Duration::ZERO, |expires| {
+                expires
+                    .duration_since(date.unwrap_or(now))
+                    .unwrap_or_default()
+            }),
+            None if !heuristic_ttl.is_zero() && heuristically_cacheable(response.status) => {
+                heuristic_ttl
+            }
+            None => return None,
+        },
+    };
+    // §4.2.3: the age it arrived with is the larger of what the origin's clock implies
+    // (apparent age) and what the caches before us counted (`Age`).
+    let apparent_age = date.map_or(Duration::ZERO, |date| {
+        now.duration_since(date).unwrap_or_default()
+    });
+    let initial_age = apparent_age.max(age_value(response).unwrap_or_default());
+    let created = now.checked_sub(initial_age).unwrap_or(now);
+    let fresh_until = match created.checked_add(lifetime) {
+        Some(until) if until > now => until,
+        // Stale at once: stored, but revalidated before every use.
+        _ => now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
+    };
+    Some(Freshness {
+        created,
+        fresh_until,
+    })
+}
+
+/// The `Age` field: its first member when a list was sent (RFC 9111 §5.1).
+pub fn age_value(response: &ResponseHeader) -> Option<Duration> {
+    let value = response.headers.get(header::AGE)?.to_str().ok()?;
+    let first = value.split(',').next()?.trim();
+    first.parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn http_date(value: &http::HeaderValue) -> Option<SystemTime> {
+    httpdate::parse_http_date(value.to_str().ok()?.trim()).ok()
+}
+
+/// Header fields a 304 never replaces in the stored response: its framing, and `Vary`, which
+/// chose the stored variant (Pingora keeps the variance across a 304).
+const KEPT_ON_UPDATE: [header::HeaderName; 3] = [
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::VARY,
+];
+
+/// RFC 9111 §3.2: every field of the 304 replaces the stored field of that name, but the
+/// framing. (Hop-by-hop fields were removed from the 304 when it arrived.)
+pub fn update_stored_headers(stored: &mut ResponseHeader, update: &http::HeaderMap) {
+    for name in update.keys() {
+        if KEPT_ON_UPDATE.contains(name) {
+            continue;
+        }
+        let _ = stored.remove_header(name);
+        for value in update.get_all(name) {
+            if stored.append_header(name.clone(), value.clone()).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Header fields that concern one connection only (RFC 9110 §7.6.1): `Connection` and the
+/// fields it names. Removed from every response before it is stored or forwarded; a 101's
+/// `Connection: upgrade` stays, as the switch needs it.
+pub fn strip_hop_by_hop(response: &mut ResponseHeader) {
+    if response.status == StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    let mut values = response.headers.get_all(header::CONNECTION).iter();
+    let Some(first) = values.next().cloned() else {
+        return;
+    };
+    let more: Vec<http::HeaderValue> = values.cloned().collect();
+    let _ = response.remove_header(&header::CONNECTION);
+    for value in std::iter::once(&first).chain(&more) {
+        let Ok(text) = value.to_str() else { continue };
+        for token in text.split(',') {
+            let token = token.trim();
+            if !token.is_empty() {
+                let _ = response.remove_header(token);
+            }
+        }
     }
 }
 
@@ -209,10 +314,15 @@ mod tests {
     use super::*;
 
     fn policy(ttl: u64) -> RoutePolicy {
+        granted(ttl, 0, 0)
+    }
+
+    /// A route policy whose operator grants `swr` and `sie` seconds of staleness.
+    fn granted(ttl: u64, swr: u32, sie: u32) -> RoutePolicy {
         RoutePolicy {
             ttl: Duration::from_secs(ttl),
-            stale_while_revalidate: 10,
-            stale_if_error: 60,
+            stale_while_revalidate: swr,
+            stale_if_error: sie,
             vary: Vec::new(),
             get: true,
             head: true,
@@ -227,11 +337,16 @@ mod tests {
         response
     }
 
-    fn stored(status: u16, headers: &[(&str, &str)], credentials: bool) -> Option<CacheMeta> {
+    fn stored_with(
+        status: u16,
+        headers: &[(&str, &str)],
+        credentials: bool,
+        policy: &RoutePolicy,
+    ) -> Option<CacheMeta> {
         match decide(
             &response(status, headers),
             credentials,
-            &policy(30),
+            policy,
             SystemTime::now(),
         ) {
             RespCacheable::Cacheable(meta) => Some(meta),
@@ -239,8 +354,30 @@ mod tests {
         }
     }
 
+    fn stored(status: u16, headers: &[(&str, &str)], credentials: bool) -> Option<CacheMeta> {
+        stored_with(status, headers, credentials, &policy(30))
+    }
+
     fn ttl_of(meta: &CacheMeta) -> u64 {
         meta.fresh_sec()
+    }
+
+    /// Seconds of freshness left now (negative: stale).
+    fn left(meta: &CacheMeta) -> i64 {
+        match meta.fresh_until().duration_since(SystemTime::now()) {
+            Ok(left) => left.as_secs_f64().round() as i64,
+            Err(behind) => -(behind.duration().as_secs_f64().round() as i64),
+        }
+    }
+
+    fn date(offset_secs: i64) -> String {
+        let now = SystemTime::now();
+        let at = if offset_secs >= 0 {
+            now + Duration::from_secs(offset_secs as u64)
+        } else {
+            now - Duration::from_secs(offset_secs.unsigned_abs())
+        };
+        httpdate::fmt_http_date(at)
     }
 
     #[test]
@@ -255,16 +392,107 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ttl_of(&meta), 200, "s-maxage is for shared caches");
+        let in_an_hour = date(3600);
+        let meta = stored(200, &[("expires", &in_an_hour)], false).unwrap();
+        assert!((3590..=3600).contains(&left(&meta)));
+    }
+
+    #[test]
+    fn the_age_a_response_arrives_with_counts_rfc_9111_4_2_3() {
         let meta = stored(
             200,
             &[("cache-control", "max-age=100"), ("age", "40")],
             false,
         )
         .unwrap();
-        assert_eq!(ttl_of(&meta), 60, "the origin's Age is subtracted");
-        let in_an_hour = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3600));
-        let meta = stored(200, &[("expires", &in_an_hour)], false).unwrap();
-        assert!((3590..=3600).contains(&ttl_of(&meta)));
+        assert_eq!(ttl_of(&meta), 100);
+        assert_eq!(
+            left(&meta),
+            60,
+            "40 of its 100 seconds were spent before us"
+        );
+        assert_eq!(
+            meta.age().as_secs(),
+            40,
+            "a hit's Age continues from the origin's"
+        );
+        let meta = stored(
+            200,
+            &[("cache-control", "max-age=100"), ("age", "7200, 0")],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            meta.age().as_secs(),
+            7200,
+            "a list counts by its first member"
+        );
+        assert!(!meta.is_fresh(SystemTime::now()));
+        // A Date in the past is an apparent age even without Age.
+        let meta = stored(
+            200,
+            &[("cache-control", "max-age=100"), ("date", &date(-30))],
+            false,
+        )
+        .unwrap();
+        // HTTP dates count whole seconds: one either way.
+        assert!(
+            (30..=31).contains(&meta.age().as_secs()),
+            "{:?}",
+            meta.age()
+        );
+        assert!((69..=70).contains(&left(&meta)), "{}", left(&meta));
+    }
+
+    #[test]
+    fn expires_counts_from_the_response_date_not_our_clock() {
+        // Date 400 s ahead of us, Expires 300 s ahead: the origin gave it -100 s of life.
+        let meta = stored(200, &[("date", &date(400)), ("expires", &date(300))], false).unwrap();
+        assert!(
+            !meta.is_fresh(SystemTime::now()),
+            "expired by the origin's own clock"
+        );
+        // Date 100 s behind, Expires 300 s after it: 200 s left.
+        let meta = stored(
+            200,
+            &[("date", &date(-100)), ("expires", &date(200))],
+            false,
+        )
+        .unwrap();
+        assert!(
+            (100..=101).contains(&meta.age().as_secs()),
+            "{:?}",
+            meta.age()
+        );
+        assert!((199..=200).contains(&left(&meta)), "{}", left(&meta));
+        let meta = stored(200, &[("expires", "0")], false).unwrap();
+        assert!(
+            !meta.is_fresh(SystemTime::now()),
+            "an invalid Expires is in the past"
+        );
+    }
+
+    #[test]
+    fn statuses_follow_rfc_9110_15_1() {
+        for status in [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501] {
+            assert!(
+                stored(status, &[], false).is_some(),
+                "{status}: heuristically cacheable"
+            );
+        }
+        for status in [201, 302, 307, 400, 403, 500, 503] {
+            assert!(
+                stored(status, &[], false).is_none(),
+                "{status}: not without explicit freshness"
+            );
+            let explicit = stored(status, &[("cache-control", "max-age=60")], false);
+            assert!(
+                explicit.is_some(),
+                "{status}: stored with explicit freshness"
+            );
+        }
+        assert!(stored(206, &[("cache-control", "max-age=60")], false).is_none());
+        assert!(stored(304, &[("cache-control", "max-age=60")], false).is_none());
     }
 
     #[test]
@@ -273,21 +501,22 @@ mod tests {
         assert!(stored(200, &[("cache-control", "private, max-age=60")], false).is_none());
         assert!(stored(200, &[("set-cookie", "a=b")], false).is_none());
         assert!(stored(200, &[("vary", "Accept, *")], false).is_none());
-        assert!(stored(500, &[("cache-control", "max-age=60")], false).is_none());
-        assert!(stored(302, &[], false).is_none());
-        for status in [200, 203, 204, 301, 404] {
-            assert!(stored(status, &[], false).is_some(), "{status}");
-        }
     }
 
     #[test]
     fn no_cache_is_stored_stale_so_it_is_revalidated_every_time() {
-        let meta = stored(200, &[("cache-control", "no-cache")], false).unwrap();
+        let generous = granted(30, 100, 100);
+        let meta = stored_with(200, &[("cache-control", "no-cache")], false, &generous).unwrap();
         assert!(!meta.is_fresh(SystemTime::now()));
         assert_eq!(meta.stale_while_revalidate_sec(), 0, "never served stale");
         assert_eq!(meta.stale_if_error_sec(), 0);
         let meta = stored(200, &[("cache-control", "max-age=0")], false).unwrap();
         assert!(!meta.is_fresh(SystemTime::now()));
+        assert_eq!(
+            meta.stale_while_revalidate_sec(),
+            0,
+            "no staleness nobody allowed"
+        );
     }
 
     #[test]
@@ -296,6 +525,12 @@ mod tests {
         assert!(stored(200, &[("cache-control", "max-age=60")], true).is_none());
         assert!(stored(200, &[("cache-control", "public, max-age=60")], true).is_some());
         assert!(stored(200, &[("cache-control", "s-maxage=60")], true).is_some());
+        assert!(stored(
+            200,
+            &[("cache-control", "max-age=60, must-revalidate")],
+            true
+        )
+        .is_some());
     }
 
     #[test]
@@ -314,28 +549,113 @@ mod tests {
     }
 
     #[test]
-    fn stale_windows_come_from_the_response_or_the_defaults() {
-        let meta = stored(200, &[], false).unwrap();
-        assert_eq!(meta.stale_while_revalidate_sec(), 10);
-        assert_eq!(meta.stale_if_error_sec(), 60);
-        let meta = stored(
+    fn staleness_is_what_the_origin_allows_or_the_operator_grants() {
+        let meta = stored(200, &[("cache-control", "max-age=1")], false).unwrap();
+        assert_eq!(
+            (meta.stale_while_revalidate_sec(), meta.stale_if_error_sec()),
+            (0, 0),
+            "nothing by default"
+        );
+        let origin = [(
+            "cache-control",
+            "max-age=1, stale-while-revalidate=7, stale-if-error=9",
+        )];
+        let meta = stored(200, &origin, false).unwrap();
+        assert_eq!(
+            (meta.stale_while_revalidate_sec(), meta.stale_if_error_sec()),
+            (7, 9)
+        );
+        let grant = granted(30, 10, 5);
+        let meta = stored_with(200, &origin, false, &grant).unwrap();
+        assert_eq!(
+            (meta.stale_while_revalidate_sec(), meta.stale_if_error_sec()),
+            (10, 9),
+            "the larger of the two"
+        );
+        for forbidding in ["must-revalidate", "proxy-revalidate", "s-maxage=1"] {
+            let control = format!("max-age=1, {forbidding}");
+            let meta = stored_with(200, &[("cache-control", &control)], false, &grant).unwrap();
+            assert_eq!(
+                (meta.stale_while_revalidate_sec(), meta.stale_if_error_sec()),
+                (0, 0),
+                "{forbidding} forbids stale answers"
+            );
+        }
+    }
+
+    #[test]
+    fn a_304_replaces_every_stored_field_but_the_framing() {
+        let mut stored = response(
             200,
-            &[(
-                "cache-control",
-                "max-age=1, stale-while-revalidate=7, stale-if-error=9",
-            )],
-            false,
-        )
-        .unwrap();
-        assert_eq!(meta.stale_while_revalidate_sec(), 7);
-        assert_eq!(meta.stale_if_error_sec(), 9);
-        let meta = stored(
+            &[
+                ("content-length", "5"),
+                ("etag", "\"v1\""),
+                ("x-version", "1"),
+                ("x-kept", "yes"),
+                ("vary", "accept"),
+            ],
+        );
+        let mut update = http::HeaderMap::new();
+        for (name, value) in [
+            ("x-version", "2"),
+            ("cache-control", "max-age=60"),
+            ("content-length", "0"),
+            ("vary", "*"),
+            ("x-new", "a"),
+        ] {
+            update.append(
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_static(value),
+            );
+        }
+        update.append("x-new", http::HeaderValue::from_static("b"));
+        update_stored_headers(&mut stored, &update);
+        let field = |name: &str| -> Vec<&str> {
+            stored
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect()
+        };
+        assert_eq!(field("x-version"), ["2"]);
+        assert_eq!(field("cache-control"), ["max-age=60"]);
+        assert_eq!(field("x-new"), ["a", "b"]);
+        assert_eq!(field("x-kept"), ["yes"]);
+        assert_eq!(
+            field("content-length"),
+            ["5"],
+            "framing is the stored body's"
+        );
+        assert_eq!(
+            field("vary"),
+            ["accept"],
+            "the variant stays the one stored"
+        );
+    }
+
+    #[test]
+    fn connection_and_the_fields_it_names_are_removed() {
+        let mut answer = response(
             200,
-            &[("cache-control", "max-age=1, must-revalidate")],
-            false,
-        )
-        .unwrap();
-        assert_eq!(meta.stale_while_revalidate_sec(), 0);
+            &[
+                ("connection", "keep-alive, X-Hop"),
+                ("connection", "close"),
+                ("keep-alive", "timeout=5"),
+                ("x-hop", "1"),
+                ("x-end", "2"),
+            ],
+        );
+        strip_hop_by_hop(&mut answer);
+        let names: Vec<&str> = answer.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-end"]);
+        let mut switching = response(101, &[("connection", "upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut switching);
+        assert_eq!(
+            switching.headers.len(),
+            2,
+            "a 101 keeps what the switch needs"
+        );
     }
 
     #[test]

@@ -47,16 +47,16 @@ pub(super) fn cache_settings(
         lock_timeout.as_deref(),
         secs(3),
     );
-    let default_ttl = check.duration("cache.default_ttl".into(), default_ttl.as_deref(), secs(60));
+    let default_ttl = check.duration("cache.default_ttl".into(), default_ttl.as_deref(), secs(0));
     let stale_while_revalidate = check.duration(
         "cache.stale_while_revalidate".into(),
         stale_while_revalidate.as_deref(),
-        secs(10),
+        secs(0),
     );
     let stale_if_error = check.duration(
         "cache.stale_if_error".into(),
         stale_if_error.as_deref(),
-        secs(60),
+        secs(0),
     );
     Some(CacheSettings {
         max_size: usize::try_from(max_size).unwrap_or(usize::MAX),
@@ -75,9 +75,28 @@ pub(super) fn route_cache(
     raw: Option<RawRouteCache>,
     settings: Option<&CacheSettings>,
 ) -> Option<RouteCacheSpec> {
-    let RawRouteCache { ttl, vary, methods } = raw?;
-    let default_ttl = settings.map_or(secs(60), |s| s.default_ttl);
-    let ttl = check.duration(format!("{key}.ttl"), ttl.as_deref(), default_ttl);
+    let RawRouteCache {
+        ttl,
+        vary,
+        methods,
+        stale_while_revalidate,
+        stale_if_error,
+    } = raw?;
+    let ttl = check.duration(
+        format!("{key}.ttl"),
+        ttl.as_deref(),
+        settings.map_or(Duration::ZERO, |s| s.default_ttl),
+    );
+    let stale_while_revalidate = check.duration(
+        format!("{key}.stale_while_revalidate"),
+        stale_while_revalidate.as_deref(),
+        settings.map_or(Duration::ZERO, |s| s.stale_while_revalidate),
+    );
+    let stale_if_error = check.duration(
+        format!("{key}.stale_if_error"),
+        stale_if_error.as_deref(),
+        settings.map_or(Duration::ZERO, |s| s.stale_if_error),
+    );
     let mut names = Vec::new();
     for (index, name) in vary.unwrap_or_default().iter().enumerate() {
         if let Some(name) = check.header_name(format!("{key}.vary[{index}]"), name) {
@@ -109,6 +128,8 @@ pub(super) fn route_cache(
         vary: names,
         get,
         head,
+        stale_while_revalidate,
+        stale_if_error,
     })
 }
 

@@ -256,7 +256,9 @@ pub struct CacheSettings {
     pub max_object_size: usize,
     /// How long concurrent misses on one key wait for the first fetch.
     pub lock_timeout: Duration,
+    /// Heuristic freshness for responses without explicit freshness (zero: not stored).
     pub default_ttl: Duration,
+    /// Staleness the operator grants every caching route on top of what origins allow.
     pub stale_while_revalidate: Duration,
     pub stale_if_error: Duration,
 }
@@ -271,6 +273,10 @@ pub struct RouteCacheSpec {
     pub vary: Vec<HeaderName>,
     pub get: bool,
     pub head: bool,
+    /// Staleness the operator grants this route (else `cache.stale_while_revalidate`).
+    pub stale_while_revalidate: Duration,
+    /// The same for serving a stale copy when the origin fails (else `cache.stale_if_error`).
+    pub stale_if_error: Duration,
 }
 
 /// The request predicates of a route; every present one must hold.

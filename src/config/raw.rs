@@ -42,6 +42,8 @@ pub struct RawRouteCache {
     pub ttl: Option<String>,
     pub vary: Option<Vec<String>>,
     pub methods: Option<Vec<String>>,
+    pub stale_while_revalidate: Option<String>,
+    pub stale_if_error: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

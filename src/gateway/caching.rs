@@ -4,7 +4,7 @@
 use super::ctx::RequestCtx;
 use super::identity::request_host;
 use crate::cache::{key, policy, CacheStatus};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora_cache::{CacheKey, RespCacheable};
 use pingora_error::{Error, ErrorSource, Result};
 use pingora_http::ResponseHeader;
@@ -50,8 +50,10 @@ pub fn key(session: &Session, ctx: &RequestCtx) -> Result<CacheKey> {
     ))
 }
 
-/// Whether the origin's response is stored, and its freshness.
-pub fn decide(session: &Session, response: &ResponseHeader, ctx: &RequestCtx) -> RespCacheable {
+/// Whether the origin's response is stored, and its freshness. After a 304, the stored header
+/// updated with the 304's decides.
+pub fn decide(session: &Session, response: &ResponseHeader, ctx: &mut RequestCtx) -> RespCacheable {
+    let revalidation = ctx.revalidation.take();
     let Some(policy) = ctx.route().and_then(|r| r.cache.as_ref()) else {
         return RespCacheable::Uncacheable(pingora_cache::NoCacheReason::NeverEnabled);
     };
@@ -60,7 +62,71 @@ pub fn decide(session: &Session, response: &ResponseHeader, ctx: &RequestCtx) ->
             .req_header()
             .headers
             .contains_key(http::header::AUTHORIZATION);
-    policy::decide(response, credentials, policy, SystemTime::now())
+    match revalidation {
+        Some(update) => {
+            let mut updated = response.clone();
+            policy::update_stored_headers(&mut updated, &update);
+            policy::decide(&updated, credentials, policy, SystemTime::now())
+        }
+        None => policy::decide(response, credentials, policy, SystemTime::now()),
+    }
+}
+
+/// Keeps a 304's headers while Pingora revalidates a stored response with it.
+pub fn note_revalidation(session: &Session, response: &ResponseHeader, ctx: &mut RequestCtx) {
+    if response.status == http::StatusCode::NOT_MODIFIED
+        && session.cache.enabled()
+        && session.cache.maybe_cache_meta().is_some()
+    {
+        ctx.revalidation = Some(Box::new(response.headers.clone()));
+    }
+}
+
+/// RFC 9111 §4.4: a non-error answer to an unsafe method (anything but GET, HEAD, OPTIONS and
+/// TRACE) invalidates what is stored for its target, and for a same-origin `Location` or
+/// `Content-Location`.
+pub fn invalidate_after_unsafe(session: &Session, ctx: &RequestCtx, response: &ResponseHeader) {
+    let request = session.req_header();
+    if matches!(
+        request.method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    ) || response.status.as_u16() >= 400
+        || response.status.is_informational()
+    {
+        return;
+    }
+    let Some(cache) = ctx.snapshot.cache.as_ref() else {
+        return;
+    };
+    let host = request_host(request);
+    let target = request
+        .uri
+        .path_and_query()
+        .map_or_else(|| request.uri.path(), |p| p.as_str());
+    cache.store().purge_url(&key::url(host, target));
+    for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+        if let Some(same_origin) = response
+            .headers
+            .get(&name)
+            .and_then(|value| same_origin_target(value, host))
+        {
+            cache.store().purge_url(&key::url(host, &same_origin));
+        }
+    }
+}
+
+/// The path and query of `value` when it names a resource of `host`: an absolute path, or an
+/// absolute URL with that host.
+fn same_origin_target(value: &HeaderValue, host: &str) -> Option<String> {
+    let uri: http::Uri = value.to_str().ok()?.parse().ok()?;
+    if let Some(authority) = uri.authority() {
+        if !authority.as_str().eq_ignore_ascii_case(host) {
+            return None;
+        }
+    } else if !uri.path().starts_with('/') {
+        return None;
+    }
+    Some(uri.path_and_query().map_or("/", |p| p.as_str()).to_string())
 }
 
 /// Whether a stale copy may answer: always while revalidating (`error` is `None`; Pingora has
@@ -87,9 +153,11 @@ pub struct Labels {
 }
 
 /// The labels of this response, `None` when the route does not cache.
-pub fn labels(session: &Session, ctx: &RequestCtx, response: &ResponseHeader) -> Option<Labels> {
+pub fn labels(session: &Session, ctx: &RequestCtx) -> Option<Labels> {
     let status = status(session, ctx)?;
-    let age = if status.from_store() && !response.headers.contains_key(http::header::AGE) {
+    // A stored answer's Age is the one the cache computes (RFC 9111 §5.1), whatever the origin
+    // sent when it was stored.
+    let age = if status.from_store() {
         session
             .cache
             .maybe_cache_meta()

@@ -121,6 +121,9 @@ pub struct RequestCtx {
     pub upstream: UpstreamCtx,
     /// The cache store was consulted for this request.
     pub cache_looked_up: bool,
+    /// The origin's 304 headers while a stored response is revalidated: they update the stored
+    /// ones (RFC 9111 §4.3.4).
+    pub revalidation: Option<Box<http::HeaderMap>>,
     /// This request is counted in `edgegate_requests_in_flight` until the context drops.
     pub in_flight: bool,
     /// Counts the client connection while a request on it lives (then kept with the connection).
@@ -152,6 +155,7 @@ impl RequestCtx {
             body_bytes: 0,
             upstream: UpstreamCtx::default(),
             cache_looked_up: false,
+            revalidation: None,
             in_flight: false,
             connection: None,
             upgrade_requested: false,

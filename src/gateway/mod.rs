@@ -291,7 +291,8 @@ impl ProxyHttp for Gateway {
         forwarding::prepare_upstream_request(upstream_request, ctx, transport(session))
     }
 
-    /// The backend answered: count the attempt (and retry a 5xx when the route says so).
+    /// The backend answered: hop-by-hop headers go, a 304 revalidating a stored response is
+    /// noted, the attempt is counted (and a 5xx retried when the route says so).
     async fn upstream_response_filter(
         &self,
         session: &mut Session,
@@ -300,10 +301,13 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let replayable = !session.as_ref().retry_buffer_truncated();
         let status = upstream_response.status.as_u16();
+        crate::cache::policy::strip_hop_by_hop(upstream_response);
+        caching::note_revalidation(session, upstream_response, ctx);
         dispatch::on_response(session.req_header(), ctx, status, replayable)
     }
 
-    /// Configured response header edits, the request id, `X-Cache` and `Age`.
+    /// After an unsafe method the stored target is invalidated; then configured response header
+    /// edits, the request id, `X-Cache` and `Age`.
     async fn response_filter(
         &self,
         session: &mut Session,
@@ -313,7 +317,8 @@ impl ProxyHttp for Gateway {
         if crate::lifecycle::draining() {
             keepalive(session, ctx);
         }
-        let cache_labels = caching::labels(session, ctx, upstream_response);
+        caching::invalidate_after_unsafe(session, ctx, upstream_response);
+        let cache_labels = caching::labels(session, ctx);
         forwarding::prepare_response(upstream_response, ctx, cache_labels)
     }
 

@@ -5,7 +5,7 @@ use crate::support::{request, wait_until, Gateway, Origin, Response};
 use std::time::{Duration, Instant};
 
 /// A gateway whose one route `cached` caches with `route_cache`; `cache` is the shared section.
-fn gateway(origin: &Origin, cache: &str, route_cache: &str) -> Gateway {
+pub(crate) fn gateway(origin: &Origin, cache: &str, route_cache: &str) -> Gateway {
     Gateway::start(&format!(
         "cache: {{ {cache} }}\n\
          upstreams:\n  app: {{ targets: [{{ address: \"{}\" }}] }}\n\
@@ -14,7 +14,7 @@ fn gateway(origin: &Origin, cache: &str, route_cache: &str) -> Gateway {
     ))
 }
 
-fn serve(origin: &Origin, body: &str, headers: &[(&str, &str)]) {
+pub(crate) fn serve(origin: &Origin, body: &str, headers: &[(&str, &str)]) {
     let body = body.to_string();
     let headers: Vec<(String, String)> = headers
         .iter()
@@ -26,11 +26,11 @@ fn serve(origin: &Origin, body: &str, headers: &[(&str, &str)]) {
     });
 }
 
-fn x_cache(response: &Response) -> &str {
+pub(crate) fn x_cache(response: &Response) -> &str {
     response.header("x-cache").unwrap_or("none")
 }
 
-fn get_with(gw: &Gateway, target: &str, headers: &[(&str, &str)]) -> Response {
+pub(crate) fn get_with(gw: &Gateway, target: &str, headers: &[(&str, &str)]) -> Response {
     gw.request("GET", target, headers, b"")
 }
 
@@ -173,7 +173,7 @@ fn response_vary_and_route_vary_keep_variants_apart() {
     let origin = Origin::start("app");
     // The JSON echo shows which request headers the origin saw.
     origin.set(|b| b.headers = vec![("Vary".into(), "Accept-Encoding".into())]);
-    let gw = gateway(&origin, "", "vary: [X-Tenant]");
+    let gw = gateway(&origin, "", "vary: [X-Tenant], ttl: 30s");
     let fetch = |encoding: &str, tenant: &str| {
         let response = get_with(
             &gw,

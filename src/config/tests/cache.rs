@@ -20,26 +20,29 @@ fn cache_defaults() {
             max_size: 256 * MIB,
             max_object_size: 8 * MIB,
             lock_timeout: Duration::from_secs(3),
-            default_ttl: Duration::from_secs(60),
-            stale_while_revalidate: Duration::from_secs(10),
-            stale_if_error: Duration::from_secs(60),
+            default_ttl: Duration::ZERO,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
         })
     );
     assert_eq!(
         model.routes[0].cache,
         Some(RouteCacheSpec {
-            ttl: Duration::from_secs(60),
+            ttl: Duration::ZERO,
             vary: Vec::new(),
             get: true,
             head: true,
-        })
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+        }),
+        "conformant defaults: no heuristic freshness and no staleness the origin did not allow"
     );
 }
 
 #[test]
 fn cache_values_are_read() {
     let model = model(
-        "cache:\n  max_size: 4MiB\n  default_ttl: 5s\nroutes:\n  - { name: r, upstream: app, cache: { vary: [Accept, accept, X-Tenant], methods: [get] } }\n",
+        "cache:\n  max_size: 4MiB\n  default_ttl: 5s\n  stale_if_error: 1m\nroutes:\n  - { name: r, upstream: app, cache: { vary: [Accept, accept, X-Tenant], methods: [get], stale_while_revalidate: 10s } }\n",
     );
     let settings = model.cache.unwrap();
     assert_eq!(
@@ -61,6 +64,11 @@ fn cache_values_are_read() {
         ]
     );
     assert_eq!((route.get, route.head), (true, false));
+    assert_eq!(
+        (route.stale_while_revalidate, route.stale_if_error),
+        (Duration::from_secs(10), Duration::from_secs(60)),
+        "a route's grant overrides the shared one; without one it inherits"
+    );
 }
 
 #[test]
@@ -70,6 +78,7 @@ fn cache_problems() {
         ("cache:\n  max_size: 1MiB\n  max_object_size: 2MiB\n", &["3:3 cache.max_object_size: 2097152 bytes is larger than cache.max_size (1048576 bytes)"]),
         ("cache:\n  max_object_size: 0\n  lock_timeout: 0\n  default_ttl: forever\n", &["2:3 cache.max_object_size: must be greater than zero", "3:3 cache.lock_timeout: must be greater than zero", "4:3 cache.default_ttl: duration `forever` must start with a whole number"]),
         ("routes:\n  - { name: r, upstream: app, cache: { methods: [POST], vary: [\"bad name\"], ttl: 1 } }\n", &["2:77 routes[0].cache.ttl: duration `1` has no unit (use ms, s, m, h or d)", "2:64 routes[0].cache.vary[0]: `bad name` is not a valid HTTP header name", "2:50 routes[0].cache.methods[0]: `POST` responses cannot be cached: use GET and/or HEAD"]),
+        ("routes:\n  - { name: r, upstream: app, cache: { stale_while_revalidate: soon, stale_if_error: 1x } }\n", &["2:40 routes[0].cache.stale_while_revalidate: duration `soon` must start with a whole number", "2:70 routes[0].cache.stale_if_error: duration `1x` has unknown unit `x` (use ms, s, m, h or d)"]),
         ("routes:\n  - { name: r, upstream: app, cache: { methods: [] } }\n", &["2:40 routes[0].cache.methods: needs at least one of GET, HEAD (or omit it)"]),
     ]);
 }
