@@ -156,6 +156,7 @@ pub fn decide(
     };
     let (stale_while_revalidate, stale_if_error) = stale_windows(control.as_ref(), policy);
     let mut stored = response.clone();
+    strip_stored_hop_by_hop(&mut stored);
     if let Some(control) = &control {
         control.strip_private_headers(&mut stored);
     }
@@ -240,8 +241,10 @@ const KEPT_ON_UPDATE: [header::HeaderName; 3] = [
 ];
 
 /// RFC 9111 §3.2: every field of the 304 replaces the stored field of that name, but the
-/// framing. (Hop-by-hop fields were removed from the 304 when it arrived.)
+/// framing and the hop-by-hop fields.
 pub fn update_stored_headers(stored: &mut ResponseHeader, update: &http::HeaderMap) {
+    let mut update = update.clone();
+    strip_hop_by_hop(&mut update);
     for name in update.keys() {
         if KEPT_ON_UPDATE.contains(name) {
             continue;
@@ -256,26 +259,64 @@ pub fn update_stored_headers(stored: &mut ResponseHeader, update: &http::HeaderM
 }
 
 /// Header fields that concern one connection only (RFC 9110 §7.6.1): `Connection` and the
-/// fields it names. Removed from every response before it is stored or forwarded; a 101's
-/// `Connection: upgrade` stays, as the switch needs it.
-pub fn strip_hop_by_hop(response: &mut ResponseHeader) {
-    if response.status == StatusCode::SWITCHING_PROTOCOLS {
-        return;
-    }
-    let mut values = response.headers.get_all(header::CONNECTION).iter();
-    let Some(first) = values.next().cloned() else {
+/// fields it names. Removed from responses before they are stored (RFC 9111 §3.1).
+pub fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    strip_connection_options(headers);
+    headers.remove(header::CONNECTION);
+}
+
+static KEEP_ALIVE: header::HeaderName = header::HeaderName::from_static("keep-alive");
+
+/// Removes the fields `Connection` names, keeping `Connection` itself (for a response on its
+/// way to the client, where Pingora writes its own `Connection`, or drops it on HTTP/2).
+/// The usual `Connection: keep-alive` costs one lookup and no allocation.
+pub fn strip_connection_options(headers: &mut http::HeaderMap) {
+    let mut lines = headers.get_all(header::CONNECTION).iter();
+    let Some(first) = lines.next() else {
         return;
     };
-    let more: Vec<http::HeaderValue> = values.cloned().collect();
-    let _ = response.remove_header(&header::CONNECTION);
-    for value in std::iter::once(&first).chain(&more) {
-        let Ok(text) = value.to_str() else { continue };
-        for token in text.split(',') {
-            let token = token.trim();
-            if !token.is_empty() {
-                let _ = response.remove_header(token);
-            }
+    if lines.next().is_none() {
+        let value = first.as_bytes();
+        if value.eq_ignore_ascii_case(b"keep-alive") {
+            headers.remove(&KEEP_ALIVE);
+            return;
         }
+        if value.eq_ignore_ascii_case(b"close") {
+            return;
+        }
+    }
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|token| token.trim().to_string())
+        .collect();
+    for name in named {
+        remove_option(headers, &name);
+    }
+}
+
+fn remove_option(headers: &mut http::HeaderMap, token: &str) {
+    if token.eq_ignore_ascii_case("keep-alive") {
+        headers.remove(&KEEP_ALIVE);
+    } else if !token.is_empty() && !token.eq_ignore_ascii_case("close") {
+        headers.remove(token);
+    }
+}
+
+/// [`strip_hop_by_hop`] on a response header (its name map kept in step).
+fn strip_stored_hop_by_hop(stored: &mut ResponseHeader) {
+    let mut kept = stored.headers.clone();
+    strip_hop_by_hop(&mut kept);
+    let gone: Vec<header::HeaderName> = stored
+        .headers
+        .keys()
+        .filter(|name| !kept.contains_key(*name))
+        .cloned()
+        .collect();
+    for name in gone {
+        let _ = stored.remove_header(&name);
     }
 }
 
@@ -646,16 +687,17 @@ mod tests {
                 ("x-end", "2"),
             ],
         );
-        strip_hop_by_hop(&mut answer);
-        let names: Vec<&str> = answer.headers.keys().map(|n| n.as_str()).collect();
+        let mut headers = answer.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        let names: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
         assert_eq!(names, ["x-end"]);
-        let mut switching = response(101, &[("connection", "upgrade"), ("upgrade", "websocket")]);
-        strip_hop_by_hop(&mut switching);
-        assert_eq!(
-            switching.headers.len(),
-            2,
-            "a 101 keeps what the switch needs"
-        );
+        strip_stored_hop_by_hop(&mut answer);
+        assert_eq!(answer.headers, headers, "the same for a stored response");
+        let mut one_line = response(200, &[("connection", "keep-alive"), ("keep-alive", "5")])
+            .headers
+            .clone();
+        strip_hop_by_hop(&mut one_line);
+        assert!(one_line.is_empty());
     }
 
     #[test]

@@ -244,7 +244,13 @@ pub fn prepare_response(
             .ratelimit
             .as_ref()
             .map_or(0, |_| crate::ratelimit::MAX_HEADERS);
+    // Hop-by-hop fields (RFC 9110 §7.6.1) stop here; a 101's `Upgrade` is what switches the
+    // protocol.
+    let hop_by_hop = response.status != http::StatusCode::SWITCHING_PROTOCOLS;
     headers::edit_response(response, additional, |headers| {
+        if hop_by_hop {
+            crate::cache::policy::strip_connection_options(headers);
+        }
         if let Some(ops) = ops {
             apply_ops(headers, ops)?;
         }

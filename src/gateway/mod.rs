@@ -291,8 +291,8 @@ impl ProxyHttp for Gateway {
         forwarding::prepare_upstream_request(upstream_request, ctx, transport(session))
     }
 
-    /// The backend answered: hop-by-hop headers go, a 304 revalidating a stored response is
-    /// noted, the attempt is counted (and a 5xx retried when the route says so).
+    /// The backend answered: a 304 revalidating a stored response is noted, the attempt is
+    /// counted (and a 5xx retried when the route says so).
     async fn upstream_response_filter(
         &self,
         session: &mut Session,
@@ -301,13 +301,12 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let replayable = !session.as_ref().retry_buffer_truncated();
         let status = upstream_response.status.as_u16();
-        crate::cache::policy::strip_hop_by_hop(upstream_response);
         caching::note_revalidation(session, upstream_response, ctx);
         dispatch::on_response(session.req_header(), ctx, status, replayable)
     }
 
-    /// After an unsafe method the stored target is invalidated; then configured response header
-    /// edits, the request id, `X-Cache` and `Age`.
+    /// After an unsafe method the stored target is invalidated; then hop-by-hop fields go, and
+    /// configured response header edits, the request id, `X-Cache` and `Age` come.
     async fn response_filter(
         &self,
         session: &mut Session,
