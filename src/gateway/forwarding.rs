@@ -14,6 +14,7 @@ use http::header::HeaderMap;
 use http::request::Parts as RequestParts;
 use http::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
 use std::net::IpAddr;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -225,6 +226,20 @@ fn strip_prefix(request: &mut RequestParts, prefix: &str) -> pingora_error::Resu
     })?;
     request.uri = uri;
     Ok(())
+}
+
+/// The origin's `Date` stays on the response (RFC 9110 §6.6.1; downstream caches compute ages
+/// from it): Pingora writes its own, so the client stream puts the origin's back (HTTP/1).
+pub fn keep_origin_date(session: &Session, response: &ResponseHeader) {
+    let Some(date) = response.headers.get(http::header::DATE) else {
+        return;
+    };
+    if let (Some(client), Some(date)) = (
+        super::strict::client_stream(session),
+        crate::listener::date::imf_fixdate(date.as_bytes()),
+    ) {
+        client.keep_origin_date(Some(date));
+    }
 }
 
 /// Response edits: configured header changes, rate-limit headers, cache labels, request id.

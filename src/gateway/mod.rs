@@ -318,6 +318,7 @@ impl ProxyHttp for Gateway {
         }
         caching::invalidate_after_unsafe(session, ctx, upstream_response);
         let cache_labels = caching::labels(session, ctx);
+        forwarding::keep_origin_date(session, upstream_response);
         forwarding::prepare_response(upstream_response, ctx, cache_labels)
     }
 
@@ -329,6 +330,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let client = strict::client_stream(session);
+        if let Some(client) = client {
+            // The answer is ours, with our Date.
+            client.keep_origin_date(None);
+        }
         let violation = client.and_then(|c| c.violation());
         let classified = match violation {
             Some(violation) => Some(strict::BadRequest::Framing(violation).rejection()),

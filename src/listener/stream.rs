@@ -3,6 +3,7 @@
 //! byte every half second holds a connection forever) and the strict framing shadow of
 //! [`super::framing`]. Everything else is passed straight to the underlying stream.
 
+use super::date::{date_value_at, HttpDate, Patch};
 use super::framing::{BodyFraming, Tracker, Violation};
 use crate::observability::metrics;
 use async_trait::async_trait;
@@ -52,6 +53,12 @@ pub struct ClientStream {
     /// The exchange deadline passed while the request was waiting on its backend.
     exchange_expired: AtomicBool,
     epoch: Instant,
+    /// The origin's `Date` for the next response head (HTTP/1; set by the gateway).
+    keep_date: parking_lot::Mutex<Option<HttpDate>>,
+    /// Where that Date goes in the bytes written, once the head is being written.
+    date_patch: Option<Patch>,
+    /// Bytes written to the client so far.
+    written: u64,
 }
 
 /// What a parked connection reads of its next request at once.
@@ -87,7 +94,56 @@ impl ClientStream {
             exchange_timer: None,
             exchange_expired: AtomicBool::new(false),
             epoch: Instant::now(),
+            keep_date: parking_lot::Mutex::new(None),
+            date_patch: None,
+            written: 0,
         }
+    }
+
+    /// Writes `date` instead of Pingora's in the next response head (or, with `None`, stops a
+    /// pending one). HTTP/2 heads are encoded by Pingora beyond reach: ignored there.
+    pub fn keep_origin_date(&self, date: Option<HttpDate>) {
+        if !self.http2 {
+            *self.keep_date.lock() = date;
+        }
+    }
+
+    /// A write of `buf` with the origin's Date patched into it where it falls.
+    fn poll_write_patched(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if let Some(date) = self.keep_date.get_mut().take() {
+            self.date_patch = date_value_at(buf).map(|at| Patch {
+                start: self.written + at as u64,
+                date,
+            });
+        }
+        let result = match self.date_patch {
+            Some(patch) if patch.overlaps(self.written, buf.len()) => {
+                match patch.within(self.written, buf.len()) {
+                    // The whole value in this write, on a plain socket: three slices, one
+                    // `writev`, no copy.
+                    Some(at) if self.inner.is_write_vectored() => {
+                        let slices = [
+                            io::IoSlice::new(&buf[..at]),
+                            io::IoSlice::new(&patch.date),
+                            io::IoSlice::new(&buf[at + patch.date.len()..]),
+                        ];
+                        Pin::new(&mut self.inner).poll_write_vectored(cx, &slices)
+                    }
+                    _ => {
+                        let patched = patch.apply(self.written, buf);
+                        Pin::new(&mut self.inner).poll_write(cx, &patched)
+                    }
+                }
+            }
+            _ => Pin::new(&mut self.inner).poll_write(cx, buf),
+        };
+        if let Poll::Ready(Ok(written)) = result {
+            self.written += written as u64;
+            if self.date_patch.is_some_and(|p| self.written >= p.end()) {
+                self.date_patch = None;
+            }
+        }
+        result
     }
 
     /// Sets (or with `None` clears) when the upstream exchange of the request in progress must
@@ -342,7 +398,7 @@ impl AsyncWrite for ClientStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        self.get_mut().poll_write_patched(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -350,7 +406,20 @@ impl AsyncWrite for ClientStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.date_patch.is_some() || this.keep_date.get_mut().is_some() {
+            // Rare (a head being patched): one slice at a time, through the patching write.
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            return this.poll_write_patched(cx, first);
+        }
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(written)) = result {
+            this.written += written as u64;
+        }
+        result
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -252,3 +252,43 @@ fn statuses_are_stored_as_rfc_9110_allows() {
     assert_ne!(second, "HIT", "a 302 needs explicit freshness");
     assert_eq!(get_with(&gw, "/302", &[]).status, 302);
 }
+
+#[test]
+fn the_origins_date_reaches_the_client_on_misses_and_hits() {
+    let origin = Origin::start("app");
+    let date = http_date(-100);
+    serve(
+        &origin,
+        "dated",
+        &[("Cache-Control", "max-age=600"), ("Date", &date)],
+    );
+    let gw = gateway(&origin, "", "");
+    for expected in ["MISS", "HIT"] {
+        let response = gw.get("/dated");
+        assert_eq!(x_cache(&response), expected);
+        assert_eq!(response.header("date"), Some(date.as_str()), "{expected}");
+    }
+    // An origin's obsolete date form arrives as IMF-fixdate.
+    serve(
+        &origin,
+        "old",
+        &[("Date", "Sunday, 06-Nov-94 08:49:37 GMT")],
+    );
+    assert_eq!(
+        gw.get("/obsolete").header("date"),
+        Some("Sun, 06 Nov 1994 08:49:37 GMT")
+    );
+    // Without one, and on the gateway's own answers, the Date is the gateway's.
+    serve(&origin, "undated", &[]);
+    let ours = gw.get("/undated");
+    let now = std::time::SystemTime::now();
+    for response in [ours, gw.request("TRACE", "/", &[], b"")] {
+        let stamped = httpdate::parse_http_date(response.header("date").unwrap()).unwrap();
+        let skew = now.duration_since(stamped).unwrap_or_else(|e| e.duration());
+        assert!(
+            skew < Duration::from_secs(5),
+            "{:?}",
+            response.header("date")
+        );
+    }
+}

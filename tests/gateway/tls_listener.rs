@@ -155,8 +155,15 @@ fn sni_picks_the_certificate_and_clients_without_a_known_name_get_the_first() {
 
     let client = connector(&ca, |_| {});
     let mut stream = connect(&client, gw.proxy, Some("api.example.com")).unwrap();
+    let origin_date = "Sun, 06 Nov 1994 08:49:37 GMT";
+    origin.set(|b| b.headers = vec![("Date".into(), origin_date.into())]);
     let response = exchange(&mut stream, "api.example.com", "/over-tls", &[]).unwrap();
     assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        response.header("date"),
+        Some(origin_date),
+        "the origin's Date over TLS too"
+    );
     let seen = response.json();
     assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
     let log = gw.access_log(1);
