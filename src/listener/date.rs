@@ -22,23 +22,22 @@ pub fn imf_fixdate(value: &[u8]) -> Option<HttpDate> {
 /// Where the value of the `Date` field starts in `head` (a response head, or its beginning), if
 /// it is 29 bytes long.
 pub fn date_value_at(head: &[u8]) -> Option<usize> {
-    let end = memchr::memmem::find(head, b"\r\n\r\n").map_or(head.len(), |end| end + 2);
-    let mut from = 0;
-    while let Some(offset) = memchr::memmem::find(&head[from..end], b"\r\n") {
-        let line = from + offset + 2;
-        let name_end = line + 5;
-        if head
-            .get(line..name_end)
-            .is_some_and(|name| name.eq_ignore_ascii_case(b"date:"))
-        {
-            let mut value = name_end;
-            while head.get(value).is_some_and(|b| *b == b' ' || *b == b'\t') {
-                value += 1;
+    // A line at a time, from each LF: a searcher built per call would cost more than the scan.
+    for newline in memchr::memchr_iter(b'\n', head) {
+        let line = &head[newline + 1..];
+        match line.first() {
+            None | Some(b'\r') => return None, // the end of the head (or of this write)
+            Some(b'd' | b'D') if line.len() > 5 && line[..5].eq_ignore_ascii_case(b"date:") => {
+                let blanks = line[5..]
+                    .iter()
+                    .take_while(|b| **b == b' ' || **b == b'\t')
+                    .count();
+                let value = newline + 1 + 5 + blanks;
+                let fits = head.get(value + 29..value + 31) == Some(&b"\r\n"[..]);
+                return fits.then_some(value);
             }
-            let fits = head.get(value + 29..value + 31) == Some(&b"\r\n"[..]);
-            return fits.then_some(value);
+            Some(_) => {}
         }
-        from = line;
     }
     None
 }
