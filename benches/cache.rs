@@ -29,6 +29,7 @@ fn route_policy() -> RoutePolicy {
         head: true,
         stale_while_revalidate: Duration::ZERO,
         stale_if_error: Duration::ZERO,
+        forward_cdn_cache_control: false,
     })
 }
 

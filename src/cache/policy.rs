@@ -26,6 +26,8 @@ pub struct RoutePolicy {
     pub stale_if_error: u32,
     /// Request headers (lower-case names) whose values are part of the key.
     pub vary: Vec<http::HeaderName>,
+    /// `CDN-Cache-Control` and `Edgegate-Cache-Control` reach clients.
+    pub forward_cdn_cache_control: bool,
     get: bool,
     head: bool,
 }
@@ -42,6 +44,7 @@ impl RoutePolicy {
             stale_while_revalidate: whole_seconds(route.stale_while_revalidate),
             stale_if_error: whole_seconds(route.stale_if_error),
             vary: route.vary.clone(),
+            forward_cdn_cache_control: route.forward_cdn_cache_control,
             get: route.get,
             head: route.head,
         }
@@ -147,11 +150,15 @@ pub fn decide(
     policy: &RoutePolicy,
     now: SystemTime,
 ) -> RespCacheable {
-    let control = CacheControl::from_resp_headers(response);
+    // RFC 9213 §2.2: a valid targeted field replaces Cache-Control and Expires for this cache.
+    let targeted = targeted_control(response);
+    let use_expires = targeted.is_none();
+    let control = targeted.or_else(|| CacheControl::from_resp_headers(response));
     if let Some(reason) = not_storable(response, control.as_ref(), credentials) {
         return RespCacheable::Uncacheable(reason);
     }
-    let Some(freshness) = freshness(control.as_ref(), response, policy.ttl, now) else {
+    let Some(freshness) = freshness(control.as_ref(), response, policy.ttl, use_expires, now)
+    else {
         return RespCacheable::Uncacheable(NoCacheReason::Custom(NO_FRESHNESS));
     };
     let (stale_while_revalidate, stale_if_error) = stale_windows(control.as_ref(), policy);
@@ -169,6 +176,39 @@ pub fn decide(
     ))
 }
 
+/// The targeted cache-control fields this cache obeys (RFC 9213), most specific first.
+pub const TARGETED_FIELDS: [header::HeaderName; 2] = [
+    header::HeaderName::from_static("edgegate-cache-control"),
+    header::HeaderName::from_static("cdn-cache-control"),
+];
+
+/// The first targeted field with a valid value, read as cache directives.
+fn targeted_control(response: &ResponseHeader) -> Option<CacheControl> {
+    TARGETED_FIELDS.iter().find_map(|name| {
+        let value = response.headers.get(name)?;
+        let valid = value.to_str().is_ok_and(is_dictionary);
+        valid
+            .then(|| CacheControl::from_headers_named(name.as_str(), &response.headers))
+            .flatten()
+    })
+}
+
+/// A Structured Field Dictionary of cache directives (RFC 8941 §3.2, as RFC 9213 §2.1 asks):
+/// comma-separated `key` or `key=value` members, keys lower-case tokens.
+fn is_dictionary(text: &str) -> bool {
+    let text = text.trim();
+    !text.is_empty()
+        && text.split(',').all(|member| {
+            let member = member.trim();
+            let key = member.split_once('=').map_or(member, |(key, _)| key);
+            !key.is_empty()
+                && key.starts_with(|c: char| c.is_ascii_lowercase() || c == '*')
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.*".contains(&b))
+        })
+}
+
 /// When a stored response was made and until when it is fresh, by RFC 9111 §4.2.
 struct Freshness {
     /// Now less the response's age when it arrived, so that the stored age (and the `Age` of a
@@ -184,13 +224,15 @@ fn freshness(
     control: Option<&CacheControl>,
     response: &ResponseHeader,
     heuristic_ttl: Duration,
+    use_expires: bool,
     now: SystemTime,
 ) -> Option<Freshness> {
     let headers = &response.headers;
     let date = headers.get(header::DATE).and_then(http_date);
+    let expires = headers.get(header::EXPIRES).filter(|_| use_expires);
     let lifetime = match control.and_then(|c| c.fresh_duration()) {
         Some(lifetime) => lifetime,
-        None => match headers.get(header::EXPIRES) {
+        None => match expires {
             // An invalid Expires ("0") means already expired (RFC 9111 §5.3).
             Some(expires) => http_date(expires).map_or(Duration::ZERO, |expires| {
                 expires
@@ -365,6 +407,7 @@ mod tests {
             stale_while_revalidate: swr,
             stale_if_error: sie,
             vary: Vec::new(),
+            forward_cdn_cache_control: false,
             get: true,
             head: true,
         }
@@ -622,6 +665,51 @@ mod tests {
                 "{forbidding} forbids stale answers"
             );
         }
+    }
+
+    #[test]
+    fn targeted_fields_replace_cache_control_and_expires_rfc_9213() {
+        let meta = stored(
+            200,
+            &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=600"),
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            ttl_of(&meta),
+            600,
+            "CDN-Cache-Control decides for this cache"
+        );
+        let edgegate_first = [
+            ("edgegate-cache-control", "no-store"),
+            ("cdn-cache-control", "max-age=600"),
+        ];
+        assert!(stored(200, &edgegate_first, false).is_none());
+        let meta = stored(
+            200,
+            &[
+                ("cdn-cache-control", "s-maxage=5"),
+                ("expires", &date(3600)),
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(ttl_of(&meta), 5, "Expires is ignored too");
+        let invalid = [
+            ("cdn-cache-control", "Max-Age=600"),
+            ("cache-control", "max-age=7"),
+        ];
+        assert_eq!(
+            ttl_of(&stored(200, &invalid, false).unwrap()),
+            7,
+            "an invalid one is skipped"
+        );
+        assert!(is_dictionary("max-age=60, stale-if-error=5, public"));
+        assert!(!is_dictionary(""));
+        assert!(!is_dictionary("max-age=60,,"));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub(super) fn cache_settings(
         default_ttl,
         stale_while_revalidate,
         stale_if_error,
+        forward_cdn_cache_control,
     } = raw.unwrap_or_default();
     let max_size = check.size("cache.max_size".into(), max_size.as_deref(), 256 * MIB);
     // The default never exceeds a small store's own size.
@@ -65,6 +66,7 @@ pub(super) fn cache_settings(
         default_ttl,
         stale_while_revalidate,
         stale_if_error,
+        forward_cdn_cache_control: forward_cdn_cache_control.unwrap_or(false),
     })
 }
 
@@ -130,6 +132,7 @@ pub(super) fn route_cache(
         head,
         stale_while_revalidate,
         stale_if_error,
+        forward_cdn_cache_control: settings.is_some_and(|s| s.forward_cdn_cache_control),
     })
 }
 

@@ -261,6 +261,8 @@ pub struct CacheSettings {
     /// Staleness the operator grants every caching route on top of what origins allow.
     pub stale_while_revalidate: Duration,
     pub stale_if_error: Duration,
+    /// `CDN-Cache-Control` and `Edgegate-Cache-Control` reach clients (else they are removed).
+    pub forward_cdn_cache_control: bool,
 }
 
 /// How one route caches.
@@ -277,6 +279,8 @@ pub struct RouteCacheSpec {
     pub stale_while_revalidate: Duration,
     /// The same for serving a stale copy when the origin fails (else `cache.stale_if_error`).
     pub stale_if_error: Duration,
+    /// `cache.forward_cdn_cache_control`.
+    pub forward_cdn_cache_control: bool,
 }
 
 /// The request predicates of a route; every present one must hold.

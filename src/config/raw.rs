@@ -34,6 +34,7 @@ pub struct RawCache {
     pub default_ttl: Option<String>,
     pub stale_while_revalidate: Option<String>,
     pub stale_if_error: Option<String>,
+    pub forward_cdn_cache_control: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -262,9 +262,18 @@ pub fn prepare_response(
     // Hop-by-hop fields (RFC 9110 §7.6.1) stop here; a 101's `Upgrade` is what switches the
     // protocol.
     let hop_by_hop = response.status != http::StatusCode::SWITCHING_PROTOCOLS;
+    // A caching route is the CDN that `CDN-Cache-Control` targets: it consumed the field.
+    let consumed_targeted = route
+        .and_then(|r| r.cache.as_ref())
+        .is_some_and(|policy| !policy.forward_cdn_cache_control);
     headers::edit_response(response, additional, |headers| {
         if hop_by_hop {
             crate::cache::policy::strip_connection_options(headers);
+        }
+        if consumed_targeted {
+            for name in &crate::cache::policy::TARGETED_FIELDS {
+                headers.remove(name);
+            }
         }
         if let Some(ops) = ops {
             apply_ops(headers, ops)?;

@@ -292,3 +292,56 @@ fn the_origins_date_reaches_the_client_on_misses_and_hits() {
         );
     }
 }
+
+#[test]
+fn cdn_cache_control_and_edgegate_cache_control_govern_this_cache_only() {
+    let origin = Origin::start("app");
+    serve(
+        &origin,
+        "targeted",
+        &[
+            ("Cache-Control", "no-store"),
+            ("CDN-Cache-Control", "max-age=60"),
+        ],
+    );
+    let gw = gateway(&origin, "", "");
+    for expected in ["MISS", "HIT"] {
+        let response = gw.get("/cdn");
+        assert_eq!(
+            x_cache(&response),
+            expected,
+            "CDN-Cache-Control overrides no-store here"
+        );
+        assert_eq!(
+            response.header("cache-control"),
+            Some("no-store"),
+            "clients keep theirs"
+        );
+        assert_eq!(
+            response.header("cdn-cache-control"),
+            None,
+            "consumed by this cache"
+        );
+    }
+    serve(
+        &origin,
+        "ours",
+        &[
+            ("Edgegate-Cache-Control", "no-store"),
+            ("CDN-Cache-Control", "max-age=60"),
+        ],
+    );
+    gw.get("/ours");
+    let second = gw.get("/ours");
+    assert_ne!(
+        x_cache(&second),
+        "HIT",
+        "Edgegate-Cache-Control comes first"
+    );
+    assert_eq!(second.header("edgegate-cache-control"), None);
+
+    let forwarding = gateway(&origin, "forward_cdn_cache_control: true", "");
+    let forwarded = forwarding.get("/ours");
+    assert_eq!(forwarded.header("cdn-cache-control"), Some("max-age=60"));
+    assert_eq!(forwarded.header("edgegate-cache-control"), Some("no-store"));
+}

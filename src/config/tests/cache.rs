@@ -23,6 +23,7 @@ fn cache_defaults() {
             default_ttl: Duration::ZERO,
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
+            forward_cdn_cache_control: false,
         })
     );
     assert_eq!(
@@ -34,6 +35,7 @@ fn cache_defaults() {
             head: true,
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
+            forward_cdn_cache_control: false,
         }),
         "conformant defaults: no heuristic freshness and no staleness the origin did not allow"
     );
@@ -42,7 +44,7 @@ fn cache_defaults() {
 #[test]
 fn cache_values_are_read() {
     let model = model(
-        "cache:\n  max_size: 4MiB\n  default_ttl: 5s\n  stale_if_error: 1m\nroutes:\n  - { name: r, upstream: app, cache: { vary: [Accept, accept, X-Tenant], methods: [get], stale_while_revalidate: 10s } }\n",
+        "cache:\n  max_size: 4MiB\n  default_ttl: 5s\n  stale_if_error: 1m\n  forward_cdn_cache_control: true\nroutes:\n  - { name: r, upstream: app, cache: { vary: [Accept, accept, X-Tenant], methods: [get], stale_while_revalidate: 10s } }\n",
     );
     let settings = model.cache.unwrap();
     assert_eq!(
@@ -69,6 +71,7 @@ fn cache_values_are_read() {
         (Duration::from_secs(10), Duration::from_secs(60)),
         "a route's grant overrides the shared one; without one it inherits"
     );
+    assert!(route.forward_cdn_cache_control);
 }
 
 #[test]
