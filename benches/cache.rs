@@ -30,6 +30,7 @@ fn route_policy() -> RoutePolicy {
         stale_while_revalidate: Duration::ZERO,
         stale_if_error: Duration::ZERO,
         forward_cdn_cache_control: false,
+        tag_header: None,
     })
 }
 

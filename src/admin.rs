@@ -1,5 +1,6 @@
 //! The operator listener: `/health`, `/ready`, `/status`, `/metrics`, `POST /cache/purge`.
 
+use crate::cache::store::{Purge, Selection};
 use crate::gateway::respond::error_body;
 use crate::observability::metrics;
 use crate::snapshot::Snapshot;
@@ -198,39 +199,53 @@ fn purge(snapshot: &Snapshot, body: &[u8]) -> Response<Vec<u8>> {
     };
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    struct Purge {
+    struct PurgeRequest {
         url: Option<String>,
         prefix: Option<String>,
+        tags: Option<Vec<String>>,
+        #[serde(default)]
+        soft: bool,
     }
-    let request: Purge = match serde_json::from_slice(body) {
+    let request: PurgeRequest = match serde_json::from_slice(body) {
         Ok(request) => request,
         Err(error) => {
             return error_response(
                 StatusCode::BAD_REQUEST,
                 &format!(
-                    "expected {{\"url\": \"http://host/path\"}} or {{\"prefix\": \"http://host/path/\"}}: {error}"
+                    "expected {{\"url\": \"http://host/path\"}}, {{\"prefix\": \"http://host/path/\"}} or {{\"tags\": [\"t1\", \"t2\"]}}, optionally with \"soft\": true: {error}"
                 ),
             )
         }
     };
     let store = cache.store();
-    let purged = match (request.url, request.prefix) {
-        (Some(url), None) => match purge_address(&url, true) {
-            Some(url) => store.purge_url(&url),
+    let how = if request.soft {
+        Purge::MarkStale
+    } else {
+        Purge::Remove
+    };
+    let purged = match (request.url, request.prefix, request.tags) {
+        (Some(url), None, None) => match purge_address(&url, true) {
+            Some(url) => store.purge(Selection::Url(&url), how),
             None => return error_response(StatusCode::BAD_REQUEST, "`url` needs a host"),
         },
-        (None, Some(prefix)) => match purge_address(&prefix, false) {
-            Some(prefix) => store.purge_prefix(&prefix),
+        (None, Some(prefix), None) => match purge_address(&prefix, false) {
+            Some(prefix) => store.purge(Selection::Prefix(&prefix), how),
             None => return error_response(StatusCode::BAD_REQUEST, "`prefix` needs a host"),
         },
+        (None, None, Some(tags)) if !tags.is_empty() => store.purge(Selection::Tags(&tags), how),
         _ => {
             return error_response(
                 StatusCode::BAD_REQUEST,
-                "give exactly one of `url` and `prefix`",
+                "give exactly one of `url`, `prefix` and `tags` (a non-empty list)",
             )
         }
     };
-    log::info!("cache purge removed {purged} entries");
+    let verb = if request.soft {
+        "marked stale"
+    } else {
+        "removed"
+    };
+    log::info!("cache purge {verb} {purged} entries");
     json_response(StatusCode::OK, &json!({ "purged": purged }))
 }
 

@@ -47,6 +47,7 @@ impl Cache {
         if !created {
             store.set_limits(settings.max_size, settings.max_object_size);
         }
+        store.set_tag_header(settings.tag_header.clone());
         let locks = LOCKS.get_or_init(|| CacheLock::new(settings.lock_timeout));
         let predictor = PREDICTOR
             .get_or_init(|| Predictor::new(PREDICTOR_SHARD_CAPACITY, Some(skip_remembering)));

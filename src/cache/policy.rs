@@ -28,6 +28,8 @@ pub struct RoutePolicy {
     pub vary: Vec<http::HeaderName>,
     /// `CDN-Cache-Control` and `Edgegate-Cache-Control` reach clients.
     pub forward_cdn_cache_control: bool,
+    /// The purge-tag header to remove before clients (`None`: forwarded).
+    pub strip_tag_header: Option<http::HeaderName>,
     get: bool,
     head: bool,
 }
@@ -45,6 +47,7 @@ impl RoutePolicy {
             stale_if_error: whole_seconds(route.stale_if_error),
             vary: route.vary.clone(),
             forward_cdn_cache_control: route.forward_cdn_cache_control,
+            strip_tag_header: route.tag_header.clone(),
             get: route.get,
             head: route.head,
         }
@@ -408,6 +411,7 @@ mod tests {
             stale_if_error: sie,
             vary: Vec::new(),
             forward_cdn_cache_control: false,
+            strip_tag_header: None,
             get: true,
             head: true,
         }

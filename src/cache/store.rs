@@ -50,6 +50,7 @@ pub const HEADER_OVERHEAD: usize = 128;
 
 /// The response metadata of an entry, kept in the form that rebuilds a [`CacheMeta`] without
 /// deserializing (Pingora's own encoding compresses headers, which a hit would pay for).
+#[derive(Clone)]
 struct StoredMeta {
     fresh_until: SystemTime,
     created: SystemTime,
@@ -104,22 +105,73 @@ impl StoredMeta {
 
 struct Entry {
     url: Arc<str>,
+    /// Purge tags from the response's tag header.
+    tags: Box<[Arc<str>]>,
     meta: StoredMeta,
     body: Bytes,
     /// What the entry is charged against `max_size`.
     weight: usize,
 }
 
+/// Tags kept per entry, and their longest length: an origin cannot make the index grow
+/// without bound through one response.
+const MAX_TAGS: usize = 64;
+const MAX_TAG_LEN: usize = 256;
+/// The index's cost of one tag of one entry, charged to the entry.
+const TAG_OVERHEAD: usize = 64;
+
 impl Entry {
-    fn new(url: Arc<str>, meta: StoredMeta, body: Bytes) -> Self {
-        let weight = body.len() + meta.header_bytes() + url.len() + ENTRY_OVERHEAD;
+    fn new(url: Arc<str>, meta: StoredMeta, body: Bytes, tag_header: &http::HeaderName) -> Self {
+        let tags = tags_of(&meta.header, tag_header);
+        let weight = body.len()
+            + meta.header_bytes()
+            + url.len()
+            + tags.len() * TAG_OVERHEAD
+            + ENTRY_OVERHEAD;
         Entry {
             url,
+            tags,
             meta,
             body,
             weight,
         }
     }
+}
+
+/// The purge tags a response carries in `name`: separated by commas (`Cache-Tag`) or spaces
+/// (`Surrogate-Key`), each once.
+fn tags_of(header: &ResponseHeader, name: &http::HeaderName) -> Box<[Arc<str>]> {
+    let mut tags: Vec<Arc<str>> = Vec::new();
+    for value in header.headers.get_all(name) {
+        let Ok(text) = value.to_str() else { continue };
+        for tag in text.split(|c: char| c == ',' || c.is_ascii_whitespace()) {
+            if tags.len() == MAX_TAGS {
+                break;
+            }
+            if !tag.is_empty() && tag.len() <= MAX_TAG_LEN && !tags.iter().any(|t| &**t == tag) {
+                tags.push(Arc::from(tag));
+            }
+        }
+    }
+    tags.into_boxed_slice()
+}
+
+/// Which entries a purge picks.
+pub enum Selection<'a> {
+    /// Every route and variant of one `host/path?query`.
+    Url(&'a str),
+    /// Every URL starting so.
+    Prefix(&'a str),
+    /// Every entry carrying any of these tags.
+    Tags(&'a [String]),
+}
+
+/// What a purge does to the entries it picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purge {
+    Remove,
+    /// Soft purge: stale at once, revalidated before the next use.
+    MarkStale,
 }
 
 /// Counters shown in `/status`.
@@ -134,13 +186,29 @@ pub struct Usage {
 }
 
 /// Where each URL's entries (one per route and variant) are, for purging.
-type UrlIndex = BTreeMap<Arc<str>, Vec<u128>>;
+/// Where entries are found for purging: by URL (ordered, for prefixes) and by tag.
+#[derive(Default)]
+struct Index {
+    urls: BTreeMap<Arc<str>, Vec<u128>>,
+    tags: HashMap<Arc<str>, Vec<u128>>,
+}
+
+fn unlist(list: &mut HashMap<Arc<str>, Vec<u128>>, key: &Arc<str>, hash: u128) {
+    if let Some(hashes) = list.get_mut(key) {
+        hashes.retain(|h| *h != hash);
+        if hashes.is_empty() {
+            list.remove(key);
+        }
+    }
+}
 
 /// The bounded in-memory cache storage.
 pub struct MemoryStore {
     shards: [RwLock<HashMap<u128, Arc<Entry>>>; SHARDS],
     /// Serializes every change and holds the purge index.
-    writer: Mutex<UrlIndex>,
+    writer: Mutex<Index>,
+    /// The response header whose values are an entry's purge tags.
+    tag_header: RwLock<http::HeaderName>,
     lru: Lru<u128, 1>,
     max_size: AtomicUsize,
     max_object_size: AtomicUsize,
@@ -166,7 +234,8 @@ impl MemoryStore {
     pub fn new(max_size: usize, max_object_size: usize) -> Self {
         let store = MemoryStore {
             shards: Default::default(),
-            writer: Mutex::new(BTreeMap::new()),
+            writer: Mutex::new(Index::default()),
+            tag_header: RwLock::new(http::HeaderName::from_static("cache-tag")),
             lru: Lru::with_capacity(max_size, 1024),
             max_size: AtomicUsize::new(max_size),
             max_object_size: AtomicUsize::new(max_object_size),
@@ -180,6 +249,15 @@ impl MemoryStore {
         store
     }
 
+    /// The response header that tags entries from now on (a reload may change it).
+    pub fn set_tag_header(&self, name: http::HeaderName) {
+        *self.tag_header.write() = name;
+    }
+
+    fn new_entry(&self, url: Arc<str>, meta: StoredMeta, body: Bytes) -> Entry {
+        Entry::new(url, meta, body, &self.tag_header.read())
+    }
+
     /// Applies new limits (a reload), evicting at once if the store shrank.
     pub fn set_limits(&self, max_size: usize, max_object_size: usize) {
         let mut index = self.writer.lock();
@@ -190,7 +268,7 @@ impl MemoryStore {
 
     /// Sets the LRU's limit to what fills leave of `max_size` and evicts down to it (caller
     /// holds the writer lock).
-    fn limit_stored(&self, index: &mut UrlIndex) {
+    fn limit_stored(&self, index: &mut Index) {
         let max_size = self.max_size.load(Relaxed);
         self.lru
             .set_weight_limit(max_size.saturating_sub(self.filling.load(Relaxed)));
@@ -258,7 +336,14 @@ impl MemoryStore {
         self.lru.admit(slot(hash), hash, weight);
         let stored = self.evict_to_limit(&mut index, Some(hash));
         if stored {
-            index.entry(Arc::clone(&entry.url)).or_default().push(hash);
+            index
+                .urls
+                .entry(Arc::clone(&entry.url))
+                .or_default()
+                .push(hash);
+            for tag in entry.tags.iter() {
+                index.tags.entry(Arc::clone(tag)).or_default().push(hash);
+            }
             self.shard(hash).write().insert(hash, Arc::new(entry));
             self.bytes.fetch_add(weight, Relaxed);
             self.entries.fetch_add(1, Relaxed);
@@ -273,7 +358,7 @@ impl MemoryStore {
 
     /// Evicts least recently used entries until the limit holds. Returns false if `admitted`
     /// (just admitted to the LRU, not yet stored) was among them.
-    fn evict_to_limit(&self, index: &mut UrlIndex, admitted: Option<u128>) -> bool {
+    fn evict_to_limit(&self, index: &mut Index, admitted: Option<u128>) -> bool {
         let mut kept = true;
         for (victim, _) in self.lru.evict_to_limit() {
             if Some(victim) == admitted {
@@ -289,21 +374,24 @@ impl MemoryStore {
     }
 
     /// Removes an entry everywhere (caller holds the writer lock).
-    fn remove_locked(&self, index: &mut UrlIndex, hash: u128) -> bool {
+    fn remove_locked(&self, index: &mut Index, hash: u128) -> bool {
         self.lru.remove(slot(hash));
         self.drop_stored(index, hash)
     }
 
     /// Removes an entry from its shard and the index; the LRU no longer tracks it.
-    fn drop_stored(&self, index: &mut UrlIndex, hash: u128) -> bool {
+    fn drop_stored(&self, index: &mut Index, hash: u128) -> bool {
         let Some(entry) = self.shard(hash).write().remove(&hash) else {
             return false;
         };
-        if let Some(hashes) = index.get_mut(&entry.url) {
+        if let Some(hashes) = index.urls.get_mut(&entry.url) {
             hashes.retain(|h| *h != hash);
             if hashes.is_empty() {
-                index.remove(&entry.url);
+                index.urls.remove(&entry.url);
             }
+        }
+        for tag in entry.tags.iter() {
+            unlist(&mut index.tags, tag, hash);
         }
         self.bytes.fetch_sub(entry.weight, Relaxed);
         self.entries.fetch_sub(1, Relaxed);
@@ -320,29 +408,70 @@ impl MemoryStore {
 
     /// Removes every entry (all routes and variants) of `url` (`host/path?query`).
     pub fn purge_url(&self, url: &str) -> usize {
-        self.purge_matching(|index| index.get(url).cloned().unwrap_or_default())
+        self.purge(Selection::Url(url), Purge::Remove)
     }
 
     /// Removes every entry whose URL starts with `prefix`.
     pub fn purge_prefix(&self, prefix: &str) -> usize {
-        self.purge_matching(|index| {
-            index
+        self.purge(Selection::Prefix(prefix), Purge::Remove)
+    }
+
+    /// Removes (or marks stale) the entries `selection` picks; returns how many there were.
+    /// Costs the entries picked, not the entries stored.
+    pub fn purge(&self, selection: Selection<'_>, how: Purge) -> usize {
+        let mut index = self.writer.lock();
+        let mut picked: Vec<u128> = match selection {
+            Selection::Url(url) => index.urls.get(url).cloned().unwrap_or_default(),
+            Selection::Prefix(prefix) => index
+                .urls
                 .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
                 .take_while(|(url, _)| url.starts_with(prefix))
                 .flat_map(|(_, hashes)| hashes.iter().copied())
-                .collect()
-        })
+                .collect(),
+            Selection::Tags(tags) => tags
+                .iter()
+                .filter_map(|tag| index.tags.get(tag.as_str()))
+                .flatten()
+                .copied()
+                .collect(),
+        };
+        picked.sort_unstable();
+        picked.dedup();
+        let count = match how {
+            Purge::Remove => picked
+                .into_iter()
+                .filter(|hash| self.remove_locked(&mut index, *hash))
+                .count(),
+            Purge::MarkStale => picked
+                .into_iter()
+                .filter(|hash| self.mark_stale_locked(*hash))
+                .count(),
+        };
+        self.publish();
+        count
     }
 
-    /// Removes the entries `select` picks from the index; returns how many there were.
-    fn purge_matching(&self, select: impl FnOnce(&UrlIndex) -> Vec<u128>) -> usize {
-        let mut index = self.writer.lock();
-        let removed = select(&index)
-            .into_iter()
-            .filter(|hash| self.remove_locked(&mut index, *hash))
-            .count();
-        self.publish();
-        removed
+    /// Makes an entry stale at once (a soft purge): the next request revalidates it, and it may
+    /// still answer when the origin fails, within its stale-if-error window.
+    fn mark_stale_locked(&self, hash: u128) -> bool {
+        let mut shard = self.shard(hash).write();
+        let Some(entry) = shard.get(&hash) else {
+            return false;
+        };
+        let stale = SystemTime::now()
+            .checked_sub(std::time::Duration::from_secs(1))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut meta = entry.meta.clone();
+        meta.fresh_until = meta.fresh_until.min(stale);
+        let replaced = Entry {
+            url: Arc::clone(&entry.url),
+            tags: entry.tags.clone(),
+            meta,
+            body: entry.body.clone(),
+            weight: entry.weight,
+        };
+        shard.insert(hash, Arc::new(replaced));
+        true
     }
 }
 
@@ -480,9 +609,9 @@ impl HandleMiss for Fill {
         };
         let url = Arc::clone(&self.url);
         let charged = std::mem::take(&mut self.charged);
-        let weight = self
-            .store
-            .commit_fill(self.hash, Entry::new(url, meta, body), charged);
+        let weight =
+            self.store
+                .commit_fill(self.hash, self.store.new_entry(url, meta, body), charged);
         Ok(MissFinishType::Created(weight))
     }
 }
@@ -540,7 +669,12 @@ impl Storage for MemoryStore {
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
         let hash = hash_of(target.key().combined_bin());
-        let removed = self.purge_matching(|_| vec![hash]) > 0;
+        let removed = {
+            let mut index = self.writer.lock();
+            let removed = self.remove_locked(&mut index, hash);
+            self.publish();
+            removed
+        };
         Ok(if removed {
             PurgeOutcome::Purged(None)
         } else {
@@ -558,7 +692,7 @@ impl Storage for MemoryStore {
         let Some(old) = self.get(hash) else {
             return Ok(false);
         };
-        let entry = Entry::new(
+        let entry = self.new_entry(
             Arc::clone(&old.url),
             StoredMeta::from_meta(meta),
             old.body.clone(),

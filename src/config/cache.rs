@@ -24,7 +24,15 @@ pub(super) fn cache_settings(
         stale_while_revalidate,
         stale_if_error,
         forward_cdn_cache_control,
+        tag_header,
+        forward_tag_header,
     } = raw.unwrap_or_default();
+    let tag_header = check
+        .header_name(
+            "cache.tag_header".into(),
+            tag_header.as_deref().unwrap_or("Cache-Tag"),
+        )
+        .unwrap_or(http::HeaderName::from_static("cache-tag"));
     let max_size = check.size("cache.max_size".into(), max_size.as_deref(), 256 * MIB);
     // The default never exceeds a small store's own size.
     let max_object_size = check.size(
@@ -67,6 +75,8 @@ pub(super) fn cache_settings(
         stale_while_revalidate,
         stale_if_error,
         forward_cdn_cache_control: forward_cdn_cache_control.unwrap_or(false),
+        tag_header,
+        forward_tag_header: forward_tag_header.unwrap_or(false),
     })
 }
 
@@ -133,6 +143,9 @@ pub(super) fn route_cache(
         stale_while_revalidate,
         stale_if_error,
         forward_cdn_cache_control: settings.is_some_and(|s| s.forward_cdn_cache_control),
+        tag_header: settings
+            .filter(|s| !s.forward_tag_header)
+            .map(|s| s.tag_header.clone()),
     })
 }
 

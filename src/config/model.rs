@@ -263,6 +263,10 @@ pub struct CacheSettings {
     pub stale_if_error: Duration,
     /// `CDN-Cache-Control` and `Edgegate-Cache-Control` reach clients (else they are removed).
     pub forward_cdn_cache_control: bool,
+    /// The response header listing an entry's purge tags.
+    pub tag_header: HeaderName,
+    /// The tag header reaches clients (else it is removed).
+    pub forward_tag_header: bool,
 }
 
 /// How one route caches.
@@ -281,6 +285,8 @@ pub struct RouteCacheSpec {
     pub stale_if_error: Duration,
     /// `cache.forward_cdn_cache_control`.
     pub forward_cdn_cache_control: bool,
+    /// `cache.tag_header`, removed from responses unless `cache.forward_tag_header`.
+    pub tag_header: Option<HeaderName>,
 }
 
 /// The request predicates of a route; every present one must hold.

@@ -35,6 +35,8 @@ pub struct RawCache {
     pub stale_while_revalidate: Option<String>,
     pub stale_if_error: Option<String>,
     pub forward_cdn_cache_control: Option<bool>,
+    pub tag_header: Option<String>,
+    pub forward_tag_header: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

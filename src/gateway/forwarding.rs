@@ -263,9 +263,9 @@ pub fn prepare_response(
     // protocol.
     let hop_by_hop = response.status != http::StatusCode::SWITCHING_PROTOCOLS;
     // A caching route is the CDN that `CDN-Cache-Control` targets: it consumed the field.
-    let consumed_targeted = route
-        .and_then(|r| r.cache.as_ref())
-        .is_some_and(|policy| !policy.forward_cdn_cache_control);
+    let cache_policy = route.and_then(|r| r.cache.as_ref());
+    let consumed_targeted = cache_policy.is_some_and(|policy| !policy.forward_cdn_cache_control);
+    let tag_header = cache_policy.and_then(|policy| policy.strip_tag_header.as_ref());
     headers::edit_response(response, additional, |headers| {
         if hop_by_hop {
             crate::cache::policy::strip_connection_options(headers);
@@ -274,6 +274,9 @@ pub fn prepare_response(
             for name in &crate::cache::policy::TARGETED_FIELDS {
                 headers.remove(name);
             }
+        }
+        if let Some(name) = tag_header {
+            headers.remove(name);
         }
         if let Some(ops) = ops {
             apply_ops(headers, ops)?;

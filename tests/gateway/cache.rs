@@ -34,7 +34,7 @@ pub(crate) fn get_with(gw: &Gateway, target: &str, headers: &[(&str, &str)]) -> 
     gw.request("GET", target, headers, b"")
 }
 
-fn purge(gw: &Gateway, body: &str) -> Response {
+pub(crate) fn purge(gw: &Gateway, body: &str) -> Response {
     request(
         gw.admin,
         "POST",

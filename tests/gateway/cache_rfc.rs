@@ -345,3 +345,70 @@ fn cdn_cache_control_and_edgegate_cache_control_govern_this_cache_only() {
     assert_eq!(forwarded.header("cdn-cache-control"), Some("max-age=60"));
     assert_eq!(forwarded.header("edgegate-cache-control"), Some("no-store"));
 }
+
+#[test]
+fn tag_purges_remove_or_mark_stale_every_entry_carrying_a_tag() {
+    let origin = Origin::start("app");
+    let gw = gateway(&origin, "", "");
+    let tagged = |tags: &str| {
+        serve(
+            &origin,
+            "tagged",
+            &[
+                ("Cache-Control", "max-age=600, stale-if-error=600"),
+                ("ETag", "\"t\""),
+                ("Cache-Tag", tags),
+            ],
+        );
+    };
+    let cached = |target: &str| {
+        gw.get(target);
+        let hit = gw.get(target);
+        assert_eq!(x_cache(&hit), "HIT", "{target}");
+        assert_eq!(hit.header("cache-tag"), None, "the tag header stays here");
+    };
+    tagged("product-1, catalog");
+    cached("/p1");
+    tagged("product-2 catalog"); // spaces separate too (Surrogate-Key style)
+    cached("/p2");
+    tagged("other");
+    cached("/other");
+
+    let purged = crate::cache::purge(&gw, r#"{"tags": ["product-1"]}"#);
+    assert_eq!(
+        (purged.status, purged.json()["purged"].as_u64()),
+        (200, Some(1))
+    );
+    assert_eq!(x_cache(&gw.get("/p1")), "MISS");
+    assert_eq!(x_cache(&gw.get("/p2")), "HIT");
+
+    // Soft: stale at once, so revalidated (a 304 keeps the body), not refetched.
+    // (/p1 was refetched while the origin tagged "other": only /p2 carries "catalog" now.)
+    // The origin's 304s carry the tags again, as they update the stored header.
+    tagged("product-2 catalog");
+    let soft = crate::cache::purge(&gw, r#"{"tags": ["catalog"], "soft": true}"#);
+    assert_eq!(soft.json()["purged"].as_u64(), Some(1));
+    let hits_before = origin.hits();
+    let revalidated = gw.get("/p2");
+    assert_eq!(
+        (x_cache(&revalidated), origin.hits()),
+        ("HIT", hits_before + 1)
+    );
+    // A soft-purged entry still answers when the origin fails (its stale-if-error allows it).
+    crate::cache::purge(&gw, r#"{"tags": ["catalog"], "soft": true}"#);
+    origin.set(|b| {
+        b.status = 503;
+        b.headers.retain(|(name, _)| name != "ETag"); // no 304 from the test origin then
+    });
+    let stale = gw.get("/p2");
+    assert_eq!((stale.status, x_cache(&stale)), (200, "STALE"));
+    origin.set(|b| b.status = 200);
+    assert_eq!(
+        x_cache(&gw.get("/other")),
+        "HIT",
+        "untagged entries untouched"
+    );
+
+    let bad = crate::cache::purge(&gw, r#"{"tags": []}"#);
+    assert_eq!(bad.status, 400);
+}

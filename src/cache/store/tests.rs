@@ -201,3 +201,51 @@ async fn ranges_are_served_by_seeking() {
     assert!(hit.read_body().await.unwrap().is_none());
     assert!(hit.seek(10, None).is_err());
 }
+
+async fn fill_tagged(store: &'static MemoryStore, target: &str, tags: &str) {
+    let key = super::super::key::build("h", target, "r", &[], &http::HeaderMap::new());
+    let span = Span::inactive().handle();
+    let mut header = ResponseHeader::build(200, None).unwrap();
+    header.insert_header("cache-tag", tags).unwrap();
+    let now = SystemTime::now();
+    let meta = CacheMeta::new(now + Duration::from_secs(60), now, 1, 2, header);
+    let mut miss = store.get_miss_handler(&key, &meta, &span).await.unwrap();
+    miss.write_body(Bytes::from_static(b"x"), true)
+        .await
+        .unwrap();
+    miss.finish().await.unwrap();
+}
+
+#[tokio::test]
+async fn tags_index_entries_and_leave_the_index_with_them() {
+    let store = leak(MemoryStore::new(1 << 20, 1 << 16));
+    fill_tagged(store, "/a", "t1, t2").await;
+    fill_tagged(store, "/b", "t2 t3").await;
+    fill_tagged(store, "/c", "t3").await;
+    let tags = |list: &[&str]| list.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        store.purge(Selection::Tags(&tags(&["t2"])), Purge::Remove),
+        2
+    );
+    assert!(read(store, "/a").await.is_none() && read(store, "/b").await.is_none());
+    assert!(read(store, "/c").await.is_some());
+    {
+        let index = store.writer.lock();
+        let mut left: Vec<&str> = index.tags.keys().map(|t| &**t).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["t3"], "removed entries leave no tag behind");
+    }
+    // A soft purge keeps the entry but makes it stale.
+    assert_eq!(
+        store.purge(Selection::Tags(&tags(&["t3", "nope"])), Purge::MarkStale),
+        1
+    );
+    let key = super::super::key::build("h", "/c", "r", &[], &http::HeaderMap::new());
+    let span = Span::inactive().handle();
+    let (meta, _) = store.lookup(&key, &span).await.unwrap().unwrap();
+    assert!(!meta.is_fresh(SystemTime::now()));
+    // An origin cannot grow the index without bound through one response.
+    let many: Vec<String> = (0..100).map(|i| format!("tag{i}")).collect();
+    fill_tagged(store, "/many", &many.join(",")).await;
+    assert_eq!(store.writer.lock().tags.len(), 1 + MAX_TAGS);
+}
