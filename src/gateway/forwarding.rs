@@ -242,6 +242,27 @@ pub fn keep_origin_date(session: &Session, response: &ResponseHeader) {
     }
 }
 
+/// Removes the fields meant for this cache alone: the targeted cache-control fields it consumed
+/// and the purge-tag header. One pass over the names finds whether there are any (there rarely
+/// are), cheaper than a hashed lookup for each.
+fn strip_cache_fields(headers: &mut HeaderMap, targeted: bool, tag_header: Option<&HeaderName>) {
+    use crate::cache::policy::TARGETED_FIELDS;
+    let ours = |name: &HeaderName| {
+        (targeted && TARGETED_FIELDS.contains(name)) || tag_header == Some(name)
+    };
+    if !headers.keys().any(ours) {
+        return;
+    }
+    if targeted {
+        for name in &TARGETED_FIELDS {
+            headers.remove(name);
+        }
+    }
+    if let Some(name) = tag_header {
+        headers.remove(name);
+    }
+}
+
 /// Response edits: configured header changes, rate-limit headers, cache labels, request id.
 pub fn prepare_response(
     response: &mut ResponseHeader,
@@ -270,13 +291,8 @@ pub fn prepare_response(
         if hop_by_hop {
             crate::cache::policy::strip_connection_options(headers);
         }
-        if consumed_targeted {
-            for name in &crate::cache::policy::TARGETED_FIELDS {
-                headers.remove(name);
-            }
-        }
-        if let Some(name) = tag_header {
-            headers.remove(name);
+        if consumed_targeted || tag_header.is_some() {
+            strip_cache_fields(headers, consumed_targeted, tag_header);
         }
         if let Some(ops) = ops {
             apply_ops(headers, ops)?;
