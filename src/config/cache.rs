@@ -26,7 +26,13 @@ pub(super) fn cache_settings(
         forward_cdn_cache_control,
         tag_header,
         forward_tag_header,
+        purge_channel,
     } = raw.unwrap_or_default();
+    check.unsupported(
+        "cache.purge_channel".into(),
+        &purge_channel,
+        "purges reaching every instance through Redis come with the fleet work",
+    );
     let tag_header = check
         .header_name(
             "cache.tag_header".into(),

@@ -37,6 +37,7 @@ pub struct RawCache {
     pub forward_cdn_cache_control: Option<bool>,
     pub tag_header: Option<String>,
     pub forward_tag_header: Option<bool>,
+    pub purge_channel: Unsupported,
 }
 
 #[derive(Debug, Default, Deserialize)]
