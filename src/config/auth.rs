@@ -72,6 +72,7 @@ fn jwt_provider(check: &mut Checker, name: &str, raw: RawJwtProvider) -> Option<
         }
     }
     if check.problem_count() != before {
+        check.mark_invalid(key);
         return None;
     }
     Some(JwtProviderSpec {
@@ -380,7 +381,10 @@ pub(super) fn route_auth(
         require_roles,
         require_scopes,
     } = raw?;
-    let providers = Names::of(&auth.jwt_providers, |p| p.name.as_str());
+    let providers =
+        Names::of(&auth.jwt_providers, |p| p.name.as_str()).of_section("auth.jwt.providers");
+    let listed_nothing =
+        jwt.is_none() && api_key != Some(true) && any_of.iter().flatten().next().is_none();
     let mut methods = Vec::new();
     let jwt_method = |check: &mut Checker, field: String, name: &str| {
         check
@@ -410,10 +414,13 @@ pub(super) fn route_auth(
         );
     }
     if methods.is_empty() {
-        check.fail(
-            key.to_string(),
-            "needs `jwt: PROVIDER`, `api_key: true` or `any_of`",
-        );
+        // A method that was named but refused is reported where it was named.
+        if listed_nothing {
+            check.fail(
+                key.to_string(),
+                "needs `jwt: PROVIDER`, `api_key: true` or `any_of`",
+            );
+        }
         return None;
     }
     let jwt_only = methods.iter().all(|m| matches!(m, AuthMethod::Jwt(_)));

@@ -40,6 +40,7 @@ pub(super) fn cache_settings(
         )
         .unwrap_or(http::HeaderName::from_static("cache-tag"));
     let max_size = check.size("cache.max_size".into(), max_size.as_deref(), 256 * MIB);
+    let raw_max_object_size_given = max_object_size.is_some();
     // The default never exceeds a small store's own size.
     let max_object_size = check.size(
         "cache.max_object_size".into(),
@@ -49,7 +50,8 @@ pub(super) fn cache_settings(
     if max_size == 0 {
         check.fail("cache.max_size", "must be greater than zero");
     }
-    if max_object_size == 0 {
+    // With no max_size its default is zero too: one mistake, one message.
+    if max_object_size == 0 && (max_size > 0 || raw_max_object_size_given) {
         check.fail("cache.max_object_size", "must be greater than zero");
     } else if max_object_size > max_size {
         check.fail(

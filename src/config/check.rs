@@ -5,7 +5,7 @@
 use super::units::{parse_duration, parse_size};
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
@@ -16,6 +16,9 @@ pub(super) type Problems = Vec<(String, String)>;
 #[derive(Default)]
 pub(super) struct Checker {
     problems: Problems,
+    /// Items that failed validation (`auth.jwt.providers.p`): a reference to one is not a
+    /// second problem.
+    invalid: HashSet<String>,
 }
 
 impl Checker {
@@ -30,6 +33,11 @@ impl Checker {
 
     pub(super) fn fail(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.problems.push((key.into(), message.into()));
+    }
+
+    /// The item at `key` was refused (its problems are reported where they are).
+    pub(super) fn mark_invalid(&mut self, key: String) {
+        self.invalid.insert(key);
     }
 
     /// A duration, `default` when absent.
@@ -122,7 +130,10 @@ impl Checker {
         missing: impl FnOnce(&Names<'_>) -> String,
     ) -> Option<usize> {
         let found = names.get(name);
-        if found.is_none() {
+        let refused = names
+            .section
+            .is_some_and(|section| self.invalid.contains(&format!("{section}.{name}")));
+        if found.is_none() && !refused {
             self.fail(key, missing(names));
         }
         found
@@ -202,6 +213,8 @@ impl Checker {
 /// routes that refer to them by name.
 pub(super) struct Names<'a> {
     index: HashMap<&'a str, usize>,
+    /// Where the items are defined (`auth.jwt.providers`), when refused ones are left out.
+    section: Option<&'static str>,
 }
 
 impl<'a> Names<'a> {
@@ -212,7 +225,15 @@ impl<'a> Names<'a> {
                 .enumerate()
                 .map(|(position, item)| (name(item), position))
                 .collect(),
+            section: None,
         }
+    }
+
+    /// Items of `section` that failed validation are not in the list: referring to one is
+    /// not reported again.
+    pub(super) fn of_section(mut self, section: &'static str) -> Self {
+        self.section = Some(section);
+        self
     }
 
     pub(super) fn get(&self, name: &str) -> Option<usize> {

@@ -140,7 +140,11 @@ fn policy_spec(check: &mut Checker, name: &str, raw: RawPolicy) -> Option<Policy
             check.fail(format!("{key}.tiers.{tier}"), "must be at least 1");
         }
     }
-    (check.problem_count() == before).then(|| PolicySpec {
+    if check.problem_count() != before {
+        check.mark_invalid(key);
+        return None;
+    }
+    Some(PolicySpec {
         name: name.to_string(),
         algorithm,
         key: key_parts,
@@ -171,9 +175,11 @@ fn key_parts(check: &mut Checker, key: &str, raw: RawPolicyKey) -> Vec<KeyPart> 
                 "route" => Some(KeyPart::Route),
                 _ => None,
             },
-            Some(("header", name)) => check
-                .header_name(format!("{key}.key"), name)
-                .map(KeyPart::Header),
+            Some(("header", name)) => match check.header_name(format!("{key}.key"), name) {
+                Some(name) => Some(KeyPart::Header(name)),
+                // Reported as a bad header name; not a second time as an unknown part.
+                None => continue,
+            },
             Some(("claim", name)) if !name.is_empty() => Some(KeyPart::Claim(name.to_string())),
             _ => None,
         };
@@ -199,7 +205,7 @@ pub(super) fn route_policies(
     raw: Option<Vec<String>>,
     spec: &RateLimitSpec,
 ) -> Vec<usize> {
-    let names = Names::of(&spec.policies, |p| p.name.as_str());
+    let names = Names::of(&spec.policies, |p| p.name.as_str()).of_section("rate_limits.policies");
     let mut policies = Vec::new();
     let raw = raw.unwrap_or_default();
     if raw.len() > MAX_ROUTE_POLICIES {
@@ -218,10 +224,11 @@ pub(super) fn route_policies(
                 format!("{key}[{position}]"),
                 format!("`{name}` is listed twice"),
             ),
-            None => check.fail(
-                format!("{key}[{position}]"),
-                format!("no policy named `{name}` under rate_limits.policies"),
-            ),
+            None => {
+                check.resolve(format!("{key}[{position}]"), &names, name, |_| {
+                    format!("no policy named `{name}` under rate_limits.policies")
+                });
+            }
         }
     }
     policies

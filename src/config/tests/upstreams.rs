@@ -121,7 +121,7 @@ fn health_check_problems() {
         ("upstreams:\n  app:\n    targets: [{ address: 127.0.0.1:1 }]\n    health_check: { path: healthz, expected_statuses: [] }\n", &["4:21 upstreams.app.health_check.path: `healthz` is not a path starting with /", "4:36 upstreams.app.health_check.expected_statuses: must list HTTP status codes (100-599)"]),
         ("upstreams:\n  app:\n    targets: [{ address: 127.0.0.1:1 }]\n    health_check: { expected_statuses: [200, 700], host: \"a\\u0001b\" }\n", &["4:21 upstreams.app.health_check.expected_statuses: must list HTTP status codes (100-599)", "4:52 upstreams.app.health_check.host: `a\u{1}b` is not a valid HTTP header value"]),
         ("upstreams:\n  app:\n    targets: [{ address: 127.0.0.1:1 }]\n    health_check: { interval: 1s, timeout: 2s }\n", &["4:35 upstreams.app.health_check.timeout: must not be longer than the interval"]),
-        ("upstreams:\n  app:\n    targets: [{ address: 127.0.0.1:1 }]\n    health_check: { interval: 0, healthy_threshold: 0, unhealthy_threshold: 101 }\n", &["4:21 upstreams.app.health_check.interval: must be greater than zero",  "4:34 upstreams.app.health_check.healthy_threshold: must be between 1 and 100", "4:56 upstreams.app.health_check.unhealthy_threshold: must be between 1 and 100"]),
+        ("upstreams:\n  app:\n    targets: [{ address: 127.0.0.1:1 }]\n    health_check: { interval: 0, healthy_threshold: 0, unhealthy_threshold: 101 }\n", &["4:21 upstreams.app.health_check.interval: must be greater than zero", "4:34 upstreams.app.health_check.healthy_threshold: must be between 1 and 100", "4:56 upstreams.app.health_check.unhealthy_threshold: must be between 1 and 100"]),
     ]);
 }
 
