@@ -330,39 +330,34 @@ pub fn strip_connection_options(headers: &mut http::HeaderMap) {
             return;
         }
     }
-    let named: Vec<String> = headers
+    for name in connection_options(headers) {
+        if name.eq_ignore_ascii_case("keep-alive") {
+            headers.remove(&KEEP_ALIVE);
+        } else {
+            headers.remove(name.as_str());
+        }
+    }
+}
+
+/// The field names `Connection` lists, but `close` (an option, not a field).
+fn connection_options(headers: &http::HeaderMap) -> Vec<String> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .map(|token| token.trim().to_string())
-        .collect();
-    for name in named {
-        remove_option(headers, &name);
-    }
-}
-
-fn remove_option(headers: &mut http::HeaderMap, token: &str) {
-    if token.eq_ignore_ascii_case("keep-alive") {
-        headers.remove(&KEEP_ALIVE);
-    } else if !token.is_empty() && !token.eq_ignore_ascii_case("close") {
-        headers.remove(token);
-    }
+        .map(str::trim)
+        .filter(|token| !token.is_empty() && !token.eq_ignore_ascii_case("close"))
+        .map(str::to_string)
+        .collect()
 }
 
 /// [`strip_hop_by_hop`] on a response header (its name map kept in step).
 fn strip_stored_hop_by_hop(stored: &mut ResponseHeader) {
-    let mut kept = stored.headers.clone();
-    strip_hop_by_hop(&mut kept);
-    let gone: Vec<header::HeaderName> = stored
-        .headers
-        .keys()
-        .filter(|name| !kept.contains_key(*name))
-        .cloned()
-        .collect();
-    for name in gone {
-        let _ = stored.remove_header(&name);
+    for name in connection_options(&stored.headers) {
+        let _ = stored.remove_header(name.as_str());
     }
+    let _ = stored.remove_header(&header::CONNECTION);
 }
 
 /// The variant of `request` under the stored response's `Vary` (`None`: it does not vary).

@@ -7,7 +7,7 @@ use crate::cache::{key, policy, CacheStatus};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora_cache::{CacheKey, RespCacheable};
 use pingora_error::{Error, ErrorSource, Result};
-use pingora_http::ResponseHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use std::time::SystemTime;
 
@@ -36,14 +36,10 @@ pub fn key(session: &Session, ctx: &RequestCtx) -> Result<CacheKey> {
         );
     };
     let request = session.req_header();
-    let target = request
-        .uri
-        .path_and_query()
-        .map_or_else(|| request.uri.path(), |p| p.as_str());
     let vary = route.cache.as_ref().map_or(&[][..], |p| &p.vary[..]);
     Ok(key::build(
         request_host(request),
-        target,
+        request_target(request),
         &route.spec.name,
         vary,
         &request.headers,
@@ -99,11 +95,9 @@ pub fn invalidate_after_unsafe(session: &Session, ctx: &RequestCtx, response: &R
         return;
     };
     let host = request_host(request);
-    let target = request
-        .uri
-        .path_and_query()
-        .map_or_else(|| request.uri.path(), |p| p.as_str());
-    cache.store().purge_url(&key::url(host, target));
+    cache
+        .store()
+        .purge_url(&key::url(host, request_target(request)));
     for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
         if let Some(same_origin) = response
             .headers
@@ -113,6 +107,14 @@ pub fn invalidate_after_unsafe(session: &Session, ctx: &RequestCtx, response: &R
             cache.store().purge_url(&key::url(host, &same_origin));
         }
     }
+}
+
+/// The path and query the request asked for, as the cache keys and purges it.
+fn request_target(request: &RequestHeader) -> &str {
+    request
+        .uri
+        .path_and_query()
+        .map_or_else(|| request.uri.path(), |p| p.as_str())
 }
 
 /// The path and query of `value` when it names a resource of `host`: an absolute path, or an
