@@ -140,10 +140,15 @@ fn forwarding_headers(
         };
         insert(headers, &X_FORWARDED_PROTO, proto.clone())?;
     }
-    if !peer_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
-        if let Some(host) = headers.get(http::header::HOST).cloned() {
+    if let Some(host) = headers.get(http::header::HOST) {
+        if !peer_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
+            let host = host.clone();
             insert(headers, &X_FORWARDED_HOST, host)?;
         }
+    } else if let Some(backend) = ctx.upstream.lease.as_ref().and_then(|l| l.backend()) {
+        // Only HTTP/1.0 may come without a Host; the backend is spoken to in HTTP/1.1, which
+        // needs one (RFC 9112 §3.2), so it gets its own address, as the health check sends.
+        insert(headers, &http::header::HOST, backend.host.clone())?;
     }
     if !ctx.request_id.from_client {
         insert(headers, &X_REQUEST_ID, ctx.request_id.header_value())?;

@@ -8,6 +8,7 @@ pub mod selection;
 
 use crate::config::{HashKey, HealthCheckSpec, OutlierSpec, Selection, UpstreamSpec};
 use crate::observability::metrics::{BackendMetrics, PoolMetrics};
+use http::HeaderValue;
 use log::{info, warn};
 use outlier::{Change, Outcome, OutlierState};
 use pingora_core::upstreams::peer::HttpPeer;
@@ -22,6 +23,8 @@ pub struct Backend {
     pub address: SocketAddr,
     /// `ip:port`, as shown in metrics, logs and `/status`.
     pub label: String,
+    /// The label as a `Host` value, for a request that came without one (HTTP/1.0).
+    pub host: HeaderValue,
     pub weight: u32,
     /// Active health: false keeps the backend out of selection.
     pub healthy: AtomicBool,
@@ -85,6 +88,9 @@ impl Pool {
                 peer: build_peer(spec, target.address),
                 metrics: BackendMetrics::new(&spec.name, &label, spec.outlier_detection.is_some()),
                 outlier: OutlierState::default(),
+                // `ip:port` is always a valid header value; the fallback is never taken.
+                host: HeaderValue::from_str(&label)
+                    .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
                 label,
                 check_streak: health::Streak::default(),
             })

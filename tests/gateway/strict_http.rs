@@ -241,6 +241,17 @@ fn http11_needs_a_host_and_trace_stops_at_the_gateway() {
     assert!(exchange.closed);
     let exchange = raw_exchange(gw.proxy, b"GET /public HTTP/1.0\r\n\r\n", QUIET);
     assert_eq!(exchange.responses[0].status, 200, "HTTP/1.0 may omit Host");
+    // The backend is spoken to in HTTP/1.1, which needs a Host: the backend's own address.
+    let seen = exchange.responses[0].json();
+    assert_eq!(
+        seen["headers"]["host"],
+        origin.addr.to_string(),
+        "the HTTP/1.1 request to the backend carries a Host: {seen}"
+    );
+    assert!(
+        seen["headers"].get("x-forwarded-host").is_none(),
+        "no client Host to forward: {seen}"
+    );
     let exchange = raw_exchange(gw.proxy, b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", QUIET);
     assert_bad_request(&exchange.responses[0], 405, "TRACE");
     assert_eq!(origin.hits(), 1, "only the HTTP/1.0 request was proxied");
