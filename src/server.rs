@@ -98,8 +98,6 @@ fn proxy_app(
     proxy
 }
 
-/// Socket read buffer under OpenSSL; plain HTTP reads unbuffered.
-const TLS_READ_BUFFER: usize = 4096;
 /// Socket write buffer of every client connection (Pingora's default).
 const L4_WRITE_BUFFER: usize = 1460;
 
@@ -247,14 +245,9 @@ fn proxy_service(
     for listener in listeners {
         // Pingora's default 64 KiB socket read buffer is zeroed, so resident, for every idle
         // client. HTTP/1 reads land in Pingora's own buffers (a socket buffer only adds a copy);
-        // OpenSSL reads 5-byte record headers, which a small one saves a syscall each.
-        let read = if listener.tls.is_some() {
-            TLS_READ_BUFFER
-        } else {
-            0
-        };
+        // under OpenSSL, `tls::socket` buffers only while bytes are pending.
         let endpoint = ListenerConfig::tcp(listener.address.to_string())
-            .l4_buffer(L4BufferSettings::new(read, L4_WRITE_BUFFER));
+            .l4_buffer(L4BufferSettings::new(0, L4_WRITE_BUFFER));
         proxy.add_listener(endpoint);
     }
     proxy

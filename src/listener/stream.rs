@@ -6,13 +6,8 @@
 use super::date::{date_value_at, HttpDate, Patch};
 use super::framing::{BodyFraming, Tracker, Violation};
 use crate::observability::metrics;
-use async_trait::async_trait;
-use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
-use pingora_core::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType, ALPN,
-};
+use pingora_core::protocols::{Ssl, Stream, ALPN};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -63,6 +58,13 @@ pub struct ClientStream {
 
 /// What a parked connection reads of its next request at once.
 const PARKED_READ: usize = 2048;
+
+thread_local! {
+    /// Where a parked connection's first read lands (a buffer in the parked future itself would
+    /// be held by every idle client).
+    static PARKED_SCRATCH: std::cell::RefCell<[u8; PARKED_READ]> =
+        const { std::cell::RefCell::new([0; PARKED_READ]) };
+}
 
 /// `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`, what every HTTP/2 client sends first (RFC 9113 §3.4).
 pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -197,15 +199,28 @@ impl ClientStream {
 
     /// Waits for the client's next request and keeps what arrived for the next reads (a whole
     /// ordinary head fits, so the parser's first read costs no syscall); false when the client
-    /// closed or the read failed.
+    /// closed or the read failed. While it waits, the connection holds no read buffer.
     pub async fn wait_for_request(&mut self) -> bool {
-        let mut start = [0u8; PARKED_READ];
-        match tokio::io::AsyncReadExt::read(self, &mut start).await {
-            Ok(read @ 1..) => {
-                self.pending = Some(bytes::Bytes::copy_from_slice(&start[..read]));
-                true
+        std::future::poll_fn(|cx| self.poll_next_request(cx)).await
+    }
+
+    fn poll_next_request(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        PARKED_SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => self.poll_parked_read(cx, &mut scratch[..]),
+            // Never borrowed across a poll, so never busy; if it were, a buffer of its own.
+            Err(_) => self.poll_parked_read(cx, &mut [0u8; PARKED_READ]),
+        })
+    }
+
+    fn poll_parked_read(&mut self, cx: &mut Context<'_>, scratch: &mut [u8]) -> Poll<bool> {
+        let mut start = ReadBuf::new(scratch);
+        match Pin::new(&mut *self).poll_read(cx, &mut start) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) if !start.filled().is_empty() => {
+                self.pending = Some(bytes::Bytes::copy_from_slice(start.filled()));
+                Poll::Ready(true)
             }
-            _ => false,
+            Poll::Ready(_) => Poll::Ready(false),
         }
     }
 
@@ -435,19 +450,6 @@ impl AsyncWrite for ClientStream {
     }
 }
 
-#[async_trait]
-impl Shutdown for ClientStream {
-    async fn shutdown(&mut self) {
-        self.inner.shutdown().await;
-    }
-}
-
-impl UniqueID for ClientStream {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
-
 impl Ssl for ClientStream {
     fn get_ssl(&self) -> Option<&TlsRef> {
         self.inner.get_ssl()
@@ -466,43 +468,75 @@ impl Ssl for ClientStream {
     }
 }
 
-impl GetTimingDigest for ClientStream {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
+/// Implements the stream traits that a wrapper passes straight to its `inner` stream: shutdown,
+/// id, the timing, proxy and socket digests, and peeking.
+macro_rules! pass_through_stream_traits {
+    ($wrapper:ty) => {
+        const _: () = {
+            use pingora_core::protocols::raw_connect::ProxyDigest;
+            use pingora_core::protocols::{
+                GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest,
+                TimingDigest, UniqueID, UniqueIDType,
+            };
+            use std::sync::Arc;
+            use std::time::Duration;
 
-    fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
-    }
+            #[async_trait::async_trait]
+            impl Shutdown for $wrapper {
+                async fn shutdown(&mut self) {
+                    self.inner.shutdown().await;
+                }
+            }
 
-    fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
-    }
+            impl UniqueID for $wrapper {
+                fn id(&self) -> UniqueIDType {
+                    self.inner.id()
+                }
+            }
+
+            impl GetTimingDigest for $wrapper {
+                fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+                    self.inner.get_timing_digest()
+                }
+
+                fn get_read_pending_time(&self) -> Duration {
+                    self.inner.get_read_pending_time()
+                }
+
+                fn get_write_pending_time(&self) -> Duration {
+                    self.inner.get_write_pending_time()
+                }
+            }
+
+            impl GetProxyDigest for $wrapper {
+                fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+                    self.inner.get_proxy_digest()
+                }
+
+                fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+                    self.inner.set_proxy_digest(digest);
+                }
+            }
+
+            impl GetSocketDigest for $wrapper {
+                fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+                    self.inner.get_socket_digest()
+                }
+
+                fn set_socket_digest(&mut self, digest: SocketDigest) {
+                    self.inner.set_socket_digest(digest);
+                }
+            }
+
+            #[async_trait::async_trait]
+            impl Peek for $wrapper {
+                async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+                    self.inner.try_peek(buf).await
+                }
+            }
+        };
+    };
 }
+pub(crate) use pass_through_stream_traits;
 
-impl GetProxyDigest for ClientStream {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-
-    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.inner.set_proxy_digest(digest);
-    }
-}
-
-impl GetSocketDigest for ClientStream {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-
-    fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.inner.set_socket_digest(digest);
-    }
-}
-
-#[async_trait]
-impl Peek for ClientStream {
-    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
-    }
-}
+pass_through_stream_traits!(ClientStream);

@@ -9,6 +9,7 @@
 
 pub mod certs;
 pub mod peer;
+pub mod socket;
 
 use crate::config::{ClientAuth, ListenerTls, TlsVersion};
 use crate::observability::metrics::TlsMetrics;
@@ -272,8 +273,11 @@ impl Terminator {
                 return None;
             }
         };
-        let handshake = handshake_with_callback(&self.acceptor, l4, &self.callbacks);
-        match tokio::time::timeout(timeout, handshake).await {
+        let handshake =
+            handshake_with_callback(&self.acceptor, socket::TlsSocket::new(l4), &self.callbacks);
+        // Pingora's timer wheel: a tokio timer earlier than any other wakes the runtime's driver
+        // (an eventfd write) for every connection.
+        match pingora_timeout::fast_timeout::fast_timeout(timeout, handshake).await {
             Ok(Ok(secured)) => {
                 self.metrics.handshake(secured.ssl().session_reused());
                 Some(Box::new(secured))
