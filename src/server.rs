@@ -98,9 +98,6 @@ fn proxy_app(
     proxy
 }
 
-/// Socket write buffer of every client connection (Pingora's default).
-const L4_WRITE_BUFFER: usize = 1460;
-
 /// Streams one HTTP/2 client may have open at once.
 const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
 /// Flow-control windows: what a client may send before the gateway reads (bounds buffered bodies).
@@ -245,9 +242,10 @@ fn proxy_service(
     for listener in listeners {
         // Pingora's default 64 KiB socket read buffer is zeroed, so resident, for every idle
         // client. HTTP/1 reads land in Pingora's own buffers (a socket buffer only adds a copy);
-        // under OpenSSL, `tls::socket` buffers only while bytes are pending.
+        // under OpenSSL, `tls::socket` buffers only while bytes are pending. Writes are
+        // gathered by `listener::coalesce`, which holds no buffer between responses.
         let endpoint = ListenerConfig::tcp(listener.address.to_string())
-            .l4_buffer(L4BufferSettings::new(0, L4_WRITE_BUFFER));
+            .l4_buffer(L4BufferSettings::unbuffered());
         proxy.add_listener(endpoint);
     }
     proxy

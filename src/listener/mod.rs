@@ -4,6 +4,7 @@
 //! h2c preface on a plain listener with `h2c`), is wrapped in a [`stream::ClientStream`]
 //! (request-head deadline, strict HTTP/1 framing) and handed to Pingora's HTTP proxy.
 
+pub mod coalesce;
 pub mod date;
 pub mod framing;
 pub mod stream;

@@ -3,6 +3,7 @@
 //! byte every half second holds a connection forever) and the strict framing shadow of
 //! [`super::framing`]. Everything else is passed straight to the underlying stream.
 
+use super::coalesce::Coalescer;
 use super::date::{date_value_at, HttpDate, Patch};
 use super::framing::{BodyFraming, Tracker, Violation};
 use crate::observability::metrics;
@@ -54,6 +55,8 @@ pub struct ClientStream {
     date_patch: Option<Patch>,
     /// Bytes written to the client so far.
     written: u64,
+    /// Short writes not sent yet.
+    out: Coalescer,
 }
 
 /// What a parked connection reads of its next request at once.
@@ -99,6 +102,7 @@ impl ClientStream {
             keep_date: parking_lot::Mutex::new(None),
             date_patch: None,
             written: 0,
+            out: Coalescer::default(),
         }
     }
 
@@ -129,15 +133,15 @@ impl ClientStream {
                             io::IoSlice::new(&patch.date),
                             io::IoSlice::new(&buf[at + patch.date.len()..]),
                         ];
-                        Pin::new(&mut self.inner).poll_write_vectored(cx, &slices)
+                        self.out.poll_write_vectored(&mut self.inner, cx, &slices)
                     }
                     _ => {
                         let patched = patch.apply(self.written, buf);
-                        Pin::new(&mut self.inner).poll_write(cx, &patched)
+                        self.out.poll_write(&mut self.inner, cx, &patched)
                     }
                 }
             }
-            _ => Pin::new(&mut self.inner).poll_write(cx, buf),
+            _ => self.out.poll_write(&mut self.inner, cx, buf),
         };
         if let Poll::Ready(Ok(written)) = result {
             self.written += written as u64;
@@ -347,9 +351,8 @@ impl ClientStream {
         response.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
         response.extend_from_slice(b"\r\n\r\n");
         response.extend_from_slice(body.as_bytes());
-        let inner = Pin::new(&mut self.inner);
-        if let Poll::Ready(Ok(_)) = inner.poll_write(cx, &response) {
-            let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(_)) = self.out.poll_write(&mut self.inner, cx, &response) {
+            let _ = self.out.poll_flush(&mut self.inner, cx);
         }
     }
 }
@@ -430,7 +433,7 @@ impl AsyncWrite for ClientStream {
                 .map_or(&[][..], |b| &b[..]);
             return this.poll_write_patched(cx, first);
         }
-        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let result = this.out.poll_write_vectored(&mut this.inner, cx, bufs);
         if let Poll::Ready(Ok(written)) = result {
             this.written += written as u64;
         }
@@ -442,11 +445,40 @@ impl AsyncWrite for ClientStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        this.out.poll_flush(&mut this.inner, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        this.out.poll_shutdown(&mut this.inner, cx)
+    }
+}
+
+impl Drop for ClientStream {
+    /// Pingora drops a failed request's connection without flushing it; its socket sent what it
+    /// had buffered if the socket took it at once, and so does this.
+    fn drop(&mut self) {
+        if !self.out.is_empty() {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let _ = self.out.poll_drain(&mut self.inner, &mut cx);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl pingora_core::protocols::Shutdown for ClientStream {
+    /// What waits is sent first (Pingora's buffered socket flushed itself the same way).
+    async fn shutdown(&mut self) {
+        let (out, inner) = (&mut self.out, &mut self.inner);
+        if !out.is_empty()
+            && std::future::poll_fn(|cx| out.poll_drain(inner, cx))
+                .await
+                .is_err()
+        {
+            log::debug!("a response's last bytes could not be sent before the close");
+        }
+        self.inner.shutdown().await;
     }
 }
 
@@ -468,25 +500,18 @@ impl Ssl for ClientStream {
     }
 }
 
-/// Implements the stream traits that a wrapper passes straight to its `inner` stream: shutdown,
-/// id, the timing, proxy and socket digests, and peeking.
+/// Implements the stream traits that a wrapper passes straight to its `inner` stream: the id,
+/// the timing, proxy and socket digests, and peeking.
 macro_rules! pass_through_stream_traits {
     ($wrapper:ty) => {
         const _: () = {
             use pingora_core::protocols::raw_connect::ProxyDigest;
             use pingora_core::protocols::{
-                GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest,
-                TimingDigest, UniqueID, UniqueIDType,
+                GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, SocketDigest, TimingDigest,
+                UniqueID, UniqueIDType,
             };
             use std::sync::Arc;
             use std::time::Duration;
-
-            #[async_trait::async_trait]
-            impl Shutdown for $wrapper {
-                async fn shutdown(&mut self) {
-                    self.inner.shutdown().await;
-                }
-            }
 
             impl UniqueID for $wrapper {
                 fn id(&self) -> UniqueIDType {

@@ -7,7 +7,7 @@
 
 use crate::listener::stream::pass_through_stream_traits;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::Ssl;
+use pingora_core::protocols::{Shutdown, Ssl};
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
@@ -116,6 +116,13 @@ impl AsyncWrite for TlsSocket {
 }
 
 impl Ssl for TlsSocket {}
+
+#[async_trait::async_trait]
+impl Shutdown for TlsSocket {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await;
+    }
+}
 
 pass_through_stream_traits!(TlsSocket);
 
