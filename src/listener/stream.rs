@@ -3,7 +3,7 @@
 //! byte every half second holds a connection forever) and the strict framing shadow of
 //! [`super::framing`]. Everything else is passed straight to the underlying stream.
 
-use super::coalesce::Coalescer;
+use super::coalesce::{Coalescer, COALESCE};
 use super::date::{date_value_at, HttpDate, Patch};
 use super::framing::{BodyFraming, Tracker, Violation};
 use crate::observability::metrics;
@@ -61,6 +61,20 @@ pub struct ClientStream {
 
 /// What a parked connection reads of its next request at once.
 const PARKED_READ: usize = 2048;
+
+/// Moves what `held` has (bytes read ahead of the caller) into `buf`, dropping it, and its
+/// allocation, once all is taken; false when nothing was held.
+pub(crate) fn hand_out_held(held: &mut Option<bytes::Bytes>, buf: &mut ReadBuf<'_>) -> bool {
+    let Some(bytes) = held else {
+        return false;
+    };
+    let give = bytes.len().min(buf.remaining());
+    buf.put_slice(&bytes.split_to(give));
+    if bytes.is_empty() {
+        *held = None;
+    }
+    true
+}
 
 thread_local! {
     /// Where a parked connection's first read lands (a buffer in the parked future itself would
@@ -125,9 +139,9 @@ impl ClientStream {
         let result = match self.date_patch {
             Some(patch) if patch.overlaps(self.written, buf.len()) => {
                 match patch.within(self.written, buf.len()) {
-                    // The whole value in this write, on a plain socket: three slices, one
-                    // `writev`, no copy.
-                    Some(at) if self.inner.is_write_vectored() => {
+                    // The whole value in this write: three slices, gathered by the coalescer
+                    // when short, else one `writev` on a plain socket; no patched copy.
+                    Some(at) if buf.len() < COALESCE || self.inner.is_write_vectored() => {
                         let slices = [
                             io::IoSlice::new(&buf[..at]),
                             io::IoSlice::new(&patch.date),
@@ -364,13 +378,8 @@ impl AsyncRead for ClientStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Some(mut pending) = this.pending.take() {
-            // Already seen by the tracker when it was read.
-            let give = pending.len().min(buf.remaining());
-            buf.put_slice(&pending.split_to(give));
-            if !pending.is_empty() {
-                this.pending = Some(pending);
-            }
+        // Already seen by the tracker when it was read.
+        if hand_out_held(&mut this.pending, buf) {
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();

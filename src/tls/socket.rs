@@ -5,7 +5,7 @@
 //! keeps only the rest, in an allocation that is freed as soon as OpenSSL has taken it. An idle
 //! TLS client therefore holds no read buffer at all.
 
-use crate::listener::stream::pass_through_stream_traits;
+use crate::listener::stream::{hand_out_held, pass_through_stream_traits};
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{Shutdown, Ssl};
 use std::cell::RefCell;
@@ -39,19 +39,6 @@ impl TlsSocket {
             unread: None,
         }
     }
-
-    /// Hands out bytes read earlier; the allocation holding them goes once they are all taken.
-    fn take_unread(&mut self, buf: &mut ReadBuf<'_>) -> bool {
-        let Some(unread) = &mut self.unread else {
-            return false;
-        };
-        let give = unread.len().min(buf.remaining());
-        buf.put_slice(&unread.split_to(give));
-        if unread.is_empty() {
-            self.unread = None;
-        }
-        true
-    }
 }
 
 impl AsyncRead for TlsSocket {
@@ -61,7 +48,7 @@ impl AsyncRead for TlsSocket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.take_unread(buf) {
+        if hand_out_held(&mut this.unread, buf) {
             return Poll::Ready(Ok(()));
         }
         if buf.remaining() >= GULP {
