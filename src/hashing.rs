@@ -28,6 +28,15 @@ impl Keyed128 {
         });
         hasher.finish128().as_u128()
     }
+
+    /// The same hash as [`Keyed128::hash`] of one byte string of `len` bytes, fed in pieces: a
+    /// caller can hash a string it never assembles.
+    pub fn hash_pieces(&self, len: usize, feed: impl FnOnce(&mut dyn FnMut(&[u8]))) -> u128 {
+        let mut hasher = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
+        hasher.write_u64(len as u64);
+        feed(&mut |bytes: &[u8]| hasher.write(bytes));
+        hasher.finish128().as_u128()
+    }
 }
 
 impl Default for Keyed128 {
@@ -93,6 +102,25 @@ mod tests {
         assert_ne!(of(&[b"ab", b"c"]) >> 64, of(&[b"a", b"bc"]) >> 64);
         let other = Keyed128::new();
         assert_ne!(of(&[b"x"]), other.hash(|write| write(b"x")));
+    }
+
+    #[test]
+    fn a_string_hashed_in_pieces_hashes_as_a_whole() {
+        let hasher = Keyed128::new();
+        let whole = b"api.example/v1/items?page=2\0route";
+        let expected = hasher.hash(|write| write(whole));
+        for split in [0, 1, 7, 8, 9, 16, whole.len()] {
+            let (a, b) = whole.split_at(split);
+            let pieces = hasher.hash_pieces(whole.len(), |write| {
+                write(a);
+                write(b);
+            });
+            assert_eq!(pieces, expected, "split at {split}");
+        }
+        assert_ne!(
+            hasher.hash_pieces(whole.len() + 1, |write| write(whole)),
+            expected
+        );
     }
 
     #[test]

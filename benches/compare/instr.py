@@ -10,6 +10,11 @@ kernel's share is not counted: read proxybench's cpu us/req for the whole cost).
   benches/compare/instr.py 'edgegate=target/release/edgegate run -c benches/proxybench.yaml@19091'
   benches/compare/instr.py --requests 20000 --conns 16 --path /x -H 'Authorization: Bearer ...' 'a=...@P' 'b=...@Q'
   benches/compare/instr.py --no-nginx 'edgegate=...@19091'
+  benches/compare/instr.py --scenario cache-hit 'edgegate=target/release/edgegate run -c benches/proxybench-cache.yaml@19091'
+
+--scenario takes proxybench's scenarios (benches/compare/scenarios): nginx gets the scenario's
+configuration (proxy_cache for cache-hit) and the request its path, unless --path is given. The
+scenario's headers are not sent: pass them with -H.
 
 Contenders are 'name=<command>@<port>' as in proxybench (same PROXYBENCH_* environment; one worker
 thread, keepalive to the origins, no per-request log). nginx (one process, master_process off) is
@@ -135,7 +140,8 @@ def main():
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--warmup", type=int, default=2000)
     ap.add_argument("--conns", type=int, default=16)
-    ap.add_argument("--path", default="/")
+    ap.add_argument("--path", default=None, help="request path (default: the scenario's, else /)")
+    ap.add_argument("--scenario", default=None, help="a proxybench scenario for nginx's configuration")
     ap.add_argument("-H", "--header", action="append", default=[])
     ap.add_argument("--no-nginx", action="store_true")
     ap.add_argument("--nginx-port", type=int, default=19080)
@@ -159,6 +165,8 @@ def main():
     if not nginx:
         sys.exit("instr.py: nginx not found (apt-get install -y nginx): it serves the origins")
     tmp = tempfile.mkdtemp(prefix="instr.")
+    scenario = pb.load_scenario(args.scenario, tmp) if args.scenario else {}
+    args.path = args.path or scenario.get("path") or "/"
     pb.become_subreaper()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: sys.exit(130))
@@ -168,7 +176,7 @@ def main():
         origin = pb.start_origin(nginx, tmp, "instr.py", [args.nginx_port], lambda argv: pb.pinned(1 - args.proxy_cpu, argv))
         runs = []
         if not args.no_nginx:
-            conf = pb.nginx_proxy_conf(tmp, args.nginx_port, {}).replace("master_process on;", "master_process off;")
+            conf = pb.nginx_proxy_conf(tmp, args.nginx_port, scenario).replace("master_process on;", "master_process off;")
             with open(os.path.join(tmp, "nginx.conf"), "w") as f:
                 f.write(conf)
             runs.append(("nginx", [nginx, "-p", tmp, "-c", os.path.join(tmp, "nginx.conf")], args.nginx_port, None))

@@ -53,6 +53,52 @@ pub fn build(
     key
 }
 
+/// The store's hash of the key [`build`] makes for the same request, computed without building
+/// the key: what a fresh hit looks up before Pingora's cache phases.
+pub fn hash(
+    host: &str,
+    path_and_query: &str,
+    route: &str,
+    vary: &[HeaderName],
+    headers: &HeaderMap,
+) -> u128 {
+    let mut len = host.len() + path_and_query.len() + 1 + route.len();
+    for name in vary {
+        let values = headers.get_all(name);
+        len += 1 + values.iter().map(|v| v.len() + 1).sum::<usize>();
+        len -= usize::from(values.iter().next().is_some());
+    }
+    KEY_HASH.hash_pieces(len, |write| {
+        write_lowercase(host.as_bytes(), write);
+        write(path_and_query.as_bytes());
+        write(&[FIELD]);
+        write(route.as_bytes());
+        for name in vary {
+            write(&[FIELD]);
+            for (index, value) in headers.get_all(name).iter().enumerate() {
+                if index > 0 {
+                    write(&[VALUE]);
+                }
+                write(value.as_bytes());
+            }
+        }
+    })
+}
+
+/// Feeds `bytes` lowercased, through a small stack buffer (hosts are rarely not lowercase).
+fn write_lowercase(bytes: &[u8], write: &mut dyn FnMut(&[u8])) {
+    if !bytes.iter().any(u8::is_ascii_uppercase) {
+        return write(bytes);
+    }
+    let mut buffer = [0u8; 64];
+    for chunk in bytes.chunks(buffer.len()) {
+        let lower = &mut buffer[..chunk.len()];
+        lower.copy_from_slice(chunk);
+        lower.make_ascii_lowercase();
+        write(lower);
+    }
+}
+
 /// The URL part of a key built by [`build`].
 pub fn url_of(key: &CacheKey) -> &[u8] {
     let primary = key.primary_key();
@@ -124,6 +170,47 @@ mod tests {
             hash("h", "/", "r", &["a"], &[("a", "x"), ("a", "y")]),
             hash("h", "/", "r", &["a"], &[("a", "xy")])
         );
+    }
+
+    #[test]
+    fn the_hash_without_a_key_is_the_keys_hash() {
+        let long_host = "Very-Long-Host-Name-".repeat(8) + ".Example";
+        /// host, target, route, the route's vary headers, the request's headers
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a str,
+            &'a [&'a str],
+            &'a [(&'a str, &'a str)],
+        );
+        let cases: &[Case] = &[
+            ("a.example", "/p?q=1", "r", &[], &[]),
+            ("A.Example", "/", "route", &[], &[]),
+            (&long_host, "/x", "r", &[], &[]),
+            ("h", "/", "r", &["accept"], &[]),
+            ("h", "/", "r", &["accept"], &[("accept", "x")]),
+            (
+                "h",
+                "/",
+                "r",
+                &["a", "b"],
+                &[("a", "x"), ("a", "yy"), ("b", "")],
+            ),
+            ("h", "/", "r", &["a", "b"], &[("b", "z")]),
+        ];
+        for (host, target, route, vary, pairs) in cases {
+            let vary: Vec<HeaderName> = vary
+                .iter()
+                .map(|n| HeaderName::from_bytes(n.as_bytes()).unwrap())
+                .collect();
+            let headers = headers(pairs);
+            let key = build(host, target, route, &vary, &headers);
+            assert_eq!(
+                super::hash(host, target, route, &vary, &headers),
+                u128::from_be_bytes(key.primary_bin()),
+                "{host} {target} {route} {vary:?} {pairs:?}"
+            );
+        }
     }
 
     #[test]

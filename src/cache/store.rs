@@ -321,6 +321,24 @@ impl MemoryStore {
         self.shard(hash).read().get(&hash).cloned()
     }
 
+    /// The entry under `hash` when it may answer as it is at `now`: fresh, and not one variant of
+    /// a `Vary` response (those take Pingora's cache phases, which pick the variant). A hit
+    /// promotes the entry as a lookup does.
+    pub fn fresh(&self, hash: u128, now: SystemTime) -> Option<FreshHit> {
+        let entry = self.get(hash)?;
+        let meta = &entry.meta;
+        // Pingora's rule (`CacheMeta::is_fresh`): fresh up to and including `fresh_until`.
+        if meta.fresh_until < now || meta.variance.is_some() {
+            return None;
+        }
+        self.lru.promote(slot(hash));
+        Some(FreshHit {
+            header: Box::new(meta.header.clone()),
+            body: entry.body.clone(),
+            age: now.duration_since(meta.epoch).unwrap_or_default().as_secs(),
+        })
+    }
+
     /// Stores `entry` under `hash`, replacing any previous one; evicts first to make room.
     /// Returns the weight stored (0: the entry alone is larger than the store).
     fn commit(&self, hash: u128, entry: Entry) -> usize {
@@ -473,6 +491,16 @@ impl MemoryStore {
         shard.insert(hash, Arc::new(replaced));
         true
     }
+}
+
+/// A fresh stored response, as [`MemoryStore::fresh`] hands it out.
+pub struct FreshHit {
+    /// The stored response header (without `Age`).
+    pub header: Box<ResponseHeader>,
+    pub body: Bytes,
+    /// Seconds since the response was received or last revalidated, the origin's `Age` included
+    /// (RFC 9111 §4.2.3): the `Age` to send.
+    pub age: u64,
 }
 
 /// Reads a stored body: one shared buffer, sliced for ranges.

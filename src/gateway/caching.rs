@@ -3,6 +3,7 @@
 
 use super::ctx::RequestCtx;
 use super::identity::request_host;
+use crate::cache::store::FreshHit;
 use crate::cache::{key, policy, CacheStatus};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora_cache::{CacheKey, RespCacheable};
@@ -12,6 +13,7 @@ use pingora_proxy::Session;
 use std::time::SystemTime;
 
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+static ACCEPT_BYTE_RANGES: HeaderValue = HeaderValue::from_static("bytes");
 
 /// Enables the cache for a request of a caching route whose method the route caches.
 pub fn enable(session: &mut Session, ctx: &RequestCtx) {
@@ -44,6 +46,85 @@ pub fn key(session: &Session, ctx: &RequestCtx) -> Result<CacheKey> {
         vary,
         &request.headers,
     ))
+}
+
+/// A fresh stored response that may answer this request before Pingora's cache phases: a GET
+/// or HEAD the route caches, with no `Range` and no condition (Pingora's range and 304 handling
+/// answer those), whose entry is fresh, not a `Vary` variant, and framed by `Content-Length`.
+/// Everything else, misses included, takes the cache phases; the answer is the same either way.
+pub fn fresh_hit(session: &Session, ctx: &RequestCtx) -> Option<FreshHit> {
+    let route = ctx.route()?;
+    let policy = route.cache.as_ref()?;
+    let cache = ctx.snapshot.cache.as_ref()?;
+    let request = session.req_header();
+    if !policy.allows(&request.method)
+        || is_background_refresh(session)
+        || request.headers.keys().any(needs_cache_phases)
+    {
+        return None;
+    }
+    let hash = key::hash(
+        request_host(request),
+        request_target(request),
+        &route.spec.name,
+        &policy.vary,
+        &request.headers,
+    );
+    let hit = cache.store().fresh(hash, SystemTime::now())?;
+    // Without a length, Pingora frames a stored body as chunked: left to it.
+    let framed = hit
+        .header
+        .headers
+        .contains_key(http::header::CONTENT_LENGTH)
+        || matches!(hit.header.status.as_u16(), 204 | 304);
+    framed.then_some(hit)
+}
+
+/// Request fields a hit through Pingora's cache phases acts on.
+fn needs_cache_phases(name: &HeaderName) -> bool {
+    use http::header::{
+        IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
+    };
+    name == RANGE
+        || name == IF_NONE_MATCH
+        || name == IF_MODIFIED_SINCE
+        || name == IF_MATCH
+        || name == IF_UNMODIFIED_SINCE
+        || name == IF_RANGE
+}
+
+/// Sends a [`fresh_hit`] with the headers a hit through the cache phases gets (`Age`,
+/// `X-Cache: HIT`, the origin's `Date`, the response edits, the rate-limit headers, the request id).
+pub async fn answer(session: &mut Session, ctx: &mut RequestCtx, hit: FreshHit) -> Result<()> {
+    ctx.cache_looked_up = true;
+    ctx.fresh_hit = true;
+    let FreshHit {
+        mut header,
+        body,
+        age,
+    } = hit;
+    // As Pingora sends any stored response: HTTP/1.1, and a whole 200 of known length marked
+    // as one it could serve in ranges (its range filter, which runs before `response_filter`).
+    header.set_version(http::Version::HTTP_11);
+    let known_length = header
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok())
+        .is_some_and(|length| length.parse::<usize>().is_ok());
+    if header.status == http::StatusCode::OK && known_length {
+        header.insert_header(http::header::ACCEPT_RANGES, ACCEPT_BYTE_RANGES.clone())?;
+    }
+    let labels = Labels {
+        status: CacheStatus::Hit,
+        age: Some(HeaderValue::from(age)),
+    };
+    super::outgoing_response(session, &mut header, ctx, Some(labels))?;
+    let header_only = session.req_header().method == Method::HEAD || body.is_empty();
+    session.write_response_header(header, header_only).await?;
+    if !header_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
 }
 
 /// Whether the origin's response is stored, and its freshness. After a 304, the stored header
@@ -144,6 +225,9 @@ pub fn is_background_refresh(session: &Session) -> bool {
 
 /// How the cache answered (`None`: the route does not cache).
 pub fn status(session: &Session, ctx: &RequestCtx) -> Option<CacheStatus> {
+    if ctx.fresh_hit {
+        return Some(CacheStatus::Hit);
+    }
     ctx.route()?.cache.as_ref()?;
     Some(CacheStatus::of(session.cache.phase(), ctx.cache_looked_up))
 }

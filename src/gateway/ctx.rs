@@ -121,6 +121,8 @@ pub struct RequestCtx {
     pub upstream: UpstreamCtx,
     /// The cache store was consulted for this request.
     pub cache_looked_up: bool,
+    /// A fresh stored response answered before Pingora's cache phases ([`super::caching::fresh_hit`]).
+    pub fresh_hit: bool,
     /// The origin's 304 headers while a stored response is revalidated: they update the stored
     /// ones (RFC 9111 §4.3.4).
     pub revalidation: Option<Box<http::HeaderMap>>,
@@ -155,6 +157,7 @@ impl RequestCtx {
             body_bytes: 0,
             upstream: UpstreamCtx::default(),
             cache_looked_up: false,
+            fresh_hit: false,
             revalidation: None,
             in_flight: false,
             connection: None,

@@ -133,7 +133,13 @@ impl ProxyHttp for Gateway {
     /// Admission: a refused request is answered here and never reaches a backend.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         match admission::admit(session, ctx).await {
-            Admission::Proxy => Ok(false),
+            Admission::Proxy => match caching::fresh_hit(session, ctx) {
+                Some(hit) => {
+                    Box::pin(caching::answer(session, ctx, hit)).await?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
             Admission::Upgrade => {
                 Box::pin(tunnel::proxy(session, ctx, &self.tunnels)).await?;
                 Ok(true)
@@ -313,13 +319,9 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if crate::lifecycle::draining() {
-            keepalive(session, ctx);
-        }
         caching::invalidate_after_unsafe(session, ctx, upstream_response);
         let cache_labels = caching::labels(session, ctx);
-        forwarding::keep_origin_date(session, upstream_response);
-        forwarding::prepare_response(upstream_response, ctx, cache_labels)
+        outgoing_response(session, upstream_response, ctx, cache_labels)
     }
 
     /// Any failure becomes the JSON error of DESIGN.md (502/503/504/...).
@@ -396,6 +398,22 @@ async fn reject(session: &mut Session, ctx: &RequestCtx, mut rejection: Rejectio
 
 fn error_form(session: &Session, ctx: &RequestCtx) -> respond::ErrorForm {
     respond::error_form(ctx.route().map(|r| r.spec.grpc), session.req_header())
+}
+
+/// What every response from a backend or the store gets on its way out: the origin's `Date`
+/// kept, hop-by-hop fields out, the response edits, `X-Cache`/`Age`, the request id, and no
+/// keep-alive while the process drains.
+fn outgoing_response(
+    session: &mut Session,
+    response: &mut ResponseHeader,
+    ctx: &RequestCtx,
+    cache_labels: Option<caching::Labels>,
+) -> Result<()> {
+    if crate::lifecycle::draining() {
+        keepalive(session, ctx);
+    }
+    forwarding::keep_origin_date(session, response);
+    forwarding::prepare_response(response, ctx, cache_labels)
 }
 
 /// Downstream keep-alive: the configured timeout, or none while the process drains so clients

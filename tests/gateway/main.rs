@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod balancing;
 mod cache;
+mod cache_hits;
 mod cache_rfc;
 mod client_h2;
 mod config_cli;
