@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing edgegate needs on Debian/Ubuntu, only when missing.
 #   scripts/install-deps.sh build        cmake, perl, make, a C compiler, pkg-config, OpenSSL headers (Pingora's build)
-#   scripts/install-deps.sh test         build + redis-server, wrk, curl, openssl, h2load, systemd-analyze (test suite, load tests)
+#   scripts/install-deps.sh test         build + redis-server, wrk, curl, openssl, h2load, systemd-analyze, chromium (test suite, load tests)
 #   scripts/install-deps.sh bench        test + nginx (the reference proxy in load tests)
 #   scripts/install-deps.sh soak         test + gnuplot (benches/wrk/soak.sh draws its chart)
 set -euo pipefail
@@ -24,6 +24,7 @@ if [ "$level" = test ] || [ "$level" = bench ] || [ "$level" = soak ]; then
   want openssl openssl   # the TLS tests use `openssl s_client` as an independent client
   want h2load nghttp2-client   # the load-test kit's h2 mode
   want systemd-analyze systemd   # the test that verifies systemd/edgegate.service
+  want chromium chromium   # the CORS test drives a real browser (headless, DevTools protocol)
 fi
 if [ "$level" = bench ]; then
   want nginx nginx

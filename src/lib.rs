@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod cors;
 pub mod fastfmt;
 pub mod gateway;
 pub mod hashing;

@@ -4,6 +4,7 @@
 mod auth;
 mod cache;
 mod check;
+mod cors;
 #[cfg(test)]
 mod fuzz;
 mod listeners;

@@ -238,6 +238,8 @@ pub struct RouteSpec {
     /// Indexes into `RateLimitSpec::policies`; every one must admit the request.
     pub rate_limits: Vec<usize>,
     pub cache: Option<RouteCacheSpec>,
+    /// Cross-origin requests from browsers (`None`: the route adds no CORS headers).
+    pub cors: Option<crate::cors::CorsPolicy>,
     /// Errors the gateway answers itself are gRPC statuses, not JSON.
     pub grpc: bool,
     /// An upgraded (WebSocket) connection with no bytes either way for this long is closed.

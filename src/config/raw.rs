@@ -291,7 +291,7 @@ pub struct RawRoute {
     pub max_body_size: Option<String>,
     pub request_headers: Option<RawHeaderOps>,
     pub response_headers: Option<RawHeaderOps>,
-    pub cors: Unsupported,
+    pub cors: Option<RawCors>,
     pub grpc: Option<bool>,
     pub websocket: Option<RawWebsocket>,
     #[serde(default)]
@@ -299,6 +299,21 @@ pub struct RawRoute {
     #[serde(default)]
     pub ip_deny: Vec<String>,
     pub aggregate: Unsupported,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
+    pub allow_methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    pub max_age: Option<String>,
+    pub allow_credentials: Option<bool>,
+    pub reject_unknown_origins: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -84,7 +84,7 @@ fn route_spec(
         );
     }
     let (auth, rate_limits, cache) = route_policies(check, key, auth, rate_limits, cache, sections);
-    check.unsupported(format!("{key}.cors"), &cors, "CORS is not implemented yet");
+    let cors = cors.and_then(|raw| super::cors::cors_policy(check, &format!("{key}.cors"), raw));
     check.unsupported(
         format!("{key}.aggregate"),
         &aggregate,
@@ -130,6 +130,7 @@ fn route_spec(
         auth,
         rate_limits,
         cache,
+        cors,
         grpc: grpc.unwrap_or(false),
         websocket_idle_timeout,
     })

@@ -1,5 +1,6 @@
 //! Admission, `request_filter`'s ordered short-circuit checks: malformed request -> header size
-//! -> route -> IP lists -> body size -> authentication -> roles and scopes; then (async, as it may
+//! -> route -> IP lists -> CORS (unknown origin refused, preflight answered) -> body size ->
+//! authentication -> roles and scopes; then (async, as it may
 //! ask Redis) rate limits. [`admit`] gives one answer; only the phase code writes the response.
 
 use super::ctx::RequestCtx;
@@ -16,6 +17,8 @@ pub enum Admission {
     Proxy,
     /// Hand the connection to the WebSocket tunnel.
     Upgrade,
+    /// A CORS preflight: answered here, never forwarded (browsers send it without credentials).
+    Preflight,
     /// Answer it here with this error.
     Refuse(Rejection),
 }
@@ -23,6 +26,10 @@ pub enum Admission {
 /// Every check in order, the first failure wins; records the identity and the rate-limit report
 /// in `ctx` for the phases after.
 pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Admission {
+    ctx.cors = ctx
+        .route()
+        .and_then(|route| route.spec.cors.as_ref())
+        .map(|cors| cors.verdict(&session.req_header().headers));
     let mut verdict = check(session.req_header(), ctx);
     if let Verdict::AuthFailed(crate::auth::Failure::UnknownKid) = verdict {
         // Rare and large: boxed so the common path's future stays small.
@@ -33,6 +40,7 @@ pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Admission {
     let auth = match verdict {
         Verdict::Continue(auth) => auth,
         Verdict::Reject(rejection) => return Admission::Refuse(rejection),
+        Verdict::Preflight => return Admission::Preflight,
         Verdict::AuthFailed(failure) => {
             if let Some(route) = ctx.route() {
                 route.metrics.auth_failed(failure.reason_index());
@@ -68,6 +76,8 @@ enum Verdict {
     /// Proceed; with the identity when the route requires authentication.
     Continue(Option<crate::auth::Authenticated>),
     Reject(Rejection),
+    /// A CORS preflight, to be answered before authentication.
+    Preflight,
     /// Authentication or authorization failed (the caller may refetch keys and check again).
     AuthFailed(crate::auth::Failure),
 }
@@ -86,6 +96,14 @@ fn check(request: &RequestHeader, ctx: &RequestCtx) -> Verdict {
     let spec = &route.spec;
     if !ip_permitted(ctx.client_ip, &spec.ip_allow, &spec.ip_deny) {
         return Verdict::Reject(Refusal::AddressForbidden.into());
+    }
+    if let (Some(cors), Some(verdict)) = (&spec.cors, &ctx.cors) {
+        if cors.reject_unknown_origins && *verdict == crate::cors::Verdict::Unknown {
+            return Verdict::Reject(Refusal::OriginForbidden.into());
+        }
+        if crate::cors::is_preflight(&request.method, &request.headers) {
+            return Verdict::Preflight;
+        }
     }
     if content_length(request).is_some_and(|length| length > spec.max_body_size) {
         return Verdict::Reject(Refusal::BodyTooLarge.into());

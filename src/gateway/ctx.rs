@@ -115,6 +115,8 @@ pub struct RequestCtx {
     pub header_bytes: usize,
     /// Set when the route requires authentication and it succeeded.
     pub auth: Option<crate::auth::Authenticated>,
+    /// What the request's `Origin` means on a CORS route (`None`: the route has no `cors`).
+    pub cors: Option<crate::cors::Verdict>,
     /// The rate-limit policy the response headers describe (limited routes).
     pub ratelimit: Option<crate::ratelimit::Report>,
     pub body_bytes: u64,
@@ -153,6 +155,7 @@ impl RequestCtx {
             bad_request: None,
             header_bytes: 0,
             auth: None,
+            cors: None,
             ratelimit: None,
             body_bytes: 0,
             upstream: UpstreamCtx::default(),

@@ -284,7 +284,14 @@ pub fn prepare_response(
         + ctx
             .ratelimit
             .as_ref()
-            .map_or(0, |_| crate::ratelimit::MAX_HEADERS);
+            .map_or(0, |_| crate::ratelimit::MAX_HEADERS)
+        + ctx
+            .cors
+            .as_ref()
+            .map_or(0, |_| crate::cors::MAX_RESPONSE_HEADERS);
+    let cors = route
+        .and_then(|r| r.spec.cors.as_ref())
+        .zip(ctx.cors.as_ref());
     // Hop-by-hop fields (RFC 9110 §7.6.1) stop here; a 101's `Upgrade` is what switches the
     // protocol.
     let hop_by_hop = response.status != http::StatusCode::SWITCHING_PROTOCOLS;
@@ -307,6 +314,9 @@ pub fn prepare_response(
         }
         if let Some(labels) = cache_labels {
             labels.write(headers)?;
+        }
+        if let Some((policy, verdict)) = cors {
+            policy.write_response_headers(verdict, headers);
         }
         insert(headers, &X_REQUEST_ID, ctx.request_id.header_value())
     })

@@ -88,12 +88,7 @@ impl ProxyHttp for Gateway {
         let (header_bytes, verdict) = strict::inspect(session, ctx.snapshot.paths);
         ctx.header_bytes = header_bytes;
         match verdict {
-            Ok(()) => {
-                ctx.route = ctx
-                    .snapshot
-                    .router
-                    .find(&routing_view(session.req_header()))
-            }
+            Ok(()) => ctx.route = find_route(session.req_header(), &ctx.snapshot),
             Err(bad) => {
                 if !bad.keeps_connection() {
                     session.set_keepalive(None);
@@ -140,6 +135,10 @@ impl ProxyHttp for Gateway {
                 }
                 None => Ok(false),
             },
+            Admission::Preflight => {
+                Box::pin(respond::preflight(session, ctx)).await?;
+                Ok(true)
+            }
             Admission::Upgrade => {
                 Box::pin(tunnel::proxy(session, ctx, &self.tunnels)).await?;
                 Ok(true)
@@ -361,9 +360,7 @@ impl ProxyHttp for Gateway {
         if session.response_written().is_none() {
             // The connection is not reused after a failure; say so instead of advertising keep-alive.
             session.set_keepalive(None);
-            if let Some(report) = &ctx.ratelimit {
-                rejection.headers = crate::ratelimit::headers(&ctx.snapshot.limiter, report);
-            }
+            decorate(&mut rejection, ctx);
             if let Err(write_error) = respond::send(
                 session,
                 ctx.request_id.as_str(),
@@ -389,11 +386,23 @@ impl ProxyHttp for Gateway {
 
 /// Answers a refused request with the JSON error (and the rate-limit headers of a limited route).
 async fn reject(session: &mut Session, ctx: &RequestCtx, mut rejection: Rejection) -> Result<()> {
+    decorate(&mut rejection, ctx);
+    let form = error_form(session, ctx);
+    respond::send(session, ctx.request_id.as_str(), &rejection, form).await
+}
+
+/// The route's headers on the gateway's own error answers: the rate-limit headers of a limited
+/// route, and the CORS fields (so a browser lets the page read why it was refused).
+fn decorate(rejection: &mut Rejection, ctx: &RequestCtx) {
     if let Some(report) = &ctx.ratelimit {
         rejection.headers = crate::ratelimit::headers(&ctx.snapshot.limiter, report);
     }
-    let form = error_form(session, ctx);
-    respond::send(session, ctx.request_id.as_str(), &rejection, form).await
+    if let (Some(policy), Some(verdict)) = (
+        ctx.route().and_then(|r| r.spec.cors.as_ref()),
+        ctx.cors.as_ref(),
+    ) {
+        rejection.headers.extend(policy.error_headers(verdict));
+    }
 }
 
 fn error_form(session: &Session, ctx: &RequestCtx) -> respond::ErrorForm {
@@ -430,6 +439,30 @@ fn keepalive(session: &mut Session, ctx: &RequestCtx) {
         ctx.snapshot.keepalive_secs
     };
     session.set_keepalive(timeout);
+}
+
+/// The route of a request. A CORS preflight is routed as the request it announces (its
+/// `Access-Control-Request-Method`), so a route that matches only `GET` or `PUT` still answers the
+/// browser's `OPTIONS` before them; when that route has no `cors`, the `OPTIONS` is routed as
+/// itself.
+fn find_route(request: &RequestHeader, snapshot: &crate::snapshot::Snapshot) -> Option<usize> {
+    if crate::cors::is_preflight(&request.method, &request.headers) {
+        let announced = request
+            .headers
+            .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+            .and_then(|method| http::Method::from_bytes(method.as_bytes()).ok());
+        if let Some(method) = announced {
+            let view = crate::routing::RequestView {
+                method: &method,
+                ..routing_view(request)
+            };
+            let route = snapshot.router.find(&view);
+            if route.is_some_and(|index| snapshot.routes[index].spec.cors.is_some()) {
+                return route;
+            }
+        }
+    }
+    snapshot.router.find(&routing_view(request))
 }
 
 fn routing_view(request: &RequestHeader) -> crate::routing::RequestView<'_> {

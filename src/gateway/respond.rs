@@ -38,6 +38,7 @@ pub enum Refusal {
     HeaderTooLarge,
     NoRoute,
     AddressForbidden,
+    OriginForbidden,
     BodyTooLarge,
     RateLimited,
     RateLimitStoreUnavailable,
@@ -58,6 +59,7 @@ impl Refusal {
             HeaderTooLarge => (431, "the request header is larger than allowed"),
             NoRoute => (404, "no route matches this request"),
             AddressForbidden => (403, "this client address may not use this route"),
+            OriginForbidden => (403, "this route does not accept requests from this origin"),
             BodyTooLarge => (413, "the request body is larger than allowed"),
             RateLimited => (
                 429,
@@ -176,6 +178,27 @@ pub async fn send(
     session
         .write_response_body(Some(Bytes::from(body)), true)
         .await
+}
+
+/// Answers a CORS preflight (204, no body): the route's CORS fields when the origin is allowed.
+pub async fn preflight(
+    session: &mut Session,
+    ctx: &super::ctx::RequestCtx,
+) -> pingora_error::Result<()> {
+    let mut header = ResponseHeader::build(204, Some(8))?;
+    if let (Some(policy), Some(verdict)) = (
+        ctx.route().and_then(|r| r.spec.cors.as_ref()),
+        ctx.cors.as_ref(),
+    ) {
+        for (name, value) in policy.preflight_headers(verdict, &session.req_header().headers) {
+            header.append_header(name, value)?;
+        }
+    }
+    header.insert_header(
+        &super::identity::X_REQUEST_ID,
+        ctx.request_id.header_value(),
+    )?;
+    session.write_response_header(Box::new(header), true).await
 }
 
 async fn send_grpc(

@@ -124,11 +124,11 @@ fn every_problem_is_listed_not_just_the_first() {
 
 #[test]
 fn sections_of_later_releases_are_rejected_not_ignored() {
-    let yaml = format!("{VALID}    cors: {{ allow_origins: [\"*\"] }}\n");
+    let yaml = format!("{VALID}    aggregate: {{ timeout: 2s }}\n");
     let (ok, _, stderr) = check_text(&yaml);
     assert!(!ok);
     assert!(
-        stderr.contains("FILE:11:5: routes[0].cors: is not supported yet"),
+        stderr.contains("FILE:11:5: routes[0].aggregate: is not supported yet"),
         "{stderr}"
     );
 }

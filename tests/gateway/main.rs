@@ -10,6 +10,8 @@ mod cache_rfc;
 mod client_h2;
 mod config_cli;
 mod connections;
+mod cors;
+mod cors_browser;
 mod docs;
 mod failures;
 mod grpc;
