@@ -33,20 +33,9 @@ pub fn build(
     headers: &HeaderMap,
 ) -> CacheKey {
     let mut primary = Vec::with_capacity(host.len() + path_and_query.len() + route.len() + 8);
-    primary.extend_from_slice(host.as_bytes());
-    primary.make_ascii_lowercase();
-    primary.extend_from_slice(path_and_query.as_bytes());
-    primary.push(FIELD);
-    primary.extend_from_slice(route.as_bytes());
-    for name in vary {
-        primary.push(FIELD);
-        for (index, value) in headers.get_all(name).iter().enumerate() {
-            if index > 0 {
-                primary.push(VALUE);
-            }
-            primary.extend_from_slice(value.as_bytes());
-        }
-    }
+    write_fields(host, path_and_query, route, vary, headers, &mut |bytes| {
+        primary.extend_from_slice(bytes)
+    });
     let hash = KEY_HASH.hash(|write| write(&primary)).to_be_bytes();
     let mut key = CacheKey::new(primary, "");
     key.set_primary_bin_override(hash);
@@ -62,27 +51,38 @@ pub fn hash(
     vary: &[HeaderName],
     headers: &HeaderMap,
 ) -> u128 {
-    let mut len = host.len() + path_and_query.len() + 1 + route.len();
-    for name in vary {
-        let values = headers.get_all(name);
-        len += 1 + values.iter().map(|v| v.len() + 1).sum::<usize>();
-        len -= usize::from(values.iter().next().is_some());
-    }
+    let mut len = 0;
+    write_fields(host, path_and_query, route, vary, headers, &mut |bytes| {
+        len += bytes.len()
+    });
     KEY_HASH.hash_pieces(len, |write| {
-        write_lowercase(host.as_bytes(), write);
-        write(path_and_query.as_bytes());
-        write(&[FIELD]);
-        write(route.as_bytes());
-        for name in vary {
-            write(&[FIELD]);
-            for (index, value) in headers.get_all(name).iter().enumerate() {
-                if index > 0 {
-                    write(&[VALUE]);
-                }
-                write(value.as_bytes());
-            }
-        }
+        write_fields(host, path_and_query, route, vary, headers, write)
     })
+}
+
+/// The key's bytes, in order: the lower-cased host, the path and query, the route, and each
+/// `vary` header's values, fields and repeated values framed by separators.
+fn write_fields(
+    host: &str,
+    path_and_query: &str,
+    route: &str,
+    vary: &[HeaderName],
+    headers: &HeaderMap,
+    write: &mut dyn FnMut(&[u8]),
+) {
+    write_lowercase(host.as_bytes(), write);
+    write(path_and_query.as_bytes());
+    write(&[FIELD]);
+    write(route.as_bytes());
+    for name in vary {
+        write(&[FIELD]);
+        for (index, value) in headers.get_all(name).iter().enumerate() {
+            if index > 0 {
+                write(&[VALUE]);
+            }
+            write(value.as_bytes());
+        }
+    }
 }
 
 /// Feeds `bytes` lowercased, through a small stack buffer (hosts are rarely not lowercase).

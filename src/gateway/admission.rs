@@ -97,7 +97,7 @@ fn check(request: &RequestHeader, ctx: &RequestCtx) -> Verdict {
     if !ip_permitted(ctx.client_ip, &spec.ip_allow, &spec.ip_deny) {
         return Verdict::Reject(Refusal::AddressForbidden.into());
     }
-    if let (Some(cors), Some(verdict)) = (&spec.cors, &ctx.cors) {
+    if let Some((cors, verdict)) = ctx.cors() {
         if cors.reject_unknown_origins && *verdict == crate::cors::Verdict::Unknown {
             return Verdict::Reject(Refusal::OriginForbidden.into());
         }

@@ -50,7 +50,8 @@ pub fn key(session: &Session, ctx: &RequestCtx) -> Result<CacheKey> {
 
 /// A fresh stored response that may answer this request before Pingora's cache phases: a GET
 /// or HEAD the route caches, with no `Range` and no condition (Pingora's range and 304 handling
-/// answer those), whose entry is fresh, not a `Vary` variant, and framed by `Content-Length`.
+/// answer those), whose entry is fresh, not a `Vary` variant, and framed by a `Content-Length`
+/// number (204 and 304 excepted).
 /// Everything else, misses included, takes the cache phases; the answer is the same either way.
 pub fn fresh_hit(session: &Session, ctx: &RequestCtx) -> Option<FreshHit> {
     let route = ctx.route()?;
@@ -71,13 +72,15 @@ pub fn fresh_hit(session: &Session, ctx: &RequestCtx) -> Option<FreshHit> {
         &request.headers,
     );
     let hit = cache.store().fresh(hash, SystemTime::now())?;
-    // Without a length, Pingora frames a stored body as chunked: left to it.
-    let framed = hit
+    // Without a length Pingora frames a stored body as chunked, and without a number there it
+    // marks no 200 as rangeable: both left to it. So every 200 here has a length.
+    let known_length = hit
         .header
         .headers
-        .contains_key(http::header::CONTENT_LENGTH)
-        || matches!(hit.header.status.as_u16(), 204 | 304);
-    framed.then_some(hit)
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok())
+        .is_some_and(|length| length.parse::<usize>().is_ok());
+    (known_length || matches!(hit.header.status.as_u16(), 204 | 304)).then_some(hit)
 }
 
 /// Request fields a hit through Pingora's cache phases acts on.
@@ -103,15 +106,11 @@ pub async fn answer(session: &mut Session, ctx: &mut RequestCtx, hit: FreshHit) 
         body,
         age,
     } = hit;
-    // As Pingora sends any stored response: HTTP/1.1, and a whole 200 of known length marked
-    // as one it could serve in ranges (its range filter, which runs before `response_filter`).
+    // As Pingora sends any stored response: HTTP/1.1, and a whole 200 of known length (every
+    // 200 `fresh_hit` lets through) marked as one it could serve in ranges (its range filter,
+    // which runs before `response_filter`).
     header.set_version(http::Version::HTTP_11);
-    let known_length = header
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|length| length.to_str().ok())
-        .is_some_and(|length| length.parse::<usize>().is_ok());
-    if header.status == http::StatusCode::OK && known_length {
+    if header.status == http::StatusCode::OK {
         header.insert_header(http::header::ACCEPT_RANGES, ACCEPT_BYTE_RANGES.clone())?;
     }
     let labels = Labels {

@@ -175,6 +175,11 @@ impl RequestCtx {
         self.route.map(|index| &self.snapshot.routes[index])
     }
 
+    /// The route's CORS policy with what the request's `Origin` means to it (CORS routes only).
+    pub fn cors(&self) -> Option<(&crate::cors::CorsPolicy, &crate::cors::Verdict)> {
+        self.route()?.spec.cors.as_ref().zip(self.cors.as_ref())
+    }
+
     /// The metrics of the matched route (or of unmatched requests).
     pub fn metrics(&self) -> &RouteMetrics {
         self.route()

@@ -276,6 +276,7 @@ pub fn prepare_response(
 ) -> pingora_error::Result<()> {
     let route = ctx.route();
     let ops = route.map(|r| &r.spec.response_headers);
+    let cors = ctx.cors();
     let additional = 1
         + ops.map_or(0, |o| o.set.len())
         + cache_labels
@@ -285,13 +286,7 @@ pub fn prepare_response(
             .ratelimit
             .as_ref()
             .map_or(0, |_| crate::ratelimit::MAX_HEADERS)
-        + ctx
-            .cors
-            .as_ref()
-            .map_or(0, |_| crate::cors::MAX_RESPONSE_HEADERS);
-    let cors = route
-        .and_then(|r| r.spec.cors.as_ref())
-        .zip(ctx.cors.as_ref());
+        + cors.map_or(0, |_| crate::cors::MAX_RESPONSE_HEADERS);
     // Hop-by-hop fields (RFC 9110 §7.6.1) stop here; a 101's `Upgrade` is what switches the
     // protocol.
     let hop_by_hop = response.status != http::StatusCode::SWITCHING_PROTOCOLS;

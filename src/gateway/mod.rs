@@ -397,10 +397,7 @@ fn decorate(rejection: &mut Rejection, ctx: &RequestCtx) {
     if let Some(report) = &ctx.ratelimit {
         rejection.headers = crate::ratelimit::headers(&ctx.snapshot.limiter, report);
     }
-    if let (Some(policy), Some(verdict)) = (
-        ctx.route().and_then(|r| r.spec.cors.as_ref()),
-        ctx.cors.as_ref(),
-    ) {
+    if let Some((policy, verdict)) = ctx.cors() {
         rejection.headers.extend(policy.error_headers(verdict));
     }
 }

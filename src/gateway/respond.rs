@@ -186,10 +186,7 @@ pub async fn preflight(
     ctx: &super::ctx::RequestCtx,
 ) -> pingora_error::Result<()> {
     let mut header = ResponseHeader::build(204, Some(8))?;
-    if let (Some(policy), Some(verdict)) = (
-        ctx.route().and_then(|r| r.spec.cors.as_ref()),
-        ctx.cors.as_ref(),
-    ) {
+    if let Some((policy, verdict)) = ctx.cors() {
         for (name, value) in policy.preflight_headers(verdict, &session.req_header().headers) {
             header.append_header(name, value)?;
         }
