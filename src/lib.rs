@@ -16,5 +16,6 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
+pub mod templates;
 pub mod tls;
 pub mod upstream;

@@ -325,7 +325,8 @@ fn routes_summary(out: &mut String, model: &Model) {
         };
         let target = match &route.target {
             RouteTarget::Upstream(i) => model.upstreams[*i].name.clone(),
-            RouteTarget::Split(branches) => branches
+            RouteTarget::Split(split) => split
+                .arms
                 .iter()
                 .map(|b| format!("{}:{}", model.upstreams[b.upstream].name, b.weight))
                 .collect::<Vec<_>>()

@@ -4,14 +4,13 @@
 use crate::auth::Authenticator;
 use crate::cache::policy::RoutePolicy;
 use crate::cache::Cache;
-use crate::config::{Model, RouteSpec, RouteTarget};
+use crate::config::{Model, RouteSpec, RouteTarget, UpstreamSpec};
 use crate::observability::access_log::AccessLog;
-use crate::observability::metrics::RouteMetrics;
+use crate::observability::metrics::{ArmMetrics, RouteMetrics};
+use crate::routing::split::SplitPlan;
 use crate::routing::Router;
-use crate::upstream::selection::smooth_sequence;
 use crate::upstream::Pool;
 use ipnet::IpNet;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// A route with everything the request path needs precomputed.
@@ -20,48 +19,31 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// Set when the route caches responses.
     pub cache: Option<RoutePolicy>,
-    split: Option<SplitPlan>,
-}
-
-/// A canary split as a smooth weighted sequence of pool indices.
-struct SplitPlan {
-    sequence: Vec<usize>,
-    next: AtomicUsize,
+    /// Set when the route splits its traffic across pools.
+    pub split: Option<SplitPlan>,
+    /// One per arm of the split, in its order.
+    pub arm_metrics: Box<[ArmMetrics]>,
 }
 
 impl Route {
-    fn new(spec: &RouteSpec) -> Self {
+    fn new(spec: &RouteSpec, upstreams: &[UpstreamSpec]) -> Self {
+        let pool_name = |pool: usize| upstreams.get(pool).map_or("", |u| u.name.as_str());
         let split = match &spec.target {
-            RouteTarget::Split(branches) => {
-                let weights: Vec<u32> = branches.iter().map(|b| b.weight).collect();
-                let sequence = smooth_sequence(&weights)
-                    .into_iter()
-                    .map(|branch| branches[usize::from(branch)].upstream)
-                    .collect::<Vec<_>>();
-                (!sequence.is_empty()).then(|| SplitPlan {
-                    sequence,
-                    next: AtomicUsize::new(0),
-                })
-            }
+            RouteTarget::Split(split) => Some(SplitPlan::new(split, pool_name)),
             RouteTarget::Upstream(_) => None,
         };
+        let arm_metrics = split.as_ref().map_or_else(Box::default, |plan| {
+            (0..plan.len())
+                .map(|arm| ArmMetrics::new(&spec.name, plan.arm_name(arm)))
+                .collect()
+        });
         let cache = spec.cache.as_ref().map(RoutePolicy::new);
         Route {
             cache,
             spec: spec.clone(),
             metrics: RouteMetrics::new(&spec.name, spec.rate_limits.len()),
             split,
-        }
-    }
-
-    /// The pool index this request goes to (a split advances its weighted sequence).
-    pub fn choose_pool(&self) -> usize {
-        match (&self.spec.target, &self.split) {
-            (RouteTarget::Upstream(pool), _) => *pool,
-            (RouteTarget::Split(_), Some(plan)) => {
-                plan.sequence[plan.next.fetch_add(1, Relaxed) % plan.sequence.len()]
-            }
-            (RouteTarget::Split(branches), None) => branches.first().map_or(0, |b| b.upstream),
+            arm_metrics,
         }
     }
 }
@@ -139,7 +121,11 @@ impl Snapshot {
             ),
         };
         let (pools, new_pools) = pools_after(&model, previous);
-        let routes = model.routes.iter().map(Route::new).collect();
+        let routes = model
+            .routes
+            .iter()
+            .map(|route| Route::new(route, &model.upstreams))
+            .collect();
         let keepalive = model.server.keepalive_timeout;
         if !model.routes.iter().any(|route| route.cache.is_some()) {
             // No route caches any more: give the shared store's memory back.

@@ -292,16 +292,7 @@ pub fn find_token<'a, 's>(
                 let (scheme, token) = value.split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             }),
-            TokenSource::Cookie(name) => request
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|value| value.to_str().ok())
-                .flat_map(|value| value.split(';'))
-                .find_map(|pair| {
-                    let (key, value) = pair.trim().split_once('=')?;
-                    (key == name).then_some(value)
-                }),
+            TokenSource::Cookie(name) => cookie(request, name),
             TokenSource::Query(name) => request.uri.query().and_then(|query| {
                 query.split('&').find_map(|pair| {
                     let (key, value) = pair.split_once('=')?;
@@ -311,6 +302,20 @@ pub fn find_token<'a, 's>(
         }?;
         (!token.is_empty()).then_some((token, source))
     })
+}
+
+/// The value of the cookie `name` (the first, over every `Cookie` line).
+pub fn cookie<'a>(request: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    request
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then_some(value)
+        })
 }
 
 /// Removes the token from where it was found (`strip_token`).

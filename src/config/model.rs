@@ -322,7 +322,33 @@ pub enum PathMatch {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RouteTarget {
     Upstream(usize),
-    Split(Vec<SplitTarget>),
+    Split(SplitSpec),
+}
+
+/// A canary split across pools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitSpec {
+    pub arms: Vec<SplitTarget>,
+    /// Keeps each caller on one arm (None: every request is placed by weight).
+    pub sticky: Option<CallerKey>,
+    /// A header or cookie naming the arm's upstream sends the request there.
+    pub force: Option<ForceSource>,
+}
+
+/// Who the caller is, for sticky splits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerKey {
+    Consumer,
+    ClientIp,
+    Cookie(String),
+    Header(HeaderName),
+}
+
+/// Where a tester names the arm to take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForceSource {
+    Header(HeaderName),
+    Cookie(String),
 }
 
 /// One weighted branch of a canary split.
@@ -351,7 +377,9 @@ pub struct RetryPolicy {
 /// Header edits applied in one place.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HeaderOps {
-    pub set: Vec<(HeaderName, HeaderValue)>,
+    /// Each replaces every copy of its header; a template without a value for the request
+    /// removes the header instead.
+    pub set: Vec<(HeaderName, crate::templates::HeaderTemplate)>,
     pub remove: Vec<HeaderName>,
 }
 

@@ -55,12 +55,31 @@ fn redis_store(check: &mut Checker, raw: Option<RawRedis>) -> StoreSpec {
         url,
         timeout,
         on_error,
+        sentinel,
+        cluster,
+        username,
+        password_file,
+        tls,
     }) = raw
     else {
         check.fail(
             "rate_limits",
             "`store: redis` needs `redis: { url: redis://HOST:PORT/DB }`",
         );
+        return StoreSpec::Local;
+    };
+    let fleet = "Redis Sentinel, Cluster, AUTH and TLS come with the fleet work";
+    for (key, value) in [
+        ("sentinel", &sentinel),
+        ("cluster", &cluster),
+        ("username", &username),
+        ("password_file", &password_file),
+        ("tls", &tls),
+    ] {
+        check.unsupported(format!("rate_limits.redis.{key}"), value, fleet);
+    }
+    let Some(url) = url else {
+        check.fail("rate_limits.redis", "needs `url: redis://HOST:PORT/DB`");
         return StoreSpec::Local;
     };
     if !url.starts_with("redis://") {

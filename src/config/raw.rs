@@ -23,6 +23,7 @@ pub struct RawConfig {
     pub cache: Option<RawCache>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    pub tracing: Unsupported,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,9 +64,14 @@ pub struct RawRateLimits {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
-    pub url: String,
+    pub url: Option<String>,
     pub timeout: Option<String>,
     pub on_error: Option<String>,
+    pub sentinel: Unsupported,
+    pub cluster: Unsupported,
+    pub username: Unsupported,
+    pub password_file: Unsupported,
+    pub tls: Unsupported,
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,7 +287,7 @@ pub struct RawRoute {
     #[serde(rename = "match", default)]
     pub matcher: RawMatch,
     pub upstream: Option<String>,
-    pub split: Option<Vec<RawSplit>>,
+    pub split: Option<RawSplitForm>,
     pub strip_prefix: Option<String>,
     pub auth: Option<RawRouteAuth>,
     pub rate_limits: Option<Vec<String>>,
@@ -299,6 +305,8 @@ pub struct RawRoute {
     #[serde(default)]
     pub ip_deny: Vec<String>,
     pub aggregate: Unsupported,
+    pub compression: Unsupported,
+    pub tracing: Unsupported,
 }
 
 #[derive(Debug, Deserialize)]
@@ -341,6 +349,60 @@ pub struct RawMatch {
 pub struct RawSplit {
     pub upstream: String,
     pub weight: u32,
+}
+
+/// `split: [arms...]` or `split: { sticky, force, arms }`.
+#[derive(Debug)]
+pub enum RawSplitForm {
+    Arms(Vec<RawSplit>),
+    Full(RawSplitSpec),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSplitSpec {
+    pub sticky: Option<String>,
+    pub force: Option<RawForce>,
+    pub arms: Vec<RawSplit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForce {
+    pub header: Option<String>,
+    pub cookie: Option<String>,
+}
+
+// By hand rather than `untagged`, so a mistake inside either form is reported as that form's
+// (an unknown key, a missing `arms`) instead of "did not match any variant".
+impl<'de> Deserialize<'de> for RawSplitForm {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Form;
+        impl<'de> serde::de::Visitor<'de> for Form {
+            type Value = RawSplitForm;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of arms or a mapping with `arms`")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(RawSplitForm::Arms)
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawSplitForm::Full)
+            }
+        }
+        deserializer.deserialize_any(Form)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,6 +4,7 @@
 use super::check::{is_label_safe, Checker, Names};
 use super::model::*;
 use super::raw::*;
+use crate::templates::{HeaderTemplate, TemplateError};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
@@ -76,6 +77,8 @@ fn route_spec(
         ip_allow,
         ip_deny,
         aggregate,
+        compression,
+        tracing,
     } = raw;
     if name.is_empty() || !is_label_safe(&name) {
         check.fail(
@@ -89,6 +92,16 @@ fn route_spec(
         format!("{key}.aggregate"),
         &aggregate,
         "aggregation routes are not implemented yet",
+    );
+    check.unsupported(
+        format!("{key}.compression"),
+        &compression,
+        "response compression is not implemented yet",
+    );
+    check.unsupported(
+        format!("{key}.tracing"),
+        &tracing,
+        "distributed tracing is not implemented yet",
     );
     let matcher = super::matching::match_spec(check, &format!("{key}.match"), matcher);
     let target = route_target(check, key, upstream, split, &sections.upstreams);
@@ -106,8 +119,18 @@ fn route_spec(
         max_body_size.as_deref(),
         10 << 20,
     );
-    let request_headers = header_ops(check, &format!("{key}.request_headers"), request_headers);
-    let response_headers = header_ops(check, &format!("{key}.response_headers"), response_headers);
+    let request_headers = header_ops(
+        check,
+        &format!("{key}.request_headers"),
+        request_headers,
+        &name,
+    );
+    let response_headers = header_ops(
+        check,
+        &format!("{key}.response_headers"),
+        response_headers,
+        &name,
+    );
     let ip_allow = check.cidrs(&format!("{key}.ip_allow"), &ip_allow);
     let ip_deny = check.cidrs(&format!("{key}.ip_deny"), &ip_deny);
     let websocket_idle_timeout = check.positive_duration(
@@ -172,37 +195,20 @@ fn route_target(
     check: &mut Checker,
     key: &str,
     upstream: Option<String>,
-    split: Option<Vec<RawSplit>>,
+    split: Option<RawSplitForm>,
     upstreams: &Names<'_>,
 ) -> Option<RouteTarget> {
-    let resolve = |check: &mut Checker, field: String, name: &str| {
-        check.resolve(field, upstreams, name, |names| {
-            format!("no upstream named `{name}` (defined: {})", names.listed())
-        })
-    };
     match (upstream, split) {
         (Some(upstream), None) => {
-            resolve(check, format!("{key}.upstream"), &upstream).map(RouteTarget::Upstream)
+            resolve_upstream(check, format!("{key}.upstream"), upstreams, &upstream)
+                .map(RouteTarget::Upstream)
         }
-        (None, Some(split)) => {
-            let mut branches = Vec::with_capacity(split.len());
-            for (index, RawSplit { upstream, weight }) in split.into_iter().enumerate() {
-                let field = format!("{key}.split[{index}].upstream");
-                if let Some(found) = resolve(check, field, &upstream) {
-                    branches.push(SplitTarget {
-                        upstream: found,
-                        weight,
-                    });
-                }
-            }
-            if branches.iter().map(|b| u64::from(b.weight)).sum::<u64>() == 0 {
-                check.fail(
-                    format!("{key}.split"),
-                    "the weights must add up to more than 0",
-                );
-            }
-            Some(RouteTarget::Split(branches))
-        }
+        (None, Some(split)) => Some(RouteTarget::Split(split_spec(
+            check,
+            &format!("{key}.split"),
+            split,
+            upstreams,
+        ))),
         (Some(_), Some(_)) => {
             check.fail(
                 format!("{key}.split"),
@@ -214,6 +220,93 @@ fn route_target(
             check.fail(key.to_string(), "needs `upstream` or `split`");
             None
         }
+    }
+}
+
+fn resolve_upstream(
+    check: &mut Checker,
+    field: String,
+    upstreams: &Names<'_>,
+    name: &str,
+) -> Option<usize> {
+    check.resolve(field, upstreams, name, |names| {
+        format!("no upstream named `{name}` (defined: {})", names.listed())
+    })
+}
+
+/// The arms of a split (the plain list form, or the mapping with `sticky` and `force`).
+fn split_spec(
+    check: &mut Checker,
+    key: &str,
+    raw: RawSplitForm,
+    upstreams: &Names<'_>,
+) -> SplitSpec {
+    let (raw_arms, arms_key, sticky, force) = match raw {
+        RawSplitForm::Arms(arms) => (arms, key.to_string(), None, None),
+        RawSplitForm::Full(RawSplitSpec {
+            sticky,
+            force,
+            arms,
+        }) => (arms, format!("{key}.arms"), sticky, force),
+    };
+    let mut arms: Vec<SplitTarget> = Vec::with_capacity(raw_arms.len());
+    for (index, RawSplit { upstream, weight }) in raw_arms.into_iter().enumerate() {
+        let field = format!("{arms_key}[{index}].upstream");
+        if let Some(found) = resolve_upstream(check, field.clone(), upstreams, &upstream) {
+            if arms.iter().any(|arm| arm.upstream == found) {
+                check.fail(
+                    field,
+                    format!("`{upstream}` is already an arm of this split"),
+                );
+            } else {
+                arms.push(SplitTarget {
+                    upstream: found,
+                    weight,
+                });
+            }
+        }
+    }
+    if arms.iter().map(|b| u64::from(b.weight)).sum::<u64>() == 0 {
+        check.fail(arms_key, "the weights must add up to more than 0");
+    }
+    let sticky = sticky.and_then(|text| {
+        let field = format!("{key}.sticky");
+        match text.split_once(':') {
+            None if text == "consumer" => Some(CallerKey::Consumer),
+            None if text == "client_ip" => Some(CallerKey::ClientIp),
+            Some(("header", name)) => check.header_name(field, name).map(CallerKey::Header),
+            Some(("cookie", name)) if !name.is_empty() => Some(CallerKey::Cookie(name.into())),
+            _ => {
+                check.fail(
+                    field,
+                    format!(
+                        "`{text}` is not one of: consumer, client_ip, cookie:NAME, header:NAME"
+                    ),
+                );
+                None
+            }
+        }
+    });
+    let force = force.and_then(|RawForce { header, cookie }| {
+        let field = format!("{key}.force");
+        match (header, cookie) {
+            (Some(name), None) => check
+                .header_name(format!("{field}.header"), &name)
+                .map(ForceSource::Header),
+            (None, Some(name)) if !name.is_empty() => Some(ForceSource::Cookie(name)),
+            _ => {
+                check.fail(
+                    field,
+                    "needs exactly one of `header: NAME` or `cookie: NAME`",
+                );
+                None
+            }
+        }
+    });
+    SplitSpec {
+        arms,
+        sticky,
+        force,
     }
 }
 
@@ -267,7 +360,7 @@ fn retry_policy(check: &mut Checker, key: &str, raw: Option<RawRetries>) -> Retr
     policy
 }
 
-fn header_ops(check: &mut Checker, key: &str, raw: Option<RawHeaderOps>) -> HeaderOps {
+fn header_ops(check: &mut Checker, key: &str, raw: Option<RawHeaderOps>, route: &str) -> HeaderOps {
     let Some(RawHeaderOps { set, remove }) = raw else {
         return HeaderOps::default();
     };
@@ -275,10 +368,23 @@ fn header_ops(check: &mut Checker, key: &str, raw: Option<RawHeaderOps>) -> Head
     let set: BTreeMap<String, String> = set;
     for (name, value) in &set {
         let field = format!("{key}.set.{name}");
-        if let (Some(parsed_name), Some(parsed_value)) = (
-            check.header_name(field.clone(), name),
-            check.header_value(field.clone(), value),
-        ) {
+        let parsed_value = match HeaderTemplate::parse(value, route) {
+            Ok(template) => Some(template),
+            Err(TemplateError::InvalidText) => {
+                check.fail(
+                    field.clone(),
+                    format!("`{value}` is not a valid HTTP header value"),
+                );
+                None
+            }
+            Err(error) => {
+                check.fail(field.clone(), error.to_string());
+                None
+            }
+        };
+        if let (Some(parsed_name), Some(parsed_value)) =
+            (check.header_name(field.clone(), name), parsed_value)
+        {
             if PROTECTED_HEADERS.contains(&parsed_name.as_str()) {
                 check.fail(
                     field,

@@ -19,7 +19,13 @@ pub(super) fn validate(raw: RawConfig, source: &Path, source_hash: u64) -> Resul
         rate_limits,
         cache,
         routes,
+        tracing,
     } = raw;
+    check.unsupported(
+        "tracing".into(),
+        &tracing,
+        "distributed tracing is not implemented yet",
+    );
 
     let any_route_caches = routes.iter().any(|r| r.cache.is_some());
     let cache = super::cache::cache_settings(&mut check, cache, any_route_caches);

@@ -69,6 +69,8 @@ impl RequestId {
 #[derive(Default)]
 pub struct UpstreamCtx {
     pub pool: Option<usize>,
+    /// The arm of the route's split the request went to (split routes).
+    pub arm: Option<crate::routing::split::ArmChoice>,
     pub lease: Option<Lease>,
     pub tried: Tried,
     pub retries: u32,
@@ -178,6 +180,21 @@ impl RequestCtx {
     /// The route's CORS policy with what the request's `Origin` means to it (CORS routes only).
     pub fn cors(&self) -> Option<(&crate::cors::CorsPolicy, &crate::cors::Verdict)> {
         self.route()?.spec.cors.as_ref().zip(self.cors.as_ref())
+    }
+
+    /// The split the request went through with the arm it took (split routes).
+    pub fn arm(
+        &self,
+    ) -> Option<(
+        &crate::routing::split::SplitPlan,
+        crate::routing::split::ArmChoice,
+    )> {
+        self.route()?.split.as_ref().zip(self.upstream.arm)
+    }
+
+    /// The metrics of the arm the request took (split routes).
+    pub fn arm_metrics(&self) -> Option<&crate::observability::metrics::ArmMetrics> {
+        self.route()?.arm_metrics.get(self.upstream.arm?.arm)
     }
 
     /// The metrics of the matched route (or of unmatched requests).

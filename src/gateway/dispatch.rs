@@ -4,7 +4,7 @@
 
 use super::ctx::RequestCtx;
 use super::respond::Refusal;
-use crate::config::{HashKey, RetryPolicy};
+use crate::config::{CallerKey, ForceSource, HashKey, RetryPolicy, RouteTarget};
 use crate::observability::metrics::RetryReason;
 use crate::upstream::outlier::Outcome;
 use crate::upstream::selection::hash_bytes;
@@ -30,7 +30,14 @@ pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Resul
     if ctx.upstream.tried.count() > 0 && !backoff.is_zero() && !same_backend {
         tokio::time::sleep(backoff).await;
     }
-    let pool_index = *ctx.upstream.pool.get_or_insert_with(|| route.choose_pool());
+    let pool_index = match ctx.upstream.pool {
+        Some(pool) => pool,
+        None => {
+            let pool = choose_pool(route, request, ctx);
+            ctx.upstream.pool = Some(pool);
+            pool
+        }
+    };
     let pool = &snapshot.pools[pool_index];
     if ctx.upstream.lease.is_none() {
         let Some(lease) = pool.acquire() else {
@@ -63,6 +70,46 @@ pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Resul
         bound_reads_by(&mut peer, deadline, route.spec.timeout.is_some());
     }
     Ok(Box::new(peer))
+}
+
+/// The route's pool, or the arm of its split this request goes to (kept in the context for
+/// the arm's metrics and the access log).
+fn choose_pool(
+    route: &crate::snapshot::Route,
+    request: &RequestHeader,
+    ctx: &mut RequestCtx,
+) -> usize {
+    let Some(plan) = &route.split else {
+        return match route.spec.target {
+            RouteTarget::Upstream(pool) => pool,
+            RouteTarget::Split(_) => 0,
+        };
+    };
+    let forced = plan.force.as_ref().and_then(|source| match source {
+        ForceSource::Header(name) => request.headers.get(name).map(|v| v.as_bytes()),
+        ForceSource::Cookie(name) => crate::auth::cookie(request, name).map(str::as_bytes),
+    });
+    let octets;
+    let caller: Option<&[u8]> = match &plan.sticky {
+        None => None,
+        Some(CallerKey::Consumer) => ctx
+            .auth
+            .as_ref()
+            .and_then(|auth| auth.identity.consumer.as_deref())
+            .map(str::as_bytes),
+        Some(CallerKey::ClientIp) => {
+            octets = ctx.client_ip.map(|ip| match ip {
+                std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                std::net::IpAddr::V6(v6) => v6.octets(),
+            });
+            octets.as_ref().map(|o| o.as_slice())
+        }
+        Some(CallerKey::Header(name)) => request.headers.get(name).map(|v| v.as_bytes()),
+        Some(CallerKey::Cookie(name)) => crate::auth::cookie(request, name).map(str::as_bytes),
+    };
+    let choice = plan.choose(forced, caller);
+    ctx.upstream.arm = Some(choice);
+    plan.pool(choice.arm)
 }
 
 /// The backend for this attempt: the same one again after a stale pooled connection failed

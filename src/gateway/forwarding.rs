@@ -77,7 +77,7 @@ pub fn prepare_upstream_request(
                 grpc_timeout_left(deadline),
             )?;
         }
-        apply_ops(&mut parts.headers, &route.spec.request_headers)
+        apply_ops(&mut parts.headers, &route.spec.request_headers, ctx)
     })
 }
 
@@ -199,14 +199,56 @@ fn forwarded_for(
     })
 }
 
-fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps) -> pingora_error::Result<()> {
+fn apply_ops(
+    headers: &mut HeaderMap,
+    ops: &HeaderOps,
+    ctx: &RequestCtx,
+) -> pingora_error::Result<()> {
     for name in &ops.remove {
         headers.remove(name);
     }
-    for (name, value) in &ops.set {
-        insert(headers, name, value.clone())?;
+    for (name, template) in &ops.set {
+        match template.render(ctx) {
+            Some(value) => insert(headers, name, value)?,
+            // The client's copy must not stand in for the value the gateway would have set.
+            None => {
+                headers.remove(name);
+            }
+        }
     }
     Ok(())
+}
+
+/// The request's values for header templates.
+impl crate::templates::Values for RequestCtx {
+    fn request_id(&self) -> &str {
+        self.request_id.as_str()
+    }
+
+    fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
+    }
+
+    /// The pool the request went to; on a cache hit, the route's only pool (a split route's
+    /// hit went to none).
+    fn upstream(&self) -> Option<&str> {
+        let pool = self
+            .upstream
+            .pool
+            .or_else(|| match self.route()?.spec.target {
+                crate::config::RouteTarget::Upstream(pool) => Some(pool),
+                crate::config::RouteTarget::Split(_) => None,
+            })?;
+        self.snapshot.pools.get(pool).map(|p| p.name.as_str())
+    }
+
+    fn consumer(&self) -> Option<&str> {
+        self.auth.as_ref()?.identity.consumer.as_deref()
+    }
+
+    fn claims(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        Some(&self.auth.as_ref()?.identity.claims)
+    }
 }
 
 /// `/api/v1/users/7?x=1` with prefix `/api/v1` -> `/users/7?x=1`.
@@ -302,7 +344,7 @@ pub fn prepare_response(
             strip_cache_fields(headers, consumed_targeted, tag_header);
         }
         if let Some(ops) = ops {
-            apply_ops(headers, ops)?;
+            apply_ops(headers, ops, ctx)?;
         }
         if let Some(report) = &ctx.ratelimit {
             crate::ratelimit::write_headers(&ctx.snapshot.limiter, report, headers);

@@ -33,6 +33,9 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
     // A background refresh is the gateway's own request: it is logged, not counted as traffic.
     if !background {
         metrics.observe(&request.method, status, elapsed.as_secs_f64());
+        if let Some(arm) = ctx.arm_metrics() {
+            arm.observe(status, elapsed.as_secs_f64());
+        }
         metrics.transferred(
             ctx.header_bytes as u64 + ctx.body_bytes,
             session.body_bytes_sent() as u64,
@@ -85,6 +88,8 @@ fn log_line(
         duration: elapsed,
         route: ctx.route().map(|r| r.spec.name.as_str()),
         upstream: lease.map(|l| l.pool().name.as_str()),
+        arm: ctx.arm().map(|(plan, choice)| plan.arm_name(choice.arm)),
+        arm_by: ctx.upstream.arm.map(|choice| choice.by.label()),
         backend: lease.and_then(|l| l.backend()).map(|b| b.label.as_str()),
         upstream_status: ctx.upstream.status,
         upstream_duration: ctx.upstream.duration,

@@ -43,6 +43,10 @@ pub struct Entry<'a> {
     pub duration: Duration,
     pub route: Option<&'a str>,
     pub upstream: Option<&'a str>,
+    /// The split arm (its upstream) the request went to, on split routes.
+    pub arm: Option<&'a str>,
+    /// How the arm was chosen: `forced`, `sticky` or `weighted`.
+    pub arm_by: Option<&'a str>,
     pub backend: Option<&'a str>,
     pub upstream_status: Option<u16>,
     pub upstream_duration: Option<Duration>,
@@ -286,7 +290,9 @@ pub fn drain(log: &AccessLog) {
 // than a `String`: every piece is ASCII or already UTF-8, and pushing a byte skips char encoding.
 fn format_entry(out: &mut Vec<u8>, e: &Entry<'_>) {
     let texts = [e.request_id, e.method, e.host, e.path];
-    let optional = [e.route, e.upstream, e.backend, e.consumer, e.cache];
+    let optional = [
+        e.route, e.upstream, e.arm, e.arm_by, e.backend, e.consumer, e.cache,
+    ];
     // One reservation for the whole line: the fixed part is under 320 bytes.
     out.reserve(
         320 + texts.iter().map(|t| t.len()).sum::<usize>()
@@ -329,9 +335,11 @@ fn format_entry(out: &mut Vec<u8>, e: &Entry<'_>) {
     push_number(out, e.request_bytes);
     out.extend_from_slice(b",\"duration_ms\":");
     push_millis(out, e.duration);
-    let keys: [&[u8]; 5] = [
+    let keys: [&[u8]; 7] = [
         b",\"route\":",
         b",\"upstream\":",
+        b",\"arm\":",
+        b",\"arm_by\":",
         b",\"backend\":",
         b",\"consumer\":",
         b",\"cache\":",
@@ -381,6 +389,8 @@ mod tests {
                 duration: Duration::from_micros(1500),
                 route: Some("r"),
                 upstream: None,
+                arm: None,
+                arm_by: None,
                 backend: None,
                 upstream_status: Some(200),
                 upstream_duration: Some(Duration::from_nanos(2_000_499)),
@@ -427,6 +437,8 @@ mod tests {
                 duration: Duration::from_millis(61_234),
                 route: None,
                 upstream: None,
+                arm: None,
+                arm_by: None,
                 backend: None,
                 upstream_status: None,
                 upstream_duration: None,
@@ -450,7 +462,7 @@ mod tests {
             #[test]
             fn fuzz_access_log_lines_are_json_that_round_trips(
                 texts in prop::array::uniform4(any::<String>()),
-                optional in prop::array::uniform5(prop::option::of(any::<String>())),
+                optional in prop::array::uniform7(prop::option::of(any::<String>())),
                 tls in prop::option::of(any::<String>()),
                 ip in prop::option::of(any::<IpAddr>()),
                 millis in any::<u64>(),
@@ -460,7 +472,7 @@ mod tests {
                 duration in any::<u64>(),
             ) {
                 let [request_id, method, host, path] = &texts;
-                let [route, upstream, backend, consumer, cache] = &optional;
+                let [route, upstream, arm, arm_by, backend, consumer, cache] = &optional;
                 let mut line = Vec::new();
                 format_entry(&mut line, &Entry {
                     time: UNIX_EPOCH + Duration::from_millis(millis % 10_000_000_000_000),
@@ -477,6 +489,8 @@ mod tests {
                     duration: Duration::from_nanos(duration),
                     route: route.as_deref(),
                     upstream: upstream.as_deref(),
+                    arm: arm.as_deref(),
+                    arm_by: arm_by.as_deref(),
                     backend: backend.as_deref(),
                     upstream_status: Some(status),
                     upstream_duration: None,
@@ -495,7 +509,7 @@ mod tests {
                 prop_assert_eq!(value["request_bytes"].as_u64(), Some(request_bytes));
                 prop_assert_eq!(value["client_ip"].as_str().map(str::to_string), ip.map(|ip| ip.to_string()));
                 prop_assert_eq!(value["tls"].as_str(), tls.as_deref());
-                for (key, text) in ["route", "upstream", "backend", "consumer", "cache"].iter().zip(&optional) {
+                for (key, text) in ["route", "upstream", "arm", "arm_by", "backend", "consumer", "cache"].iter().zip(&optional) {
                     prop_assert_eq!(value[*key].as_str(), text.as_deref());
                 }
             }

@@ -3,6 +3,7 @@
 //! normalized first (`normalize`), so the path matched is the path forwarded.
 
 pub mod normalize;
+pub mod split;
 
 use crate::config::{HostPattern, MatchSpec, PathMatch, RouteSpec};
 use http::{HeaderMap, Method};

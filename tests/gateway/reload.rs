@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Rewrites the running configuration with `edit`, sends SIGHUP, and waits for the reload to be
 /// counted with `result` (its `expected`-th such result).
-fn reload(gw: &Gateway, edit: impl Fn(String) -> String, result: &str, expected: f64) {
+pub(crate) fn reload(gw: &Gateway, edit: impl Fn(String) -> String, result: &str, expected: f64) {
     let path = gw.dir.join("edgegate.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
     let edited = edit(text.clone());

@@ -1,7 +1,10 @@
 //! `routes`: matching, targets, retries, header edits, IP lists.
 
 use super::*;
-use crate::config::{HeaderOps, HostPattern, PathMatch, RetryPolicy, RouteTarget, SplitTarget};
+use crate::config::{
+    CallerKey, ForceSource, HeaderOps, HostPattern, PathMatch, RetryPolicy, RouteTarget, SplitSpec,
+    SplitTarget,
+};
 use std::time::Duration;
 
 /// A route document: `fields` are indented under a route named `r` on upstream `app`.
@@ -66,16 +69,20 @@ fn route_values_are_read() {
     assert_eq!(route.matcher.methods, [http::Method::GET]);
     assert_eq!(
         route.target,
-        RouteTarget::Split(vec![
-            SplitTarget {
-                upstream: 0,
-                weight: 9
-            },
-            SplitTarget {
-                upstream: 1,
-                weight: 1
-            }
-        ])
+        RouteTarget::Split(SplitSpec {
+            arms: vec![
+                SplitTarget {
+                    upstream: 0,
+                    weight: 9
+                },
+                SplitTarget {
+                    upstream: 1,
+                    weight: 1
+                }
+            ],
+            sticky: None,
+            force: None,
+        })
     );
     assert_eq!(route.timeout, Some(Duration::from_secs(2)));
     assert_eq!(
@@ -115,6 +122,60 @@ fn route_problems() {
         ("routes:\n  - { name: r, upstream: app, cors: { allow_origins: [\"*\", \"https://a.test\", \"*.b.test\"], allow_headers: [\"*\"], expose_headers: [X-Id], max_age: 10m } }\n", &[]),
         ("routes:\n  - { name: r, upstream: app, cors: { allow_credentials: true, allow_origins: [\"*\", app.test, \"https://a.test/\"], allow_methods: [GET, \"B@D\"], allow_headers: [\"*\"], expose_headers: [\"bad header\"], max_age: 2d } }\n", &["2:80 routes[0].cors.allow_origins[0]: `*` cannot be combined with `allow_credentials: true` (browsers refuse it); list the origins, or `*.domain` patterns", "2:85 routes[0].cors.allow_origins[1]: `app.test`: an origin is scheme://host[:port] (https://app.example.com), `*.domain` or `*`", "2:95 routes[0].cors.allow_origins[2]: `https://a.test/`: not an origin (no path, no trailing slash: https://app.example.com)", "2:136 routes[0].cors.allow_methods[1]: `B@D` is not an HTTP method", "2:160 routes[0].cors.allow_headers[0]: `*` means any only without `allow_credentials: true`; list the names", "2:183 routes[0].cors.expose_headers[0]: `bad header` is not a valid HTTP header name", "2:198 routes[0].cors.max_age: at most 24h (browsers cap it lower anyway)"]),
         ("routes:\n  - { name: r, upstream: app, cors: { allow_methods: [\"*\", GET] } }\n", &["2:31 routes[0].cors.allow_origins: list at least one origin (`*` for any)", "2:55 routes[0].cors.allow_methods[0]: `*` already means any: list it alone"]),
+    ]);
+}
+
+#[test]
+fn sticky_splits_with_a_forcing_header_or_cookie() {
+    let model = model(
+        "upstreams:\n  v1: { targets: [{ address: 127.0.0.1:9001 }] }\n  v2: { targets: [{ address: 127.0.0.1:9002 }] }\n\
+         routes:\n\
+         \x20 - { name: a, split: { sticky: consumer, force: { header: X-Canary }, arms: [{ upstream: v1, weight: 90 }, { upstream: v2, weight: 10 }] } }\n\
+         \x20 - { name: b, split: { sticky: \"cookie:session\", force: { cookie: canary }, arms: [{ upstream: v2, weight: 1 }] } }\n\
+         \x20 - { name: c, split: { sticky: \"header:X-Device\", arms: [{ upstream: v1, weight: 1 }] } }\n\
+         \x20 - { name: d, split: { sticky: client_ip, arms: [{ upstream: v1, weight: 1 }] } }\n",
+    );
+    let split = |index: usize| match &model.routes[index].target {
+        RouteTarget::Split(split) => split.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        split(0),
+        SplitSpec {
+            arms: vec![
+                SplitTarget {
+                    upstream: 0,
+                    weight: 90
+                },
+                SplitTarget {
+                    upstream: 1,
+                    weight: 10
+                }
+            ],
+            sticky: Some(CallerKey::Consumer),
+            force: Some(ForceSource::Header(http::HeaderName::from_static(
+                "x-canary"
+            ))),
+        }
+    );
+    assert_eq!(split(1).sticky, Some(CallerKey::Cookie("session".into())));
+    assert_eq!(split(1).force, Some(ForceSource::Cookie("canary".into())));
+    assert_eq!(
+        split(2).sticky,
+        Some(CallerKey::Header(http::HeaderName::from_static("x-device")))
+    );
+    assert_eq!(split(3).sticky, Some(CallerKey::ClientIp));
+}
+
+#[test]
+fn split_problems() {
+    expect_problems(&[
+        ("routes:\n  - { name: r, split: { sticky: user, arms: [{ upstream: app, weight: 1 }] } }\n", &["2:25 routes[0].split.sticky: `user` is not one of: consumer, client_ip, cookie:NAME, header:NAME"]),
+        ("routes:\n  - { name: r, split: { force: { header: a, cookie: b }, arms: [{ upstream: app, weight: 1 }] } }\n", &["2:25 routes[0].split.force: needs exactly one of `header: NAME` or `cookie: NAME`"]),
+        ("routes:\n  - { name: r, split: { force: { header: \"a b\" }, arms: [{ upstream: app, weight: 0 }, { upstream: app, weight: 1 }] } }\n", &["2:90 routes[0].split.arms[1].upstream: `app` is already an arm of this split", "2:51 routes[0].split.arms: the weights must add up to more than 0", "2:34 routes[0].split.force.header: `a b` is not a valid HTTP header name"]),
+        ("routes:\n  - { name: r, split: { sticky: consumer } }\n", &["2:23 routes[0].split: missing field `arms`"]),
+        ("routes:\n  - { name: r, split: { arms: [{ upstream: app, weight: 1 }], stick: consumer } }\n", &["2:63 routes[0].split: unknown field `stick`, expected one of `sticky`, `force`, `arms`"]),
+        ("routes:\n  - { name: r, split: nope }\n", &["2:23 routes[0].split: invalid type: string \"nope\", expected a list of arms or a mapping with `arms`"]),
     ]);
 }
 

@@ -24,6 +24,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 struct Families {
     requests: IntCounterVec,
     request_duration: HistogramVec,
+    split_requests: IntCounterVec,
+    split_duration: HistogramVec,
     upstream_requests: IntCounterVec,
     upstream_duration: HistogramVec,
     backend_healthy: IntGaugeVec,
@@ -80,6 +82,19 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
         LATENCY_BUCKETS.to_vec()
     )
     .expect("register edgegate_request_duration_seconds"),
+    split_requests: register_int_counter_vec!(
+        "edgegate_split_requests_total",
+        "Requests of split routes answered, by route, arm (its upstream) and status class",
+        &["route", "arm", "status"]
+    )
+    .expect("register edgegate_split_requests_total"),
+    split_duration: register_histogram_vec!(
+        "edgegate_split_request_duration_seconds",
+        "Time from request start to the last response byte on split routes, by route and arm",
+        &["route", "arm"],
+        LATENCY_BUCKETS.to_vec()
+    )
+    .expect("register edgegate_split_request_duration_seconds"),
     upstream_requests: register_int_counter_vec!(
         "edgegate_upstream_requests_total",
         "Attempts sent to a backend, by upstream, backend and status class (error = no response)",

@@ -190,6 +190,41 @@ impl RouteMetrics {
     }
 }
 
+/// Handles for one arm of a split route, created on first use of each status class.
+pub struct ArmMetrics {
+    route: String,
+    arm: String,
+    requests: [OnceLock<IntCounter>; 6],
+    duration: Histogram,
+}
+
+impl ArmMetrics {
+    /// Handles for the arm whose upstream is `arm` on `route`.
+    pub fn new(route: &str, arm: &str) -> Self {
+        ArmMetrics {
+            route: route.to_string(),
+            arm: arm.to_string(),
+            requests: Default::default(),
+            duration: FAMILIES.split_duration.with_label_values(&[route, arm]),
+        }
+    }
+
+    /// Counts one answered request of this arm.
+    pub fn observe(&self, status: Option<u16>, seconds: f64) {
+        let class = status_class(status);
+        self.requests[class]
+            .get_or_init(|| {
+                FAMILIES.split_requests.with_label_values(&[
+                    &self.route,
+                    &self.arm,
+                    STATUS_CLASSES[class],
+                ])
+            })
+            .inc();
+        self.duration.observe(seconds);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
