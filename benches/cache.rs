@@ -103,7 +103,7 @@ fn bench_decisions(c: &mut Criterion) {
     let stored = meta(101);
     let request = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
     c.bench_function("cache/variance_without_vary", |b| {
-        b.iter(|| policy::variance(black_box(&stored), &request))
+        b.iter(|| policy::variance(black_box(&stored), &request, false))
     });
 }
 

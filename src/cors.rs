@@ -222,12 +222,14 @@ impl CorsPolicy {
     /// Origin` is added (the answer depends on it, for every cache after us), and an allowed
     /// origin gets `Access-Control-Allow-Origin`, `-Allow-Credentials`, `-Expose-Headers`.
     pub fn write_response_headers(&self, verdict: &Verdict, headers: &mut HeaderMap) {
-        // One pass over the names finds whether the backend sent any (it rarely does): cheaper
-        // than a hashed lookup for each of the six.
-        if headers
-            .keys()
-            .any(|name| name.as_str().starts_with("access-control-"))
-        {
+        // One pass over the names finds whether the backend sent any CORS field (it rarely
+        // does) and any `Vary`: cheaper than a hashed lookup for each.
+        let (mut backend_cors, mut vary) = (false, false);
+        for name in headers.keys() {
+            backend_cors |= name.as_str().starts_with("access-control-");
+            vary |= *name == VARY;
+        }
+        if backend_cors {
             for name in [
                 &ACCESS_CONTROL_ALLOW_ORIGIN,
                 &ACCESS_CONTROL_ALLOW_CREDENTIALS,
@@ -239,7 +241,9 @@ impl CorsPolicy {
                 headers.remove(name);
             }
         }
-        add_vary_origin(headers);
+        if !vary || !varies_on_origin(headers) {
+            headers.append(VARY, VARY_ORIGIN.clone());
+        }
         let Verdict::Allowed(allow_origin) = verdict else {
             return;
         };
@@ -270,17 +274,15 @@ pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
 }
 
 /// Adds `Origin` to `Vary` unless it is there already (or `Vary: *` says everything).
-fn add_vary_origin(headers: &mut HeaderMap) {
-    let covered = headers.get_all(VARY).iter().any(|value| {
+/// Whether `Vary` already covers `Origin` (or is `*`).
+fn varies_on_origin(headers: &HeaderMap) -> bool {
+    headers.get_all(VARY).iter().any(|value| {
         value.to_str().is_ok_and(|text| {
             text.split(',')
                 .map(str::trim)
                 .any(|name| name == "*" || name.eq_ignore_ascii_case("origin"))
         })
-    });
-    if !covered {
-        headers.append(VARY, VARY_ORIGIN.clone());
-    }
+    })
 }
 
 #[cfg(test)]

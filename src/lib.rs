@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cache;
+pub mod compression;
 pub mod config;
 pub mod cors;
 pub mod fastfmt;

@@ -360,15 +360,21 @@ fn strip_stored_hop_by_hop(stored: &mut ResponseHeader) {
     let _ = stored.remove_header(&header::CONNECTION);
 }
 
-/// The variant of `request` under the stored response's `Vary` (`None`: it does not vary).
-pub fn variance(meta: &CacheMeta, request: &RequestHeader) -> Option<HashBinary> {
+/// The variant of `request` under the stored response's `Vary` (`None`: it does not vary);
+/// `Accept-Encoding` counts only when the origin saw it.
+pub fn variance(
+    meta: &CacheMeta,
+    request: &RequestHeader,
+    origin_without_accept_encoding: bool,
+) -> Option<HashBinary> {
     let vary = meta.headers().get_all(header::VARY);
     let mut names: Vec<String> = Vec::new();
     for value in vary.iter() {
         let Ok(text) = value.to_str() else { continue };
         for name in text.split(',') {
             let name = name.trim().to_ascii_lowercase();
-            if !name.is_empty() && !names.contains(&name) {
+            let ignored = origin_without_accept_encoding && name == "accept-encoding";
+            if !name.is_empty() && !ignored && !names.contains(&name) {
                 names.push(name);
             }
         }
@@ -797,12 +803,19 @@ mod tests {
             }
             request
         };
-        let gzip = variance(&meta, &request(Some("gzip")));
+        let gzip = variance(&meta, &request(Some("gzip")), false);
         assert!(gzip.is_some());
-        assert_eq!(gzip, variance(&meta, &request(Some("gzip"))));
-        assert_ne!(gzip, variance(&meta, &request(Some("br"))));
-        assert_ne!(gzip, variance(&meta, &request(None)));
+        assert_eq!(gzip, variance(&meta, &request(Some("gzip")), false));
+        assert_ne!(gzip, variance(&meta, &request(Some("br")), false));
+        assert_ne!(gzip, variance(&meta, &request(None), false));
         let plain = stored(200, &[], false).unwrap();
-        assert_eq!(variance(&plain, &request(Some("gzip"))), None);
+        assert_eq!(variance(&plain, &request(Some("gzip")), false), None);
+        // An origin that never saw the client's Accept-Encoding gave every client one answer.
+        assert_eq!(variance(&meta, &request(Some("gzip")), true), None);
+        let both = stored(200, &[("vary", "Accept-Encoding, Accept")], false).unwrap();
+        assert_eq!(
+            variance(&both, &request(Some("gzip")), true),
+            variance(&both, &request(Some("br")), true)
+        );
     }
 }

@@ -503,6 +503,16 @@ pub struct FreshHit {
     pub age: u64,
 }
 
+/// The bytes a hit handler of this store will still hand out (`None`: another store's).
+pub fn hit_body_len(handler: &(dyn HandleHit + Send + Sync)) -> Option<u64> {
+    let hit = handler.as_any().downcast_ref::<Hit>()?;
+    Some(if hit.done {
+        0
+    } else {
+        hit.end.saturating_sub(hit.start) as u64
+    })
+}
+
 /// Reads a stored body: one shared buffer, sliced for ranges.
 struct Hit {
     body: Bytes,

@@ -4,6 +4,7 @@
 mod auth;
 mod cache;
 mod check;
+mod compression;
 mod cors;
 #[cfg(test)]
 mod fuzz;

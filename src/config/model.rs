@@ -240,6 +240,8 @@ pub struct RouteSpec {
     pub cache: Option<RouteCacheSpec>,
     /// Cross-origin requests from browsers (`None`: the route adds no CORS headers).
     pub cors: Option<crate::cors::CorsPolicy>,
+    /// Responses compressed for clients that accept it (`None`: never).
+    pub compression: Option<crate::compression::CompressionPolicy>,
     /// Errors the gateway answers itself are gRPC statuses, not JSON.
     pub grpc: bool,
     /// An upgraded (WebSocket) connection with no bytes either way for this long is closed.

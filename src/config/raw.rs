@@ -305,8 +305,18 @@ pub struct RawRoute {
     #[serde(default)]
     pub ip_deny: Vec<String>,
     pub aggregate: Unsupported,
-    pub compression: Unsupported,
+    pub compression: Option<RawCompression>,
     pub tracing: Unsupported,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompression {
+    pub algorithms: Option<Vec<String>>,
+    pub min_size: Option<String>,
+    pub content_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub level: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -93,11 +93,9 @@ fn route_spec(
         &aggregate,
         "aggregation routes are not implemented yet",
     );
-    check.unsupported(
-        format!("{key}.compression"),
-        &compression,
-        "response compression is not implemented yet",
-    );
+    let compression = compression.map(|raw| {
+        super::compression::compression_policy(check, &format!("{key}.compression"), raw)
+    });
     check.unsupported(
         format!("{key}.tracing"),
         &tracing,
@@ -154,6 +152,7 @@ fn route_spec(
         rate_limits,
         cache,
         cors,
+        compression,
         grpc: grpc.unwrap_or(false),
         websocket_idle_timeout,
     })

@@ -30,6 +30,10 @@ pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Admission {
         .route()
         .and_then(|route| route.spec.cors.as_ref())
         .map(|cors| cors.verdict(&session.req_header().headers));
+    ctx.compression = ctx
+        .route()
+        .and_then(|route| route.spec.compression.as_ref())
+        .map(|policy| policy.settle(session.req_header()));
     let mut verdict = check(session.req_header(), ctx);
     if let Verdict::AuthFailed(crate::auth::Failure::UnknownKid) = verdict {
         // Rare and large: boxed so the common path's future stays small.

@@ -117,13 +117,37 @@ pub async fn answer(session: &mut Session, ctx: &mut RequestCtx, hit: FreshHit) 
         status: CacheStatus::Hit,
         age: Some(HeaderValue::from(age)),
     };
-    super::outgoing_response(session, &mut header, ctx, Some(labels))?;
+    let whole = super::forwarding::Body::Whole(body.len() as u64);
+    let mut body = body;
+    if let Some(encoder) = super::outgoing_response(session, &mut header, ctx, Some(labels), whole)?
+    {
+        body = encoder.whole(&body)?;
+        header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    }
     let header_only = session.req_header().method == Method::HEAD || body.is_empty();
     session.write_response_header(header, header_only).await?;
     if !header_only {
         session.write_response_body(Some(body), true).await?;
     }
     Ok(())
+}
+
+/// The length of the stored body a hit is about to send (`None`: not a hit of our store).
+pub fn hit_body_len(session: &mut Session) -> Option<u64> {
+    use pingora_cache::CachePhase;
+    if !session.cache.enabled() {
+        return None;
+    }
+    match session.cache.phase() {
+        CachePhase::Hit
+        | CachePhase::Stale
+        | CachePhase::StaleUpdating
+        | CachePhase::Revalidated
+        | CachePhase::RevalidatedNoCache(_) => {
+            crate::cache::store::hit_body_len(session.cache.hit_handler().as_ref())
+        }
+        _ => None,
+    }
 }
 
 /// Whether the origin's response is stored, and its freshness. After a 304, the stored header

@@ -119,6 +119,11 @@ pub struct RequestCtx {
     pub auth: Option<crate::auth::Authenticated>,
     /// What the request's `Origin` means on a CORS route (`None`: the route has no `cors`).
     pub cors: Option<crate::cors::Verdict>,
+    /// The coding settled for this request (compressing routes only).
+    pub compression: Option<crate::compression::Negotiated>,
+    /// Compresses the response body (set with the response header when it is compressed).
+    /// Boxed: the context travels inside Pingora's request future, copied as it moves.
+    pub encoder: Option<Box<crate::compression::Encoder>>,
     /// The rate-limit policy the response headers describe (limited routes).
     pub ratelimit: Option<crate::ratelimit::Report>,
     pub body_bytes: u64,
@@ -158,6 +163,8 @@ impl RequestCtx {
             header_bytes: 0,
             auth: None,
             cors: None,
+            compression: None,
+            encoder: None,
             ratelimit: None,
             body_bytes: 0,
             upstream: UpstreamCtx::default(),
@@ -195,6 +202,20 @@ impl RequestCtx {
     /// The metrics of the arm the request took (split routes).
     pub fn arm_metrics(&self) -> Option<&crate::observability::metrics::ArmMetrics> {
         self.route()?.arm_metrics.get(self.upstream.arm?.arm)
+    }
+
+    /// The route's compression policy with what this request settled (compressing routes).
+    pub fn compression(
+        &self,
+    ) -> Option<(
+        &crate::compression::CompressionPolicy,
+        crate::compression::Negotiated,
+    )> {
+        self.route()?
+            .spec
+            .compression
+            .as_ref()
+            .zip(self.compression)
     }
 
     /// The metrics of the matched route (or of unmatched requests).

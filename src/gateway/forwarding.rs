@@ -23,6 +23,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
 static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+static CHUNKED: HeaderValue = HeaderValue::from_static("chunked");
 
 /// The time until `deadline` as a `grpc-timeout` value (milliseconds, at least 1).
 fn grpc_timeout_left(deadline: std::time::Instant) -> HeaderValue {
@@ -69,6 +70,11 @@ pub fn prepare_upstream_request(
             strip_prefix(parts, prefix)?;
         }
         forwarding_headers(&mut parts.headers, ctx, transport)?;
+        if ctx.compression.is_some_and(|c| c.accept_encoding_sent) {
+            // The gateway compresses: the origin's answer stays one plain representation,
+            // which the cache stores once for every client.
+            parts.headers.remove(http::header::ACCEPT_ENCODING);
+        }
         if let Some(deadline) = ctx.grpc_deadline {
             // The backend gets what is left of the client's budget, not the whole of it.
             insert(
@@ -310,12 +316,25 @@ fn strip_cache_fields(headers: &mut HeaderMap, targeted: bool, tag_header: Optio
     }
 }
 
-/// Response edits: configured header changes, rate-limit headers, cache labels, request id.
+/// How the body of a response being prepared will be sent, for compression.
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    /// Streamed: a compressed body is sent chunked (HTTP/1.1). Its length when known.
+    Streamed(Option<u64>),
+    /// At hand in one piece: a compressed body gets its own `Content-Length` afterwards.
+    Whole(u64),
+    /// Not compressed whatever the route says (a background refresh nobody reads).
+    Untouched,
+}
+
+/// Response edits: configured header changes, rate-limit headers, cache labels, request id,
+/// and on compressing routes the coding (returning the body's encoder when it is compressed).
 pub fn prepare_response(
     response: &mut ResponseHeader,
     ctx: &RequestCtx,
     cache_labels: Option<super::caching::Labels>,
-) -> pingora_error::Result<()> {
+    body: Body,
+) -> pingora_error::Result<Option<crate::compression::Encoder>> {
     let route = ctx.route();
     let ops = route.map(|r| &r.spec.response_headers);
     let cors = ctx.cors();
@@ -328,7 +347,9 @@ pub fn prepare_response(
             .ratelimit
             .as_ref()
             .map_or(0, |_| crate::ratelimit::MAX_HEADERS)
-        + cors.map_or(0, |_| crate::cors::MAX_RESPONSE_HEADERS);
+        + cors.map_or(0, |_| crate::cors::MAX_RESPONSE_HEADERS)
+        + ctx.compression.and_then(|c| c.coding).map_or(0, |_| 3);
+    let status = response.status;
     // Hop-by-hop fields (RFC 9110 §7.6.1) stop here; a 101's `Upgrade` is what switches the
     // protocol.
     let hop_by_hop = response.status != http::StatusCode::SWITCHING_PROTOCOLS;
@@ -355,7 +376,20 @@ pub fn prepare_response(
         if let Some((policy, verdict)) = cors {
             policy.write_response_headers(verdict, headers);
         }
-        insert(headers, &X_REQUEST_ID, ctx.request_id.header_value())
+        insert(headers, &X_REQUEST_ID, ctx.request_id.header_value())?;
+        let Some((policy, negotiated)) = ctx.compression() else {
+            return Ok(None);
+        };
+        let length = match body {
+            Body::Untouched => return Ok(None),
+            Body::Streamed(length) => length,
+            Body::Whole(length) => Some(length),
+        };
+        let encoder = crate::compression::prepare(policy, negotiated, status, headers, length);
+        if encoder.is_some() && matches!(body, Body::Streamed(_)) {
+            headers.insert(http::header::TRANSFER_ENCODING, CHUNKED.clone());
+        }
+        Ok(encoder)
     })
 }
 

@@ -194,10 +194,12 @@ impl ProxyHttp for Gateway {
     fn cache_vary_filter(
         &self,
         meta: &CacheMeta,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
         request: &RequestHeader,
     ) -> Option<HashBinary> {
-        crate::cache::policy::variance(meta, request)
+        // A compressing route sends the origin no `Accept-Encoding`: its answer cannot vary
+        // with it, whatever its `Vary` says.
+        crate::cache::policy::variance(meta, request, ctx.compression.is_some())
     }
 
     /// Stale copies answer while revalidating, and when the origin fails.
@@ -320,7 +322,29 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         caching::invalidate_after_unsafe(session, ctx, upstream_response);
         let cache_labels = caching::labels(session, ctx);
-        outgoing_response(session, upstream_response, ctx, cache_labels)
+        // A background refresh is read by nobody: its answer is stored, never compressed.
+        let body = if ctx.compression.is_none() || caching::is_background_refresh(session) {
+            forwarding::Body::Untouched
+        } else {
+            forwarding::Body::Streamed(caching::hit_body_len(session))
+        };
+        ctx.encoder =
+            outgoing_response(session, upstream_response, ctx, cache_labels, body)?.map(Box::new);
+        Ok(())
+    }
+
+    /// A compressed response's body goes through its encoder.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(encoder) = ctx.encoder.as_mut() {
+            encoder.filter(body, end_of_stream)?;
+        }
+        Ok(None)
     }
 
     /// Any failure becomes the JSON error of DESIGN.md (502/503/504/...).
@@ -414,12 +438,13 @@ fn outgoing_response(
     response: &mut ResponseHeader,
     ctx: &RequestCtx,
     cache_labels: Option<caching::Labels>,
-) -> Result<()> {
+    body: forwarding::Body,
+) -> Result<Option<crate::compression::Encoder>> {
     if crate::lifecycle::draining() {
         keepalive(session, ctx);
     }
     forwarding::keep_origin_date(session, response);
-    forwarding::prepare_response(response, ctx, cache_labels)
+    forwarding::prepare_response(response, ctx, cache_labels, body)
 }
 
 /// Downstream keep-alive: the configured timeout, or none while the process drains so clients

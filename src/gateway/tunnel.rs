@@ -69,7 +69,7 @@ pub async fn proxy(
     };
     let status = response.status.as_u16();
     dispatch::on_response(session.req_header(), ctx, status, false)?;
-    forwarding::prepare_response(&mut response, ctx, None)?;
+    forwarding::prepare_response(&mut response, ctx, None, forwarding::Body::Untouched)?;
     if status != 101 {
         return refuse(session, upstream, response, early).await;
     }

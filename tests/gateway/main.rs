@@ -9,6 +9,7 @@ mod cache_hits;
 mod cache_rfc;
 mod canary;
 mod client_h2;
+mod compression;
 mod config_cli;
 mod connections;
 mod contract;

@@ -180,6 +180,43 @@ fn split_problems() {
 }
 
 #[test]
+fn compression_defaults_and_problems() {
+    use crate::compression::{Coding, MediaPattern};
+    let defaults = model(&route("    compression: {}\n"));
+    let policy = defaults.routes[0].compression.clone().unwrap();
+    assert_eq!(
+        policy.codings,
+        [(Coding::Zstd, 3), (Coding::Brotli, 4), (Coding::Gzip, 6)]
+    );
+    assert_eq!(policy.min_size, 1024);
+    assert!(policy
+        .content_types
+        .contains(&MediaPattern::AnySubtype("text".into())));
+    let chosen = model(&route(
+        "    compression: { algorithms: [gzip, br], level: { gzip: 1, br: 11 }, min_size: 10KiB, content_types: [text/html, \"application/*+json\"] }\n",
+    ));
+    let policy = chosen.routes[0].compression.clone().unwrap();
+    assert_eq!(policy.codings, [(Coding::Gzip, 1), (Coding::Brotli, 11)]);
+    assert_eq!(policy.min_size, 10 * 1024);
+    assert_eq!(
+        policy.content_types,
+        [
+            MediaPattern::Exact("text/html".into()),
+            MediaPattern::Suffix {
+                kind: "application".into(),
+                suffix: "+json".into()
+            }
+        ]
+    );
+    expect_problems(&[
+        (&route("    compression: { algorithms: [gzip, deflate, gzip] }\n"), &["4:39 routes[0].compression.algorithms[1]: `deflate` is not one of: zstd, br, gzip", "4:48 routes[0].compression.algorithms[2]: `gzip` is listed twice"]),
+        (&route("    compression: { algorithms: [] }\n"), &["4:20 routes[0].compression.algorithms: list at least one of zstd, br, gzip (or leave `compression` out)"]),
+        (&route("    compression: { algorithms: [gzip], level: { gzip: 10, br: 4, lz4: 1 } }\n"), &["4:59 routes[0].compression.level.br: `br` is not among the route's algorithms, so its level would do nothing", "4:49 routes[0].compression.level.gzip: gzip levels run from 1 to 9", "4:66 routes[0].compression.level.lz4: `lz4` is not one of: zstd, br, gzip"]),
+        (&route("    compression: { content_types: [json, \"text/*\"], min_size: lots }\n"), &["4:53 routes[0].compression.min_size: size `lots` must start with a whole number", "4:36 routes[0].compression.content_types[0]: `json` is not a media type (type/subtype, type/* or type/*+suffix)"]),
+    ]);
+}
+
+#[test]
 fn retry_and_header_problems() {
     expect_problems(&[
         (&route("    retries: { attempts: 9, on: [timeout], backoff: 1 }\n"), &["4:16 routes[0].retries.attempts: must be at most 5", "4:44 routes[0].retries.backoff: duration `1` has no unit (use ms, s, m, h or d)", "4:34 routes[0].retries.on[0]: `timeout` is not one of: connect_failure, gateway_error, 5xx, reset"]),
