@@ -238,7 +238,8 @@ impl CompressionPolicy {
         }
         let fields = Fields::of(headers);
         let length = length.or(fields.length);
-        let compressed = length.is_none_or(|length| length >= self.min_size)
+        // An empty body has nothing to compress (and may never reach the body filter).
+        let compressed = length.is_none_or(|length| length > 0 && length >= self.min_size)
             && !fields.encoded
             && !fields.no_transform
             && fields
@@ -575,6 +576,13 @@ mod tests {
         assert!(!p.applies(ok, &with(("cache-control", "public, No-Transform")), None));
         assert!(!p.applies(ok, &response(&json), Some(1023)));
         assert!(p.applies(ok, &response(&json), Some(1024)));
+        let mut anything = p.clone();
+        anything.min_size = 0;
+        assert!(anything.applies(ok, &response(&json), Some(1)));
+        assert!(
+            !anything.applies(ok, &response(&json), Some(0)),
+            "an empty body"
+        );
         for status in [
             StatusCode::NO_CONTENT,
             StatusCode::PARTIAL_CONTENT,

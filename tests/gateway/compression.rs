@@ -263,6 +263,17 @@ fn a_chunked_stream_is_compressed_as_it_comes() {
         assert_eq!(fetched.header("transfer-encoding"), Some("chunked"));
         assert_eq!(String::from_utf8_lossy(&fetched.body), whole, "{coding}");
     }
+    // An empty chunked body (its end in the same packet as the head) becomes a valid empty
+    // stream.
+    let empty = Gateway::start(&routes(&origin, chunked_origin(&[])));
+    for coding in ["zstd", "br", "gzip"] {
+        let fetched = curl(&empty, "/stream", &["-H", &accept(coding)], true);
+        assert_eq!(fetched.status, 200);
+        assert!(fetched.body.is_empty(), "{coding}");
+        let raw = curl(&empty, "/stream", &["-H", &accept(coding)], false);
+        // A compressed empty stream, not zero bytes under a Content-Encoding.
+        assert!(!raw.body.is_empty(), "{coding}");
+    }
     // Over HTTP/2 (h2c) the end of the stream ends the body.
     let h2 = curl(
         &gw,
