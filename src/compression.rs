@@ -189,16 +189,16 @@ impl CompressionPolicy {
         best.map(|(choice, _)| choice)
     }
 
-    /// What a request settles: no coding for a HEAD (never compressed), a range request
-    /// (ranges of the plain bytes are served as they are) or HTTP/1.0 (no chunked framing
-    /// for a body whose length is not known up front).
-    pub fn settle(&self, request: &pingora_http::RequestHeader) -> Negotiated {
-        // One pass over the names: cheaper than a hashed lookup for each of the two.
-        let (mut accept_encoding_sent, mut range) = (false, false);
-        for name in request.headers.keys() {
-            accept_encoding_sent |= name == ACCEPT_ENCODING;
-            range |= name == http::header::RANGE;
-        }
+    /// What a request settles, given whether it carries `Accept-Encoding` and `Range` (the
+    /// caller's own pass over the fields tells): no coding for a HEAD (never compressed), a
+    /// range request (ranges of the plain bytes are served as they are) or HTTP/1.0 (no
+    /// chunked framing for a body whose length is not known up front).
+    pub fn settle(
+        &self,
+        request: &pingora_http::RequestHeader,
+        accept_encoding_sent: bool,
+        range: bool,
+    ) -> Negotiated {
         let plain = !accept_encoding_sent
             || range
             || request.method == http::Method::HEAD
@@ -217,15 +217,15 @@ impl CompressionPolicy {
     /// so varies with `Accept-Encoding`); `length` is its body's when known otherwise than by
     /// its `Content-Length`.
     pub fn applies(&self, status: StatusCode, headers: &HeaderMap, length: Option<u64>) -> bool {
-        self.decide(status, headers, length).is_some()
+        let fields = ResponseFields::of(headers);
+        self.decide(status, &fields, length).is_some()
     }
 
-    /// [`Self::applies`], with the body's length when known. One pass over the fields gathers
-    /// what the decision reads: cheaper than a hashed lookup for each.
+    /// [`Self::applies`] on fields already read, with the body's length when known.
     fn decide(
         &self,
         status: StatusCode,
-        headers: &HeaderMap,
+        fields: &ResponseFields,
         length: Option<u64>,
     ) -> Option<Option<u64>> {
         if status.is_informational()
@@ -236,7 +236,6 @@ impl CompressionPolicy {
         {
             return None;
         }
-        let fields = Fields::of(headers);
         let length = length.or(fields.length);
         // An empty body has nothing to compress (and may never reach the body filter).
         let compressed = length.is_none_or(|length| length > 0 && length >= self.min_size)
@@ -244,6 +243,7 @@ impl CompressionPolicy {
             && !fields.no_transform
             && fields
                 .content_type
+                .as_ref()
                 .is_some_and(|kind| self.type_allowed(kind));
         compressed.then_some(length)
     }
@@ -269,25 +269,36 @@ impl CompressionPolicy {
     }
 }
 
-/// The fields of a response that decide whether it is compressed.
-#[derive(Default)]
-struct Fields<'a> {
+/// What the response policies of a route read from a response's fields, gathered in one pass
+/// over the header map (cheaper than a hashed lookup for each): compression's inputs, and
+/// whether `Vary` and any `Access-Control-*` field are present, for CORS.
+#[derive(Debug, Default, Clone)]
+pub struct ResponseFields {
     length: Option<u64>,
-    content_type: Option<&'a HeaderValue>,
+    /// The first `Content-Type` (a reference-count bump): judged only when the rest allows
+    /// compression, as most small answers never need it.
+    content_type: Option<HeaderValue>,
     /// A `Content-Encoding` other than `identity`.
     encoded: bool,
     /// `Cache-Control: no-transform`.
     no_transform: bool,
+    /// A `Vary` field is present.
+    pub vary: bool,
+    /// An `Access-Control-*` field is present.
+    pub access_control: bool,
 }
 
-impl<'a> Fields<'a> {
-    fn of(headers: &'a HeaderMap) -> Self {
-        let mut fields = Fields::default();
+impl ResponseFields {
+    /// Reads `headers` once.
+    pub fn of(headers: &HeaderMap) -> Self {
+        let mut fields = ResponseFields::default();
         for (name, value) in headers {
             if name == CONTENT_LENGTH {
                 fields.length = digits(value.as_bytes());
             } else if name == CONTENT_TYPE {
-                fields.content_type.get_or_insert(value);
+                if fields.content_type.is_none() {
+                    fields.content_type = Some(value.clone());
+                }
             } else if name == CONTENT_ENCODING {
                 fields.encoded |= !value.as_bytes().eq_ignore_ascii_case(b"identity");
             } else if name == CACHE_CONTROL {
@@ -295,6 +306,10 @@ impl<'a> Fields<'a> {
                     .as_bytes()
                     .split(|b| *b == b',')
                     .any(|directive| directive.trim_ascii().eq_ignore_ascii_case(b"no-transform"));
+            } else if name == VARY {
+                fields.vary = true;
+            } else {
+                fields.access_control |= name.as_str().starts_with("access-control-");
             }
         }
         fields
@@ -418,9 +433,10 @@ pub fn prepare(
     negotiated: Negotiated,
     status: StatusCode,
     headers: &mut HeaderMap,
+    fields: &ResponseFields,
     body_len: Option<u64>,
 ) -> Option<Encoder> {
-    let body_len = policy.decide(status, headers, body_len)?;
+    let body_len = policy.decide(status, fields, body_len)?;
     vary_on_accept_encoding(headers);
     let (coding, level) = negotiated.coding?;
     let inner = coding.algorithm().compressor(level)?;
@@ -603,13 +619,12 @@ mod tests {
             ("vary", "Origin"),
         ];
         let mut plain = response(&original);
-        let kept = prepare(
+        let kept = prepared(
             &p,
             Negotiated {
                 coding: None,
                 accept_encoding_sent: true,
             },
-            StatusCode::OK,
             &mut plain,
             Some(5000),
         );
@@ -624,7 +639,7 @@ mod tests {
             coding: Some((Coding::Gzip, 6)),
             accept_encoding_sent: true,
         };
-        let encoder = prepare(&p, negotiated, StatusCode::OK, &mut compressed, Some(5000));
+        let encoder = prepared(&p, negotiated, &mut compressed, Some(5000));
         assert!(encoder.is_some());
         assert_eq!(compressed.get("content-encoding").unwrap(), "gzip");
         assert_eq!(compressed.get("etag").unwrap(), "W/\"v1\"");
@@ -636,9 +651,20 @@ mod tests {
             ("etag", "W/\"x\""),
             ("vary", "*"),
         ]);
-        prepare(&p, negotiated, StatusCode::OK, &mut weak, None);
+        prepared(&p, negotiated, &mut weak, None);
         assert_eq!(weak.get("etag").unwrap(), "W/\"x\"");
         assert_eq!(weak.get_all(VARY).iter().count(), 1);
+    }
+
+    /// [`prepare`] for a 200 with the fields read from `headers`.
+    fn prepared(
+        p: &CompressionPolicy,
+        negotiated: Negotiated,
+        headers: &mut HeaderMap,
+        body_len: Option<u64>,
+    ) -> Option<Encoder> {
+        let fields = ResponseFields::of(headers);
+        prepare(p, negotiated, StatusCode::OK, headers, &fields, body_len)
     }
 
     /// Decodes with flate2's reader (not the encoder's writer side).
@@ -660,14 +686,7 @@ mod tests {
             coding: Some((Coding::Gzip, 6)),
             accept_encoding_sent: true,
         };
-        let mut encoder = prepare(
-            &p,
-            negotiated,
-            StatusCode::OK,
-            &mut headers,
-            Some(body.len() as u64),
-        )
-        .unwrap();
+        let mut encoder = prepared(&p, negotiated, &mut headers, Some(body.len() as u64)).unwrap();
         let mut out = Vec::new();
         for piece in body.chunks(1000) {
             let mut chunk = Some(Bytes::copy_from_slice(piece));

@@ -174,7 +174,12 @@ pub enum Verdict {
 impl CorsPolicy {
     /// Whether `origin` is allowed, and what `Access-Control-Allow-Origin` then says.
     pub fn verdict(&self, headers: &HeaderMap) -> Verdict {
-        let Some(origin) = headers.get(ORIGIN) else {
+        self.verdict_for(headers.get(ORIGIN))
+    }
+
+    /// What the request's `Origin` value (found by the caller) means on this route.
+    pub fn verdict_for(&self, origin: Option<&HeaderValue>) -> Verdict {
+        let Some(origin) = origin else {
             return Verdict::NoOrigin;
         };
         let Ok(text) = origin.to_str() else {
@@ -229,6 +234,18 @@ impl CorsPolicy {
             backend_cors |= name.as_str().starts_with("access-control-");
             vary |= *name == VARY;
         }
+        self.write_response_headers_seen(verdict, headers, backend_cors, vary);
+    }
+
+    /// [`Self::write_response_headers`] when the caller's own pass over the names found
+    /// whether any `Access-Control-*` field and any `Vary` are there.
+    pub fn write_response_headers_seen(
+        &self,
+        verdict: &Verdict,
+        headers: &mut HeaderMap,
+        backend_cors: bool,
+        vary: bool,
+    ) {
         if backend_cors {
             for name in [
                 &ACCESS_CONTROL_ALLOW_ORIGIN,

@@ -23,17 +23,35 @@ pub enum Admission {
     Refuse(Rejection),
 }
 
+/// What the request's `Origin` means to the route's CORS policy and which coding its
+/// `Accept-Encoding` settles, from one pass over the request's fields (routes without
+/// either skip it).
+fn browser_policies(request: &RequestHeader, ctx: &mut RequestCtx) {
+    let Some(route) = ctx.route() else { return };
+    let (cors, compression) = (route.spec.cors.as_ref(), route.spec.compression.as_ref());
+    if cors.is_none() && compression.is_none() {
+        return;
+    }
+    let (mut origin, mut accept_encoding, mut range) = (None, false, false);
+    for (name, value) in &request.headers {
+        if name == http::header::ORIGIN {
+            origin.get_or_insert(value);
+        } else if name == http::header::ACCEPT_ENCODING {
+            accept_encoding = true;
+        } else if name == http::header::RANGE {
+            range = true;
+        }
+    }
+    let verdict = cors.map(|cors| cors.verdict_for(origin));
+    let negotiated = compression.map(|policy| policy.settle(request, accept_encoding, range));
+    ctx.cors = verdict;
+    ctx.compression = negotiated;
+}
+
 /// Every check in order, the first failure wins; records the identity and the rate-limit report
 /// in `ctx` for the phases after.
 pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Admission {
-    ctx.cors = ctx
-        .route()
-        .and_then(|route| route.spec.cors.as_ref())
-        .map(|cors| cors.verdict(&session.req_header().headers));
-    ctx.compression = ctx
-        .route()
-        .and_then(|route| route.spec.compression.as_ref())
-        .map(|policy| policy.settle(session.req_header()));
+    browser_policies(session.req_header(), ctx);
     let mut verdict = check(session.req_header(), ctx);
     if let Verdict::AuthFailed(crate::auth::Failure::UnknownKid) = verdict {
         // Rare and large: boxed so the common path's future stays small.

@@ -373,11 +373,20 @@ pub fn prepare_response(
         if let Some(labels) = cache_labels {
             labels.write(headers)?;
         }
-        if let Some((policy, verdict)) = cors {
-            policy.write_response_headers(verdict, headers);
+        let compression = ctx.compression();
+        // One pass over the fields serves both policies.
+        let fields = (cors.is_some() || compression.is_some())
+            .then(|| crate::compression::ResponseFields::of(headers));
+        if let (Some((policy, verdict)), Some(fields)) = (cors, &fields) {
+            policy.write_response_headers_seen(
+                verdict,
+                headers,
+                fields.access_control,
+                fields.vary,
+            );
         }
         insert(headers, &X_REQUEST_ID, ctx.request_id.header_value())?;
-        let Some((policy, negotiated)) = ctx.compression() else {
+        let (Some((policy, negotiated)), Some(fields)) = (compression, fields) else {
             return Ok(None);
         };
         let length = match body {
@@ -385,7 +394,8 @@ pub fn prepare_response(
             Body::Streamed(length) => length,
             Body::Whole(length) => Some(length),
         };
-        let encoder = crate::compression::prepare(policy, negotiated, status, headers, length);
+        let encoder =
+            crate::compression::prepare(policy, negotiated, status, headers, &fields, length);
         if encoder.is_some() && matches!(body, Body::Streamed(_)) {
             headers.insert(http::header::TRANSFER_ENCODING, CHUNKED.clone());
         }
