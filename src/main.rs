@@ -325,12 +325,46 @@ fn routes_summary(out: &mut String, model: &Model) {
         };
         let target = match &route.target {
             RouteTarget::Upstream(i) => model.upstreams[*i].name.clone(),
-            RouteTarget::Split(split) => split
-                .arms
+            RouteTarget::Split(split) => {
+                let arms = split
+                    .arms
+                    .iter()
+                    .map(|b| format!("{}:{}", model.upstreams[b.upstream].name, b.weight))
+                    .collect::<Vec<_>>()
+                    .join(" + ");
+                let sticky = split.sticky.as_ref().map_or(String::new(), |key| {
+                    format!(" sticky by {}", caller_key(key))
+                });
+                let forced = split
+                    .force
+                    .as_ref()
+                    .map_or(String::new(), |source| match source {
+                        edgegate::config::ForceSource::Header(name) => {
+                            format!(", forced by header {name}")
+                        }
+                        edgegate::config::ForceSource::Cookie(name) => {
+                            format!(", forced by cookie {name}")
+                        }
+                    });
+                format!("{arms}{sticky}{forced}")
+            }
+        };
+        let mut features = Vec::new();
+        if route.cors.is_some() {
+            features.push("cors".to_string());
+        }
+        if let Some(compression) = &route.compression {
+            let codings: Vec<String> = compression
+                .codings
                 .iter()
-                .map(|b| format!("{}:{}", model.upstreams[b.upstream].name, b.weight))
-                .collect::<Vec<_>>()
-                .join(" + "),
+                .map(|(coding, level)| format!("{}-{level}", coding.token()))
+                .collect();
+            features.push(format!("compressed {}", codings.join("/")));
+        }
+        let features = if features.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", features.join(", "))
         };
         let cached = route.cache.as_ref().map_or(String::new(), |c| {
             format!(
@@ -342,9 +376,20 @@ fn routes_summary(out: &mut String, model: &Model) {
         });
         let _ = writeln!(
             out,
-            "  {:<16} {path}{hosts}{methods} -> {target}{cached}",
+            "  {:<16} {path}{hosts}{methods} -> {target}{cached}{features}",
             route.name
         );
+    }
+}
+
+/// A sticky split's caller key as written in the configuration.
+fn caller_key(key: &edgegate::config::CallerKey) -> String {
+    use edgegate::config::CallerKey;
+    match key {
+        CallerKey::Consumer => "consumer".into(),
+        CallerKey::ClientIp => "client_ip".into(),
+        CallerKey::Cookie(name) => format!("cookie:{name}"),
+        CallerKey::Header(name) => format!("header:{name}"),
     }
 }
 

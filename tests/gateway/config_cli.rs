@@ -75,6 +75,23 @@ fn check_prints_a_summary() {
 }
 
 #[test]
+fn the_summary_names_canary_stickiness_cors_and_compression() {
+    let yaml = format!(
+        "{VALID}  - name: canary\n    match: {{ path_prefix: /canary }}\n\
+         \x20   split: {{ sticky: \"cookie:session\", force: {{ header: X-Canary }}, arms: [{{ upstream: users, weight: 1 }}] }}\n\
+         \x20   cors: {{ allow_origins: [\"*\"] }}\n    compression: {{ algorithms: [br, gzip], level: {{ br: 5 }} }}\n"
+    );
+    let (ok, stdout, stderr) = check_text(&yaml);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(
+            "path /canary/* -> users:1 sticky by cookie:session, forced by header x-canary [cors, compressed br-5/gzip-6]"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn unknown_keys_are_reported_with_their_position() {
     let yaml = VALID.replace(
         "    match: { path_prefix: /users }",
