@@ -447,6 +447,7 @@ pub fn prepare(
     weaken_etag(headers);
     Some(Encoder {
         inner,
+        coding,
         remaining: body_len,
         finished: false,
     })
@@ -455,6 +456,7 @@ pub fn prepare(
 /// Compresses one response body as it streams.
 pub struct Encoder {
     inner: Box<dyn Encode + Send + Sync>,
+    coding: Coding,
     /// Input bytes still to come, when the length is known: some paths end a body with a
     /// separate "done" the body filter never sees, so the last byte is the end.
     remaining: Option<u64>,
@@ -484,6 +486,12 @@ impl Encoder {
     /// The whole body compressed at once.
     pub fn whole(mut self, body: &[u8]) -> pingora_error::Result<Bytes> {
         self.inner.encode(body, true)
+    }
+
+    /// The coding, and the body bytes that went in and came out so far.
+    pub fn totals(&self) -> (Coding, u64, u64) {
+        let (_, input, output, _) = self.inner.stat();
+        (self.coding, input as u64, output as u64)
     }
 }
 

@@ -121,7 +121,9 @@ pub async fn answer(session: &mut Session, ctx: &mut RequestCtx, hit: FreshHit) 
     let mut body = body;
     if let Some(encoder) = super::outgoing_response(session, &mut header, ctx, Some(labels), whole)?
     {
+        let (coding, input) = (encoder.totals().0, body.len() as u64);
         body = encoder.whole(&body)?;
+        ctx.metrics().compressed(coding, input, body.len() as u64);
         header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     }
     let header_only = session.req_header().method == Method::HEAD || body.is_empty();

@@ -36,6 +36,10 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
         if let Some(arm) = ctx.arm_metrics() {
             arm.observe(status, elapsed.as_secs_f64());
         }
+        if let Some(encoder) = &ctx.encoder {
+            let (coding, input, output) = encoder.totals();
+            metrics.compressed(coding, input, output);
+        }
         metrics.transferred(
             ctx.header_bytes as u64 + ctx.body_bytes,
             session.body_bytes_sent() as u64,

@@ -170,6 +170,26 @@ fn each_coding_is_negotiated_and_decodes_to_the_original() {
     assert!(decoded.status.success());
     assert_eq!(String::from_utf8_lossy(&decoded.stdout), body);
 
+    // Counted per coding: 4 gzip answers above (x-gzip included), 2 zstd, 2 brotli.
+    let series = |name: &str, coding: &str| {
+        gw.metric(&format!("{name}{{coding=\"{coding}\",route=\"zip\"}}"))
+            .unwrap_or(0.0)
+    };
+    gw.wait_metric(
+        "edgegate_compressed_responses_total{coding=\"gzip\",route=\"zip\"}",
+        4.0,
+    );
+    assert_eq!(series("edgegate_compressed_responses_total", "zstd"), 2.0);
+    assert_eq!(series("edgegate_compressed_responses_total", "br"), 2.0);
+    assert_eq!(
+        series("edgegate_compression_input_bytes_total", "gzip"),
+        4.0 * body.len() as f64
+    );
+    assert_eq!(
+        series("edgegate_compression_output_bytes_total", "gzip"),
+        4.0 * raw.body.len() as f64
+    );
+
     // Nothing acceptable, or no Accept-Encoding: the original, marked as varying.
     for extra in [
         &["-H", "Accept-Encoding: identity"][..],
@@ -357,6 +377,11 @@ fn one_stored_answer_serves_every_client_in_its_coding() {
         origin.hits(),
         2,
         "Accept-Encoding is no variant on a compressing route"
+    );
+    // Hits answered whole from the store are counted like streamed ones.
+    gw.wait_metric(
+        "edgegate_compressed_responses_total{coding=\"br\",route=\"cached\"}",
+        2.0,
     );
 }
 

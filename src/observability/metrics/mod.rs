@@ -41,6 +41,9 @@ struct Families {
     pool_panic: IntGaugeVec,
     pool_panic_requests: IntCounterVec,
     cache_lookups: IntCounterVec,
+    compressed_responses: IntCounterVec,
+    compression_input: IntCounterVec,
+    compression_output: IntCounterVec,
     cache_size: IntGauge,
     cache_max_size: IntGauge,
     cache_entries: IntGauge,
@@ -180,6 +183,24 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
         &["upstream"]
     )
     .expect("register edgegate_pool_panic_requests_total"),
+    compressed_responses: register_int_counter_vec!(
+        "edgegate_compressed_responses_total",
+        "Responses compressed on their way to the client, by route and coding",
+        &["route", "coding"]
+    )
+    .expect("register edgegate_compressed_responses_total"),
+    compression_input: register_int_counter_vec!(
+        "edgegate_compression_input_bytes_total",
+        "Body bytes that went into the compressor, by route and coding",
+        &["route", "coding"]
+    )
+    .expect("register edgegate_compression_input_bytes_total"),
+    compression_output: register_int_counter_vec!(
+        "edgegate_compression_output_bytes_total",
+        "Compressed body bytes that came out, by route and coding",
+        &["route", "coding"]
+    )
+    .expect("register edgegate_compression_output_bytes_total"),
     cache_lookups: register_int_counter_vec!(
         "edgegate_cache_lookups_total",
         "Requests of caching routes by how the cache answered: hit, miss, stale, updating, bypass",

@@ -64,6 +64,8 @@ pub struct RouteMetrics {
     /// Per policy slot of the route: [enforced, shadow].
     rate_limited: Vec<[OnceLock<IntCounter>; 2]>,
     cache_lookups: [OnceLock<IntCounter>; 5],
+    /// Per coding (`Coding::ALL` order): responses, bytes in, bytes out.
+    compressed: [OnceLock<[IntCounter; 3]>; 3],
     in_flight: IntGauge,
     request_bytes: IntCounter,
     response_bytes: IntCounter,
@@ -82,6 +84,7 @@ impl RouteMetrics {
             auth_failures: Default::default(),
             rate_limited: (0..policies).map(|_| Default::default()).collect(),
             cache_lookups: Default::default(),
+            compressed: Default::default(),
             in_flight: FAMILIES.in_flight.with_label_values(&[route]),
             request_bytes: FAMILIES.request_bytes.with_label_values(&[route]),
             response_bytes: FAMILIES.response_bytes.with_label_values(&[route]),
@@ -131,6 +134,25 @@ impl RouteMetrics {
                 })
                 .inc();
         }
+    }
+
+    /// Counts one compressed response: `input` body bytes became `output`.
+    pub fn compressed(&self, coding: crate::compression::Coding, input: u64, output: u64) {
+        let index = coding as usize;
+        let Some(slot) = self.compressed.get(index) else {
+            return;
+        };
+        let [responses, bytes_in, bytes_out] = slot.get_or_init(|| {
+            let labels = [self.route.as_str(), coding.token()];
+            [
+                FAMILIES.compressed_responses.with_label_values(&labels),
+                FAMILIES.compression_input.with_label_values(&labels),
+                FAMILIES.compression_output.with_label_values(&labels),
+            ]
+        });
+        responses.inc();
+        bytes_in.inc_by(input);
+        bytes_out.inc_by(output);
     }
 
     /// Counts one answered request.
