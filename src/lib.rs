@@ -1,6 +1,7 @@
 //! edgegate: an edge proxy and API gateway on Pingora.
 
 pub mod admin;
+pub mod aggregate;
 pub mod auth;
 pub mod cache;
 pub mod compression;

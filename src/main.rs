@@ -312,6 +312,7 @@ fn routes_summary(out: &mut String, model: &Model) {
             PathMatch::Exact(p) => format!("path = {p}"),
             PathMatch::Prefix(p) => format!("path {p}/*"),
             PathMatch::Regex(r) => format!("path ~ {}", r.as_str()),
+            PathMatch::Template(t) => format!("path = {}", t.as_str()),
         };
         let hosts = if m.hosts.is_empty() {
             String::new()
@@ -347,6 +348,24 @@ fn routes_summary(out: &mut String, model: &Model) {
                         }
                     });
                 format!("{arms}{sticky}{forced}")
+            }
+            RouteTarget::Aggregate(aggregate) => {
+                let parts = aggregate
+                    .parts
+                    .iter()
+                    .map(|part| {
+                        let required = if part.required { "!" } else { "" };
+                        format!(
+                            "{}{required}={}",
+                            part.name, model.upstreams[part.upstream].name
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" + ");
+                format!(
+                    "aggregate {parts} within {}ms",
+                    aggregate.timeout.as_millis()
+                )
             }
         };
         let mut features = Vec::new();

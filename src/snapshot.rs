@@ -23,6 +23,8 @@ pub struct Route {
     pub split: Option<SplitPlan>,
     /// One per arm of the split, in its order.
     pub arm_metrics: Box<[ArmMetrics]>,
+    /// Set when the route aggregates several backends' answers.
+    pub aggregate: Option<crate::aggregate::Plan>,
 }
 
 impl Route {
@@ -30,7 +32,13 @@ impl Route {
         let pool_name = |pool: usize| upstreams.get(pool).map_or("", |u| u.name.as_str());
         let split = match &spec.target {
             RouteTarget::Split(split) => Some(SplitPlan::new(split, pool_name)),
-            RouteTarget::Upstream(_) => None,
+            RouteTarget::Upstream(_) | RouteTarget::Aggregate(_) => None,
+        };
+        let aggregate = match &spec.target {
+            RouteTarget::Aggregate(aggregate) => {
+                Some(crate::aggregate::Plan::new(&spec.name, aggregate))
+            }
+            _ => None,
         };
         let arm_metrics = split.as_ref().map_or_else(Box::default, |plan| {
             (0..plan.len())
@@ -44,6 +52,7 @@ impl Route {
             metrics: RouteMetrics::new(&spec.name, spec.rate_limits.len()),
             split,
             arm_metrics,
+            aggregate,
         }
     }
 }

@@ -74,23 +74,14 @@ impl HeaderTemplate {
     pub fn parse(text: &str, route: &str) -> Result<Self, TemplateError> {
         let mut pieces = Vec::new();
         let mut literal = String::new();
-        let mut rest = text;
-        while let Some(at) = rest.find(['{', '}']) {
-            literal.push_str(&rest[..at]);
-            let tail = &rest[at..];
-            if let Some(after) = tail.strip_prefix("{{").or_else(|| tail.strip_prefix("}}")) {
-                literal.push_str(&tail[..1]);
-                rest = after;
-                continue;
-            }
-            if let Some(after) = tail.strip_prefix('}') {
-                literal.push('}');
-                rest = after;
-                continue;
-            }
-            let end = tail.find('}').ok_or(TemplateError::Unclosed)?;
-            let name = &tail[1..end];
-            rest = &tail[end + 1..];
+        for token in tokens(text).ok_or(TemplateError::Unclosed)? {
+            let name = match token {
+                Token::Literal(text) => {
+                    literal.push_str(text);
+                    continue;
+                }
+                Token::Variable(name) => name,
+            };
             let variable = match name {
                 "request_id" => Variable::RequestId,
                 "client_ip" => Variable::ClientIp,
@@ -111,7 +102,6 @@ impl HeaderTemplate {
             }
             pieces.push(Piece::Variable(variable));
         }
-        literal.push_str(rest);
         let valid = |text: &str| HeaderValue::from_str(text).is_ok();
         if pieces.is_empty() {
             return HeaderValue::from_str(&literal)
@@ -147,6 +137,40 @@ impl HeaderTemplate {
     }
 }
 
+/// One piece of a template's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Token<'a> {
+    Literal(&'a str),
+    /// The name between `{` and `}`.
+    Variable(&'a str),
+}
+
+/// Splits `text` into literal runs and `{name}` variables, in order: `{{` and `}}` are literal
+/// braces, a lone `}` is taken as written. `None` when a `{` is never closed.
+pub(crate) fn tokens(text: &str) -> Option<Vec<Token<'_>>> {
+    let mut tokens = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(['{', '}']) {
+        if at > 0 {
+            tokens.push(Token::Literal(&rest[..at]));
+        }
+        let tail = &rest[at..];
+        if tail.starts_with("{{") || tail.starts_with("}}") || tail.starts_with('}') {
+            tokens.push(Token::Literal(&tail[..1]));
+            let doubled = tail.starts_with("{{") || tail.starts_with("}}");
+            rest = &tail[if doubled { 2 } else { 1 }..];
+            continue;
+        }
+        let end = tail.find('}')?;
+        tokens.push(Token::Variable(&tail[1..end]));
+        rest = &tail[end + 1..];
+    }
+    if !rest.is_empty() {
+        tokens.push(Token::Literal(rest));
+    }
+    Some(tokens)
+}
+
 impl Template {
     fn render(&self, values: &impl Values) -> Option<HeaderValue> {
         let mut out = Vec::with_capacity(self.literal_len + 40);
@@ -176,7 +200,7 @@ fn push_variable(out: &mut Vec<u8>, variable: &Variable, values: &impl Values) -
 
 /// The claim `name`: top-level first (names such as `https://example.com/roles` have dots),
 /// then as a path through nested objects.
-fn claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+pub(crate) fn claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     if let Some(value) = claims.get(name) {
         return Some(value);
     }
@@ -190,7 +214,7 @@ fn claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
 
 /// A string as is, an array of strings joined by commas, anything else as JSON; null or an
 /// empty text is no value.
-fn push_claim(out: &mut Vec<u8>, value: &Value) -> Option<()> {
+pub(crate) fn push_claim(out: &mut Vec<u8>, value: &Value) -> Option<()> {
     let start = out.len();
     match value {
         Value::Null => return None,

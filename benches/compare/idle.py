@@ -20,7 +20,6 @@ import os
 import re
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -112,9 +111,7 @@ def main():
     if not nginx:
         sys.exit("idle.py: nginx not found (apt-get install -y nginx): it serves the origins")
     tmp = tempfile.mkdtemp(prefix="idle.")
-    pb.become_subreaper()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: sys.exit(130))
+    pb.take_charge()
     results, origin = [], None
     try:
         origin = pb.start_origin(nginx, tmp, "idle.py", [args.nginx_port])

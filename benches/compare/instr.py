@@ -28,7 +28,6 @@ import os
 import re
 import selectors
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -167,9 +166,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="instr.")
     scenario = pb.load_scenario(args.scenario, tmp) if args.scenario else {}
     args.path = args.path or scenario.get("path") or "/"
-    pb.become_subreaper()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: sys.exit(130))
+    pb.take_charge()
     results = []
     origin = None
     try:

@@ -73,6 +73,14 @@ _libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 
 
+def take_charge():
+    """What every harness does first: adopt orphaned grandchildren (`become_subreaper`) and
+    turn SIGINT/SIGTERM/SIGHUP into an exit, so its `finally` stops what it started."""
+    become_subreaper()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sys.exit(130))
+
+
 def become_subreaper():
     """Orphaned grandchildren (e.g. a proxy behind `sh -c 'cd x && proxy'`) are re-parented
     to us instead of PID 1, so we can reap them by PID and leave no zombies."""

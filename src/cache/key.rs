@@ -51,12 +51,31 @@ pub fn hash(
     vary: &[HeaderName],
     headers: &HeaderMap,
 ) -> u128 {
+    hash_with(host, path_and_query, route, vary, headers, &[])
+}
+
+/// [`hash`] with `extra` bytes after the route's fields (an aggregation route's rendered
+/// parts); the purge URL stays the request's.
+pub fn hash_with(
+    host: &str,
+    path_and_query: &str,
+    route: &str,
+    vary: &[HeaderName],
+    headers: &HeaderMap,
+    extra: &[u8],
+) -> u128 {
     let mut len = 0;
-    write_fields(host, path_and_query, route, vary, headers, &mut |bytes| {
-        len += bytes.len()
-    });
+    let mut count = |bytes: &[u8]| len += bytes.len();
+    write_fields(host, path_and_query, route, vary, headers, &mut count);
+    if !extra.is_empty() {
+        len += 1 + extra.len();
+    }
     KEY_HASH.hash_pieces(len, |write| {
-        write_fields(host, path_and_query, route, vary, headers, write)
+        write_fields(host, path_and_query, route, vary, headers, write);
+        if !extra.is_empty() {
+            write(&[FIELD]);
+            write(extra);
+        }
     })
 }
 

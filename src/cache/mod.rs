@@ -113,7 +113,8 @@ impl CacheStatus {
             CachePhase::Stale => CacheStatus::Stale,
             CachePhase::StaleUpdating => CacheStatus::Updating,
             CachePhase::Miss | CachePhase::Expired => CacheStatus::Miss,
-            CachePhase::Disabled(_) if looked_up => CacheStatus::Miss,
+            // `Uninit` once looked up: an aggregation route looks its store up itself.
+            CachePhase::Disabled(_) | CachePhase::Uninit if looked_up => CacheStatus::Miss,
             CachePhase::Disabled(_)
             | CachePhase::Bypass
             | CachePhase::Uninit

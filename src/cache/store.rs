@@ -345,6 +345,28 @@ impl MemoryStore {
         self.commit_fill(hash, entry, 0)
     }
 
+    /// Stores a whole response the gateway made itself (an aggregated answer) under `hash`,
+    /// fresh for `ttl`, purgeable as `url`.
+    pub fn insert(
+        &self,
+        hash: u128,
+        url: &str,
+        header: ResponseHeader,
+        body: Bytes,
+        ttl: std::time::Duration,
+    ) -> std::result::Result<(), &'static str> {
+        if body.len() > self.max_object_size() {
+            return Err("it is larger than cache.max_object_size");
+        }
+        let now = SystemTime::now();
+        let meta = CacheMeta::new(now + ttl, now, 0, 0, header);
+        let entry = self.new_entry(url.into(), StoredMeta::from_meta(&meta), body);
+        match self.commit(hash, entry) {
+            0 => Err("it is larger than the whole cache"),
+            _ => Ok(()),
+        }
+    }
+
     /// `commit` for a fill that had `charged` bytes: they are given back as the entry goes in.
     fn commit_fill(&self, hash: u128, entry: Entry, charged: usize) -> usize {
         let mut index = self.writer.lock();

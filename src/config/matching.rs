@@ -13,12 +13,34 @@ pub(super) fn match_spec(check: &mut Checker, key: &str, raw: RawMatch) -> Optio
         path_prefix,
         path_exact,
         path_regex,
+        path_template,
         methods,
         headers,
     } = raw;
     let before = check.problem_count();
     let hosts = host_patterns(check, key, &hosts);
-    let path = path_match(check, key, path_prefix, path_exact, path_regex);
+    let path = match path_template {
+        None => path_match(check, key, path_prefix, path_exact, path_regex),
+        Some(template) if path_prefix.is_none() && path_exact.is_none() && path_regex.is_none() => {
+            match crate::routing::template::PathTemplate::parse(&template) {
+                Ok(template) => PathMatch::Template(template),
+                Err(error) => {
+                    check.fail(
+                        format!("{key}.path_template"),
+                        format!("`{template}`: {error}"),
+                    );
+                    PathMatch::Any
+                }
+            }
+        }
+        Some(_) => {
+            check.fail(
+                key.to_string(),
+                "use only one of path_prefix, path_exact, path_regex, path_template",
+            );
+            PathMatch::Any
+        }
+    };
     let methods = method_list(check, key, &methods);
     let headers = header_list(check, key, &headers);
     (check.problem_count() == before).then_some(MatchSpec {
@@ -105,7 +127,7 @@ fn path_match(
         _ => {
             check.fail(
                 key.to_string(),
-                "use only one of path_prefix, path_exact, path_regex",
+                "use only one of path_prefix, path_exact, path_regex, path_template",
             );
             PathMatch::Any
         }

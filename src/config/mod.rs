@@ -1,6 +1,7 @@
 //! Configuration: read -> size guard -> parse (serde, unknown keys rejected) -> validate -> [`Model`].
 //! Every error names file:line:column and the key path.
 
+mod aggregate;
 mod auth;
 mod cache;
 mod check;

@@ -318,6 +318,8 @@ pub enum PathMatch {
     /// Matches the prefix itself or the prefix followed by `/` (segment boundary).
     Prefix(String),
     Regex(Regex),
+    /// Literal and named segments (`/users/{id}`); aggregation parts read the named ones.
+    Template(crate::routing::template::PathTemplate),
 }
 
 /// Where a route sends its traffic.
@@ -325,6 +327,33 @@ pub enum PathMatch {
 pub enum RouteTarget {
     Upstream(usize),
     Split(SplitSpec),
+    /// Several backends answer one request together (`routes[].aggregate`).
+    Aggregate(AggregateSpec),
+}
+
+/// `routes[].aggregate`: the parts fetched concurrently and merged into one JSON answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateSpec {
+    /// The whole fan-out; a part not back by then is null and listed as failed.
+    pub timeout: Duration,
+    /// A part's body larger than this is dropped (`too_large`).
+    pub max_part_size: usize,
+    /// In configuration order (the order of the answer's `data`).
+    pub parts: Vec<PartSpec>,
+}
+
+/// `routes[].aggregate.parts.NAME`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartSpec {
+    pub name: String,
+    pub upstream: usize,
+    pub method: http::Method,
+    pub path: crate::aggregate::template::PartTemplate,
+    pub headers: Vec<(HeaderName, crate::aggregate::template::PartTemplate)>,
+    /// A failure of this part fails the whole answer (502, or 504 on a timeout).
+    pub required: bool,
+    /// Shorter than the route's `aggregate.timeout` (None: the route's).
+    pub timeout: Option<Duration>,
 }
 
 /// A canary split across pools.

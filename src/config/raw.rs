@@ -304,9 +304,56 @@ pub struct RawRoute {
     pub ip_allow: Vec<String>,
     #[serde(default)]
     pub ip_deny: Vec<String>,
-    pub aggregate: Unsupported,
+    pub aggregate: Option<RawAggregate>,
     pub compression: Option<RawCompression>,
     pub tracing: Unsupported,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAggregate {
+    pub timeout: Option<String>,
+    pub max_part_size: Option<String>,
+    pub parts: OrderedMap<RawPart>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPart {
+    pub upstream: String,
+    pub path: String,
+    pub method: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub required: Option<bool>,
+    pub timeout: Option<String>,
+}
+
+/// A mapping whose entries keep the order they were written in.
+#[derive(Debug)]
+pub struct OrderedMap<T>(pub Vec<(String, T)>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OrderedMap<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Entries<T> {
+            type Value = OrderedMap<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(OrderedMap(entries))
+            }
+        }
+        deserializer.deserialize_map(Entries(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -348,6 +395,7 @@ pub struct RawMatch {
     pub path_prefix: Option<String>,
     pub path_exact: Option<String>,
     pub path_regex: Option<String>,
+    pub path_template: Option<String>,
     #[serde(default)]
     pub methods: Vec<String>,
     #[serde(default)]

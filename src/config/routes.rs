@@ -88,11 +88,6 @@ fn route_spec(
     }
     let (auth, rate_limits, cache) = route_policies(check, key, auth, rate_limits, cache, sections);
     let cors = cors.and_then(|raw| super::cors::cors_policy(check, &format!("{key}.cors"), raw));
-    check.unsupported(
-        format!("{key}.aggregate"),
-        &aggregate,
-        "aggregation routes are not implemented yet",
-    );
     let compression = compression.map(|raw| {
         super::compression::compression_policy(check, &format!("{key}.compression"), raw)
     });
@@ -102,7 +97,6 @@ fn route_spec(
         "distributed tracing is not implemented yet",
     );
     let matcher = super::matching::match_spec(check, &format!("{key}.match"), matcher);
-    let target = route_target(check, key, upstream, split, &sections.upstreams);
     check_strip_prefix(check, key, strip_prefix.as_deref());
     let timeout = timeout.map(|text| {
         check.positive_duration(
@@ -111,6 +105,45 @@ fn route_spec(
             Duration::from_secs(1),
         )
     });
+    let target = match aggregate {
+        None => route_target(check, key, upstream, split, &sections.upstreams),
+        Some(raw) => {
+            let field = format!("{key}.aggregate");
+            if upstream.is_some() || split.is_some() {
+                check.fail(
+                    field.clone(),
+                    "an aggregation route has no `upstream` or `split`: each part names its own",
+                );
+            }
+            if strip_prefix.is_some() {
+                check.fail(
+                    format!("{key}.strip_prefix"),
+                    "an aggregation route forwards no path; each part gives its own",
+                );
+            }
+            if grpc == Some(true) {
+                check.fail(
+                    format!("{key}.grpc"),
+                    "an aggregation route answers JSON, not gRPC",
+                );
+            }
+            let segments: Vec<String> = match matcher.as_ref().map(|m| &m.path) {
+                Some(PathMatch::Template(template)) => {
+                    template.names().map(str::to_string).collect()
+                }
+                _ => Vec::new(),
+            };
+            super::aggregate::aggregate_spec(
+                check,
+                &field,
+                raw,
+                &segments,
+                timeout,
+                &sections.upstreams,
+            )
+            .map(RouteTarget::Aggregate)
+        }
+    };
     let retries = retry_policy(check, &format!("{key}.retries"), retries);
     let max_body_size = check.size(
         format!("{key}.max_body_size"),
@@ -216,7 +249,7 @@ fn route_target(
             None
         }
         (None, None) => {
-            check.fail(key.to_string(), "needs `upstream` or `split`");
+            check.fail(key.to_string(), "needs `upstream`, `split` or `aggregate`");
             None
         }
     }

@@ -79,7 +79,8 @@ pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Admission {
     match rate_limit(session.req_header(), ctx, identity.as_deref()).await {
         Limits::Admit(report) => {
             ctx.ratelimit = report;
-            if ctx.upgrade_requested {
+            // An aggregation route answers JSON itself: an upgrade header there means nothing.
+            if ctx.upgrade_requested && ctx.route().is_some_and(|r| r.aggregate.is_none()) {
                 Admission::Upgrade
             } else {
                 Admission::Proxy

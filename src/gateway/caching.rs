@@ -117,10 +117,21 @@ pub async fn answer(session: &mut Session, ctx: &mut RequestCtx, hit: FreshHit) 
         status: CacheStatus::Hit,
         age: Some(HeaderValue::from(age)),
     };
+    send_whole(session, ctx, header, body, Some(labels)).await
+}
+
+/// Sends a response whose whole body is at hand (a stored one, an aggregated one), with what
+/// every response gets on its way out; compressed whole, with its own `Content-Length`, when
+/// the route and the client agree on a coding.
+pub async fn send_whole(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    mut header: Box<ResponseHeader>,
+    mut body: bytes::Bytes,
+    labels: Option<Labels>,
+) -> Result<()> {
     let whole = super::forwarding::Body::Whole(body.len() as u64);
-    let mut body = body;
-    if let Some(encoder) = super::outgoing_response(session, &mut header, ctx, Some(labels), whole)?
-    {
+    if let Some(encoder) = super::outgoing_response(session, &mut header, ctx, labels, whole)? {
         let (coding, input) = (encoder.totals().0, body.len() as u64);
         body = encoder.whole(&body)?;
         ctx.metrics().compressed(coding, input, body.len() as u64);
@@ -216,7 +227,7 @@ pub fn invalidate_after_unsafe(session: &Session, ctx: &RequestCtx, response: &R
 }
 
 /// The path and query the request asked for, as the cache keys and purges it.
-fn request_target(request: &RequestHeader) -> &str {
+pub fn request_target(request: &RequestHeader) -> &str {
     request
         .uri
         .path_and_query()

@@ -135,6 +135,8 @@ pub struct RequestCtx {
     /// The origin's 304 headers while a stored response is revalidated: they update the stored
     /// ones (RFC 9111 §4.3.4).
     pub revalidation: Option<Box<http::HeaderMap>>,
+    /// How each part of an aggregation route's request ended (for the access log).
+    pub aggregate: Option<Vec<crate::aggregate::PartRecord>>,
     /// This request is counted in `edgegate_requests_in_flight` until the context drops.
     pub in_flight: bool,
     /// Counts the client connection while a request on it lives (then kept with the connection).
@@ -171,6 +173,7 @@ impl RequestCtx {
             cache_looked_up: false,
             fresh_hit: false,
             revalidation: None,
+            aggregate: None,
             in_flight: false,
             connection: None,
             upgrade_requested: false,

@@ -82,7 +82,8 @@ fn choose_pool(
     let Some(plan) = &route.split else {
         return match route.spec.target {
             RouteTarget::Upstream(pool) => pool,
-            RouteTarget::Split(_) => 0,
+            // Aggregation routes never come here: their parts choose their own pools.
+            RouteTarget::Split(_) | RouteTarget::Aggregate(_) => 0,
         };
     };
     let forced = plan.force.as_ref().and_then(|source| match source {
@@ -125,7 +126,7 @@ fn pick_backend(
         Some(index) if same_backend => Some(index),
         _ => {
             let key = if pool.needs_key() {
-                hash_key(pool, request, ctx)
+                hash_key(pool, request.uri.path(), &request.headers, ctx)
             } else {
                 0
             };
@@ -137,7 +138,7 @@ fn pick_backend(
 /// No single wait may outlast the exchange. A spent budget still gets a moment, so the answer
 /// is a timeout, not a connect error. A route's own timeout replaces the pool's per-read one;
 /// `grpc-timeout` only shortens it.
-fn bound_reads_by(peer: &mut HttpPeer, deadline: Instant, route_has_timeout: bool) {
+pub fn bound_reads_by(peer: &mut HttpPeer, deadline: Instant, route_has_timeout: bool) {
     let left = deadline
         .saturating_duration_since(Instant::now())
         .max(std::time::Duration::from_millis(1));
@@ -169,7 +170,9 @@ fn exchange_deadline(
     }
 }
 
-fn hash_key(pool: &Pool, request: &RequestHeader, ctx: &RequestCtx) -> u64 {
+/// The consistent-hash key of a request to `pool` for `path` (the forwarded path; an
+/// aggregation part's own), the client's `headers` and identity.
+pub fn hash_key(pool: &Pool, path: &str, headers: &http::HeaderMap, ctx: &RequestCtx) -> u64 {
     let client_ip = || match ctx.client_ip {
         Some(std::net::IpAddr::V4(ip)) => hash_bytes(&ip.octets()),
         Some(std::net::IpAddr::V6(ip)) => hash_bytes(&ip.octets()),
@@ -177,11 +180,8 @@ fn hash_key(pool: &Pool, request: &RequestHeader, ctx: &RequestCtx) -> u64 {
     };
     match &pool.hash_key {
         HashKey::ClientIp => client_ip(),
-        HashKey::Path => hash_bytes(request.uri.path().as_bytes()),
-        HashKey::Header(name) => request
-            .headers
-            .get(name)
-            .map_or(0, |v| hash_bytes(v.as_bytes())),
+        HashKey::Path => hash_bytes(path.as_bytes()),
+        HashKey::Header(name) => headers.get(name).map_or(0, |v| hash_bytes(v.as_bytes())),
         HashKey::Claim(claim) => {
             let value = ctx.auth.as_ref().and_then(|a| a.identity.claims.get(claim));
             match value {
@@ -198,7 +198,7 @@ fn hash_key(pool: &Pool, request: &RequestHeader, ctx: &RequestCtx) -> u64 {
 pub const DEADLINE_PASSED: &str = Refusal::DeadlinePassed.message();
 
 /// A connection-pool group no connection belongs to yet (group 0 is the shared one).
-fn fresh_connection_group() -> u64 {
+pub fn fresh_connection_group() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
@@ -227,13 +227,8 @@ pub fn close_attempt(ctx: &mut RequestCtx, attempt: Attempt) {
         Attempt::Response(status) => Some(status),
         Attempt::Failed | Attempt::Abandoned => None,
     };
-    if let (Some(backend), Some(index)) = (lease.backend(), lease.backend_index()) {
-        backend.metrics.observe(status);
-        match attempt {
-            Attempt::Response(status) => lease.pool().record(index, Outcome::from_status(status)),
-            Attempt::Failed => lease.pool().record(index, Outcome::GatewayFailure),
-            Attempt::Abandoned => {}
-        }
+    if let Some(index) = lease.backend_index() {
+        record_attempt(lease.pool(), index, attempt);
     }
     if let (Some(_), Some(started)) = (status, ctx.upstream.picked_at) {
         let elapsed = started.elapsed();
@@ -245,6 +240,25 @@ pub fn close_attempt(ctx: &mut RequestCtx, attempt: Attempt) {
         ctx.upstream.duration = Some(elapsed);
     }
     ctx.upstream.status = status;
+}
+
+/// Counts how an attempt on backend `index` of `pool` ended: its metrics, and outlier
+/// detection for answers and failures (an abandoned attempt says nothing about the backend).
+pub fn record_attempt(pool: &Pool, index: usize, attempt: Attempt) {
+    let Some(backend) = pool.backends.get(index) else {
+        return;
+    };
+    match attempt {
+        Attempt::Response(status) => {
+            backend.metrics.observe(Some(status));
+            pool.record(index, Outcome::from_status(status));
+        }
+        Attempt::Failed => {
+            backend.metrics.observe(None);
+            pool.record(index, Outcome::GatewayFailure);
+        }
+        Attempt::Abandoned => backend.metrics.observe(None),
+    }
 }
 
 /// Why an attempt failed, as far as retrying is concerned.

@@ -17,9 +17,9 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use std::net::IpAddr;
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(super) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(super) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(super) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
 static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
@@ -238,13 +238,14 @@ impl crate::templates::Values for RequestCtx {
     /// The pool the request went to; on a cache hit, the route's only pool (a split route's
     /// hit went to none).
     fn upstream(&self) -> Option<&str> {
-        let pool = self
-            .upstream
-            .pool
-            .or_else(|| match self.route()?.spec.target {
-                crate::config::RouteTarget::Upstream(pool) => Some(pool),
-                crate::config::RouteTarget::Split(_) => None,
-            })?;
+        let pool =
+            self.upstream
+                .pool
+                .or_else(|| match self.route()?.spec.target {
+                    crate::config::RouteTarget::Upstream(pool) => Some(pool),
+                    crate::config::RouteTarget::Split(_)
+                    | crate::config::RouteTarget::Aggregate(_) => None,
+                })?;
         self.snapshot.pools.get(pool).map(|p| p.name.as_str())
     }
 

@@ -2,6 +2,7 @@
 //! owns the concern; read top to bottom, this is the request flow of DESIGN.md.
 
 mod admission;
+mod aggregation;
 mod caching;
 pub mod ctx;
 mod dispatch;
@@ -38,6 +39,8 @@ pub struct Gateway {
     snapshot: Arc<ArcSwap<Snapshot>>,
     /// Connections to backends for upgraded (WebSocket) requests, which the gateway proxies itself.
     tunnels: pingora_core::connectors::TransportConnector,
+    /// Pooled connections for the parts of aggregation routes, which the gateway sends itself.
+    parts: pingora_core::connectors::http::Connector,
 }
 
 impl Gateway {
@@ -46,6 +49,7 @@ impl Gateway {
         Gateway {
             snapshot,
             tunnels: pingora_core::connectors::TransportConnector::new(None),
+            parts: pingora_core::connectors::http::Connector::new(None),
         }
     }
 }
@@ -128,6 +132,10 @@ impl ProxyHttp for Gateway {
     /// Admission: a refused request is answered here and never reaches a backend.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         match admission::admit(session, ctx).await {
+            Admission::Proxy if ctx.route().is_some_and(|r| r.aggregate.is_some()) => {
+                Box::pin(aggregation::answer(session, ctx, &self.parts)).await?;
+                Ok(true)
+            }
             Admission::Proxy => match caching::fresh_hit(session, ctx) {
                 Some(hit) => {
                     Box::pin(caching::answer(session, ctx, hit)).await?;

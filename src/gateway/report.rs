@@ -102,6 +102,7 @@ fn log_line(
             .as_ref()
             .and_then(|a| a.identity.consumer.as_deref()),
         cache,
+        parts: ctx.aggregate.as_deref().unwrap_or(&[]),
     });
 }
 

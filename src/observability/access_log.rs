@@ -54,6 +54,8 @@ pub struct Entry<'a> {
     /// How the cache answered (`X-Cache`), on caching routes; `REFRESH` for a background
     /// revalidation.
     pub cache: Option<&'a str>,
+    /// How each part of an aggregation route ended (empty elsewhere, and then not written).
+    pub parts: &'a [crate::aggregate::PartRecord],
 }
 
 /// The access-log destination (or nothing, when `format: off`).
@@ -362,16 +364,41 @@ fn format_entry(out: &mut Vec<u8>, e: &Entry<'_>) {
         }
     }
     out.extend_from_slice(b",\"upstream_status\":");
-    match e.upstream_status {
-        Some(status) => push_number(out, status),
-        None => out.extend_from_slice(b"null"),
-    }
+    push_status(out, e.upstream_status);
     out.extend_from_slice(b",\"upstream_duration_ms\":");
     match e.upstream_duration {
         Some(duration) => push_millis(out, duration),
         None => out.extend_from_slice(b"null"),
     }
+    if !e.parts.is_empty() {
+        out.extend_from_slice(b",\"parts\":[");
+        for (index, part) in e.parts.iter().enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"part\":");
+            push_json_str(out, &part.name);
+            out.extend_from_slice(b",\"outcome\":\"");
+            out.extend_from_slice(
+                crate::aggregate::Outcome::LABELS[part.outcome.index()].as_bytes(),
+            );
+            out.extend_from_slice(b"\",\"status\":");
+            push_status(out, part.status);
+            out.extend_from_slice(b",\"duration_ms\":");
+            push_millis(out, part.duration);
+            out.push(b'}');
+        }
+        out.push(b']');
+    }
     out.extend_from_slice(b"}\n");
+}
+
+/// A status, or `null` when there is none.
+fn push_status(out: &mut Vec<u8>, status: Option<u16>) {
+    match status {
+        Some(status) => push_number(out, status),
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 #[cfg(test)]
@@ -406,6 +433,7 @@ mod tests {
                 upstream_duration: Some(Duration::from_nanos(2_000_499)),
                 consumer: Some("alice"),
                 cache: None,
+                parts: &[],
             },
         );
         let line = String::from_utf8(bytes).unwrap();
@@ -427,33 +455,80 @@ mod tests {
         assert_eq!(value["tls"], "TLSv1.3");
     }
 
+    /// A line with every optional field empty.
+    fn minimal() -> Entry<'static> {
+        Entry {
+            time: UNIX_EPOCH,
+            request_id: "",
+            client_ip: None,
+            method: "GET",
+            host: "",
+            path: "/",
+            protocol: "HTTP/1.1",
+            tls: None,
+            status: 200,
+            bytes: 0,
+            request_bytes: 0,
+            duration: Duration::ZERO,
+            route: None,
+            upstream: None,
+            arm: None,
+            arm_by: None,
+            backend: None,
+            upstream_status: None,
+            upstream_duration: None,
+            consumer: None,
+            cache: None,
+            parts: &[],
+        }
+    }
+
+    #[test]
+    fn aggregation_parts_are_listed_with_their_outcomes() {
+        use crate::aggregate::{Outcome, PartRecord};
+        let parts = [
+            PartRecord {
+                name: "profile".into(),
+                outcome: Outcome::Ok,
+                status: Some(200),
+                duration: Duration::from_micros(2500),
+            },
+            PartRecord {
+                name: "orders".into(),
+                outcome: Outcome::Timeout,
+                status: None,
+                duration: Duration::from_millis(300),
+            },
+        ];
+        let mut bytes = Vec::new();
+        format_entry(
+            &mut bytes,
+            &Entry {
+                route: Some("dashboard"),
+                parts: &parts,
+                ..minimal()
+            },
+        );
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            value["parts"],
+            serde_json::json!([
+                {"part": "profile", "outcome": "ok", "status": 200, "duration_ms": 2.5},
+                {"part": "orders", "outcome": "timeout", "status": null, "duration_ms": 300.0}
+            ])
+        );
+    }
+
     #[test]
     fn ipv6_clients_and_long_durations() {
         let mut bytes = Vec::new();
         format_entry(
             &mut bytes,
             &Entry {
-                time: UNIX_EPOCH,
-                request_id: "",
                 client_ip: Some("2001:db8::1".parse().unwrap()),
-                method: "GET",
-                host: "",
-                path: "/",
-                protocol: "HTTP/1.1",
-                tls: None,
                 status: 504,
-                bytes: 0,
-                request_bytes: 0,
                 duration: Duration::from_millis(61_234),
-                route: None,
-                upstream: None,
-                arm: None,
-                arm_by: None,
-                backend: None,
-                upstream_status: None,
-                upstream_duration: None,
-                consumer: None,
-                cache: None,
+                ..minimal()
             },
         );
         let line = String::from_utf8(bytes).unwrap();
@@ -508,6 +583,7 @@ mod tests {
                     upstream_duration: None,
                     consumer: consumer.as_deref(),
                     cache: cache.as_deref(),
+                    parts: &[],
                 });
                 prop_assert_eq!(line.last(), Some(&b'\n'));
                 prop_assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line");

@@ -1,9 +1,10 @@
-//! The compiled route table: host -> path (exact/prefix/regex) -> method/header predicates,
+//! The compiled route table: host -> path (exact/prefix/regex/template) -> method/header predicates,
 //! first match wins. Built once per configuration; matching allocates nothing. Paths are
 //! normalized first (`normalize`), so the path matched is the path forwarded.
 
 pub mod normalize;
 pub mod split;
+pub mod template;
 
 use crate::config::{HostPattern, MatchSpec, PathMatch, RouteSpec};
 use http::{HeaderMap, Method};
@@ -147,6 +148,9 @@ fn literal_segments(rule: &PathMatch) -> Vec<String> {
         // The last segment of an exact path is complete; so is a segment-bounded prefix.
         PathMatch::Exact(path) | PathMatch::Prefix(path) => return split_segments(path),
         PathMatch::Regex(regex) => &regex_literal_prefix(regex.as_str()),
+        PathMatch::Template(template) => {
+            return template.literal_prefix().map(str::to_string).collect()
+        }
     };
     // Only segments followed by `/` inside the literal are complete.
     match literal.rfind('/') {
@@ -204,6 +208,7 @@ fn path_matches(rule: &PathMatch, path: &str) -> bool {
         PathMatch::Exact(exact) => path == exact,
         PathMatch::Prefix(prefix) => has_segment_prefix(path, prefix),
         PathMatch::Regex(regex) => regex.is_match(path),
+        PathMatch::Template(template) => template.matches(path),
     }
 }
 
@@ -288,6 +293,20 @@ mod tests {
         let r = router("  - { name: a, match: { path_prefix: /api/ }, upstream: u }\n");
         assert_eq!(find(&r, "GET", "h", "/api/x", &[]), Some(0));
         assert_eq!(find(&r, "GET", "h", "/apix", &[]), None);
+    }
+
+    #[test]
+    fn path_templates_match_their_shape_in_route_order() {
+        let r = router(
+            "  - { name: me, match: { path_exact: /users/me/dashboard }, upstream: u }\n  \
+             - { name: dash, match: { path_template: \"/users/{id}/dashboard\" }, upstream: u }\n  \
+             - { name: any, match: { path_template: \"/{section}/{id}\" }, upstream: u }\n",
+        );
+        assert_eq!(find(&r, "GET", "h", "/users/me/dashboard", &[]), Some(0));
+        assert_eq!(find(&r, "GET", "h", "/users/7/dashboard", &[]), Some(1));
+        assert_eq!(find(&r, "GET", "h", "/users/7/settings", &[]), None);
+        assert_eq!(find(&r, "GET", "h", "/users/7", &[]), Some(2));
+        assert_eq!(find(&r, "GET", "h", "/users//dashboard", &[]), None);
     }
 
     #[test]

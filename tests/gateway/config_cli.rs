@@ -92,6 +92,20 @@ fn the_summary_names_canary_stickiness_cors_and_compression() {
 }
 
 #[test]
+fn the_summary_names_an_aggregation_routes_parts() {
+    let yaml = format!(
+        "{VALID}  - name: dash\n    match: {{ path_template: \"/u/{{id}}/dash\" }}\n\
+         \x20   aggregate: {{ timeout: 750ms, parts: {{ me: {{ upstream: users, path: \"/u/{{path.id}}\", required: true }}, feed: {{ upstream: users, path: /feed }} }} }}\n"
+    );
+    let (ok, stdout, stderr) = check_text(&yaml);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("path = /u/{id}/dash -> aggregate me!=users + feed=users within 750ms"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn unknown_keys_are_reported_with_their_position() {
     let yaml = VALID.replace(
         "    match: { path_prefix: /users }",
@@ -141,11 +155,11 @@ fn every_problem_is_listed_not_just_the_first() {
 
 #[test]
 fn sections_of_later_releases_are_rejected_not_ignored() {
-    let yaml = format!("{VALID}    aggregate: {{ timeout: 2s }}\n");
+    let yaml = format!("{VALID}    tracing: {{ sample_ratio: 0.5 }}\n");
     let (ok, _, stderr) = check_text(&yaml);
     assert!(!ok);
     assert!(
-        stderr.contains("FILE:11:5: routes[0].aggregate: is not supported yet"),
+        stderr.contains("FILE:11:5: routes[0].tracing: is not supported yet"),
         "{stderr}"
     );
 }

@@ -10,10 +10,10 @@ use openssl::pkey::PKey;
 use openssl::sign::Signer;
 use serde_json::{json, Value};
 
-const SECRET: &str = "a-template-test-secret-long-enough-for-hs256";
+pub const SECRET: &str = "a-template-test-secret-long-enough-for-hs256";
 
 /// An HS256 token over `claims`, signed with OpenSSL's HMAC.
-fn token(claims: Value) -> String {
+pub fn token(claims: Value) -> String {
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     let header = json!({"alg": "HS256", "typ": "JWT"});
     let message = format!(
@@ -27,7 +27,7 @@ fn token(claims: Value) -> String {
     format!("Bearer {message}.{}", b64(&signature))
 }
 
-fn expires() -> u64 {
+pub fn expires() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -73,3 +73,27 @@ fn http2_backends_are_spoken_to_in_h2c_over_few_connections() {
         origin.connections.load(SeqCst)
     );
 }
+
+#[test]
+fn aggregation_parts_speak_h2c_to_http2_backends_over_pooled_connections() {
+    let origin = start_h2c_origin();
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  grpcish:\n    http2: true\n    targets: [{{ address: \"{}\" }}]\n\
+         routes:\n  - {{ name: agg, aggregate: {{ parts: {{ a: {{ upstream: grpcish, path: \"/a?n={{query.n}}\" }}, b: {{ upstream: grpcish, path: /b }} }} }} }}\n",
+        origin.addr
+    ));
+    for i in 0..10 {
+        let response = gw.get(&format!("/any?n={i}"));
+        assert_eq!(response.status, 200, "{}", response.text());
+        let data = &response.json()["data"];
+        assert_eq!(data["a"]["version"], "HTTP/2.0");
+        assert_eq!(data["a"]["target"], format!("/a?n={i}"));
+        assert_eq!(data["b"]["target"], "/b");
+    }
+    assert_eq!(origin.requests.load(SeqCst), 20);
+    assert!(
+        origin.connections.load(SeqCst) <= 3,
+        "{} connections for 20 parts",
+        origin.connections.load(SeqCst)
+    );
+}

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod admin;
+mod aggregate;
 mod auth;
 mod balancing;
 mod cache;

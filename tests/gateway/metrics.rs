@@ -72,6 +72,7 @@ fn every_documented_metric_is_exported_with_its_labels() {
          \x20 - {{ name: cached, match: {{ path_prefix: /cached }}, upstream: app, cache: {{ ttl: 30s }} }}\n\
          \x20 - {{ name: canary, match: {{ path_prefix: /canary }}, split: [{{ upstream: app, weight: 1 }}] }}\n\
          \x20 - {{ name: zipped, match: {{ path_prefix: /zipped }}, upstream: app, compression: {{ min_size: 1B }} }}\n\
+         \x20 - {{ name: fanout, match: {{ path_prefix: /fanout }}, aggregate: {{ parts: {{ one: {{ upstream: app, path: /one }} }} }} }}\n\
          \x20 - {{ name: all, upstream: app, retries: {{ attempts: 1, on: [connect_failure] }} }}\n",
         origin.addr,
         key = edgegate::auth::api_key::hash_key_hex("partner-key"),
@@ -91,6 +92,7 @@ fn every_documented_metric_is_exported_with_its_labels() {
     assert_eq!(gw.get("/cached").status, 200);
     assert_eq!(gw.get("/cached").status, 200);
     assert_eq!(gw.get("/canary").status, 200);
+    assert_eq!(gw.get("/fanout").status, 200);
     let zipped = gw.request("GET", "/zipped", &[("Accept-Encoding", "gzip")], b"");
     assert_eq!(zipped.header("content-encoding"), Some("gzip"));
     gw.wait_metric(

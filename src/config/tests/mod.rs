@@ -4,6 +4,7 @@
 //! below fill in the rest, after the case's text, so a case's line numbers count from its own
 //! first line.
 
+mod aggregate;
 mod auth;
 mod cache;
 mod documented;

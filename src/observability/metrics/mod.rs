@@ -26,6 +26,8 @@ struct Families {
     request_duration: HistogramVec,
     split_requests: IntCounterVec,
     split_duration: HistogramVec,
+    aggregate_part_requests: IntCounterVec,
+    aggregate_part_duration: HistogramVec,
     upstream_requests: IntCounterVec,
     upstream_duration: HistogramVec,
     backend_healthy: IntGaugeVec,
@@ -98,6 +100,19 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
         LATENCY_BUCKETS.to_vec()
     )
     .expect("register edgegate_split_request_duration_seconds"),
+    aggregate_part_requests: register_int_counter_vec!(
+        "edgegate_aggregate_part_requests_total",
+        "Parts of aggregation routes, by route, part and outcome (ok, timeout, connect_failure, reset, status, not_json, too_large, no_backend, unresolved)",
+        &["route", "part", "outcome"]
+    )
+    .expect("register edgegate_aggregate_part_requests_total"),
+    aggregate_part_duration: register_histogram_vec!(
+        "edgegate_aggregate_part_duration_seconds",
+        "Time from the fan-out's start until a part of an aggregation route ended, by route and part",
+        &["route", "part"],
+        LATENCY_BUCKETS.to_vec()
+    )
+    .expect("register edgegate_aggregate_part_duration_seconds"),
     upstream_requests: register_int_counter_vec!(
         "edgegate_upstream_requests_total",
         "Attempts sent to a backend, by upstream, backend and status class (error = no response)",

@@ -247,6 +247,43 @@ impl ArmMetrics {
     }
 }
 
+/// Handles for one part of an aggregation route, created on first use of each outcome.
+pub struct PartMetrics {
+    route: String,
+    part: String,
+    outcomes: [OnceLock<IntCounter>; crate::aggregate::Outcome::LABELS.len()],
+    duration: Histogram,
+}
+
+impl PartMetrics {
+    /// Handles for part `part` of `route`.
+    pub fn new(route: &str, part: &str) -> Self {
+        PartMetrics {
+            route: route.to_string(),
+            part: part.to_string(),
+            outcomes: Default::default(),
+            duration: FAMILIES
+                .aggregate_part_duration
+                .with_label_values(&[route, part]),
+        }
+    }
+
+    /// Counts one ended part.
+    pub fn observe(&self, outcome: &crate::aggregate::Outcome, seconds: f64) {
+        let index = outcome.index();
+        self.outcomes[index]
+            .get_or_init(|| {
+                FAMILIES.aggregate_part_requests.with_label_values(&[
+                    &self.route,
+                    &self.part,
+                    crate::aggregate::Outcome::LABELS[index],
+                ])
+            })
+            .inc();
+        self.duration.observe(seconds);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
