@@ -87,3 +87,26 @@ fn an_untrusted_backend_certificate_is_refused_when_verifying() {
         "no request may be sent over an unverified connection"
     );
 }
+
+#[test]
+fn aggregation_parts_reach_tls_backends_and_refuse_unverified_ones() {
+    let origin = tls_origin("secure");
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  secure:\n    tls: {{ sni: origin.test, verify: false }}\n    targets: [{{ address: \"{0}\" }}]\n\
+         \x20 checked:\n    tls: {{ sni: origin.test, verify: true }}\n    targets: [{{ address: \"{0}\" }}]\n\
+         routes:\n  - {{ name: agg, aggregate: {{ parts: {{ open: {{ upstream: secure, path: /a }}, strict: {{ upstream: checked, path: /b }} }} }} }}\n",
+        origin.addr
+    ));
+    let answer = gw.get("/any").json();
+    assert_eq!(answer["data"]["open"]["target"], "/a", "{answer}");
+    assert_eq!(answer["data"]["strict"], serde_json::Value::Null);
+    assert_eq!(
+        answer["meta"]["failed"],
+        serde_json::json!([{"part": "strict", "reason": "connect_failure"}])
+    );
+    assert_eq!(
+        origin.hits(),
+        1,
+        "nothing is sent over the unverified connection"
+    );
+}
