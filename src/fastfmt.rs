@@ -30,6 +30,14 @@ pub fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// Appends `bytes` as lower-case hex to a byte buffer (trace and span ids).
+pub fn push_hex_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() * 2);
+    for &byte in bytes {
+        out.extend_from_slice(&hex_pair(byte, LOWER_HEX));
+    }
+}
+
 /// `n` in decimal.
 pub fn push_number(out: &mut Vec<u8>, n: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());

@@ -76,6 +76,8 @@ pub struct Snapshot {
     pub limiter: Arc<crate::ratelimit::Limiter>,
     /// The shared response cache, when any route caches.
     pub cache: Option<Cache>,
+    /// Spans and trace context (`None`: tracing is off).
+    pub tracer: Option<Arc<crate::observability::tracing::Tracer>>,
 }
 
 /// Why a snapshot could not be built from a valid model.
@@ -85,6 +87,8 @@ pub enum BuildError {
     AccessLog(#[from] std::io::Error),
     #[error(transparent)]
     Auth(#[from] crate::auth::jwt::BuildError),
+    #[error("cannot start the trace exporter thread: {0}")]
+    Tracing(std::io::Error),
     #[error("rate limits: {0}")]
     RateLimit(String),
 }
@@ -129,6 +133,13 @@ impl Snapshot {
                     .map_err(BuildError::RateLimit)?,
             ),
         };
+        let tracer = match (&model.tracing, unchanged(&|m| m.tracing == model.tracing)) {
+            (None, _) => None,
+            (Some(_), Some(previous)) => previous.tracer.clone(),
+            (Some(spec), None) => Some(Arc::new(
+                crate::observability::tracing::Tracer::new(spec).map_err(BuildError::Tracing)?,
+            )),
+        };
         let (pools, new_pools) = pools_after(&model, previous);
         let routes = model
             .routes
@@ -156,6 +167,7 @@ impl Snapshot {
             auth,
             limiter,
             cache: model.cache.as_ref().map(Cache::shared),
+            tracer,
             model,
         };
         Ok(Successor {

@@ -263,7 +263,6 @@ pub fn percent_decode(input: &[u8], plus_is_space: bool, out: &mut Vec<u8>) {
 /// Everything but unreserved characters becomes `%XX`; a value of `.` or `..` has its dots
 /// encoded too, so it can never be read as a relative path step.
 pub fn percent_encode(input: &[u8], out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let dots_only = input.iter().all(|&b| b == b'.');
     for &byte in input {
         let unreserved =
@@ -271,11 +270,8 @@ pub fn percent_encode(input: &[u8], out: &mut Vec<u8>) {
         if unreserved && !(dots_only && byte == b'.') {
             out.push(byte);
         } else {
-            out.extend_from_slice(&[
-                b'%',
-                HEX[usize::from(byte >> 4)],
-                HEX[usize::from(byte & 15)],
-            ]);
+            out.push(b'%');
+            out.extend_from_slice(&crate::fastfmt::hex_pair(byte, crate::fastfmt::UPPER_HEX));
         }
     }
 }

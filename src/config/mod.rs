@@ -19,6 +19,7 @@ mod server;
 mod source_map;
 #[cfg(test)]
 mod tests;
+mod tracing;
 pub mod units;
 mod upstreams;
 mod validate;

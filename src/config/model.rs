@@ -25,6 +25,28 @@ pub struct Model {
     /// Indexed by `RouteTarget` and `SplitTarget`.
     pub upstreams: Vec<UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
+    /// OpenTelemetry traces (`None`: off; headers pass through untouched).
+    pub tracing: Option<TracingSpec>,
+}
+
+/// `tracing`: spans exported over OTLP/HTTP, W3C trace context continued and sent upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingSpec {
+    /// The collector's `host:port` (plain HTTP).
+    pub collector: String,
+    /// The request path spans are POSTed to (`/v1/traces` unless the endpoint names one).
+    pub collector_path: String,
+    pub service_name: String,
+    /// Resource attributes besides `service.name`.
+    pub resource: Vec<(String, String)>,
+    /// Share of new traces sampled (a client's sampled parent is always followed).
+    pub sample_ratio: f64,
+    /// Requests answered with at least this status are exported whatever the head decision.
+    pub always_status_at_least: Option<u16>,
+    /// Requests slower than this are exported whatever the head decision.
+    pub always_slower_than: Option<Duration>,
+    /// Finished requests waiting for export at most; beyond, their spans are dropped and counted.
+    pub max_queue: usize,
 }
 
 /// Process-wide settings mapped onto Pingora's server configuration.
@@ -246,6 +268,8 @@ pub struct RouteSpec {
     pub grpc: bool,
     /// An upgraded (WebSocket) connection with no bytes either way for this long is closed.
     pub websocket_idle_timeout: Duration,
+    /// `tracing.sample_ratio` for this route's new traces (None: the global ratio).
+    pub trace_ratio: Option<f64>,
 }
 
 /// `routes[].websocket.idle_timeout` when not given.

@@ -23,7 +23,33 @@ pub struct RawConfig {
     pub cache: Option<RawCache>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
-    pub tracing: Unsupported,
+    pub tracing: Option<RawTracing>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    pub otlp_endpoint: String,
+    pub protocol: Option<String>,
+    pub service_name: Option<String>,
+    #[serde(default)]
+    pub resource: BTreeMap<String, String>,
+    pub sample_ratio: Option<f64>,
+    pub always_sample: Option<RawAlwaysSample>,
+    pub max_queue: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlwaysSample {
+    pub status_at_least: Option<u16>,
+    pub slower_than: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteTracing {
+    pub sample_ratio: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -306,7 +332,7 @@ pub struct RawRoute {
     pub ip_deny: Vec<String>,
     pub aggregate: Option<RawAggregate>,
     pub compression: Option<RawCompression>,
-    pub tracing: Unsupported,
+    pub tracing: Option<RawRouteTracing>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -25,6 +25,8 @@ pub(super) struct Sections<'a> {
     pub auth: &'a AuthSpec,
     pub rate_limits: &'a RateLimitSpec,
     pub cache: Option<&'a CacheSettings>,
+    /// The top-level `tracing` section is there.
+    pub tracing: bool,
 }
 
 /// Validates `routes`: at least one, names unique.
@@ -91,11 +93,8 @@ fn route_spec(
     let compression = compression.map(|raw| {
         super::compression::compression_policy(check, &format!("{key}.compression"), raw)
     });
-    check.unsupported(
-        format!("{key}.tracing"),
-        &tracing,
-        "distributed tracing is not implemented yet",
-    );
+    let trace_ratio =
+        super::tracing::route_ratio(check, &format!("{key}.tracing"), tracing, sections.tracing);
     let matcher = super::matching::match_spec(check, &format!("{key}.match"), matcher);
     check_strip_prefix(check, key, strip_prefix.as_deref());
     let timeout = timeout.map(|text| {
@@ -188,6 +187,7 @@ fn route_spec(
         compression,
         grpc: grpc.unwrap_or(false),
         websocket_idle_timeout,
+        trace_ratio,
     })
 }
 

@@ -21,11 +21,7 @@ pub(super) fn validate(raw: RawConfig, source: &Path, source_hash: u64) -> Resul
         routes,
         tracing,
     } = raw;
-    check.unsupported(
-        "tracing".into(),
-        &tracing,
-        "distributed tracing is not implemented yet",
-    );
+    let tracing = super::tracing::tracing_spec(&mut check, tracing);
 
     let any_route_caches = routes.iter().any(|r| r.cache.is_some());
     let cache = super::cache::cache_settings(&mut check, cache, any_route_caches);
@@ -44,6 +40,7 @@ pub(super) fn validate(raw: RawConfig, source: &Path, source_hash: u64) -> Resul
         auth: &auth,
         rate_limits: &rate_limits,
         cache: cache.as_ref(),
+        tracing: tracing.is_some(),
     };
     let routes = super::routes::route_specs(&mut check, routes, &sections);
 
@@ -63,5 +60,6 @@ pub(super) fn validate(raw: RawConfig, source: &Path, source_hash: u64) -> Resul
         cache,
         upstreams,
         routes,
+        tracing,
     })
 }

@@ -135,6 +135,8 @@ pub struct RequestCtx {
     /// The origin's 304 headers while a stored response is revalidated: they update the stored
     /// ones (RFC 9111 §4.3.4).
     pub revalidation: Option<Box<http::HeaderMap>>,
+    /// The request's trace (tracing on).
+    pub trace: Option<Box<crate::observability::tracing::RequestTrace>>,
     /// How each part of an aggregation route's request ended (for the access log).
     pub aggregate: Option<Vec<crate::aggregate::PartRecord>>,
     /// This request is counted in `edgegate_requests_in_flight` until the context drops.
@@ -174,6 +176,7 @@ impl RequestCtx {
             fresh_hit: false,
             revalidation: None,
             aggregate: None,
+            trace: None,
             in_flight: false,
             connection: None,
             upgrade_requested: false,

@@ -60,6 +60,9 @@ pub async fn choose_peer(request: &RequestHeader, ctx: &mut RequestCtx) -> Resul
     }
     ctx.upstream.picked_at = Some(Instant::now());
     ctx.upstream.attempt_open = true;
+    if let Some(trace) = ctx.trace.as_mut() {
+        trace.open_attempt();
+    }
     let mut peer = pool.backends[backend_index].peer.clone();
     if same_backend {
         // A connection group of its own: no pooled connection matches it, so the re-send opens
@@ -229,6 +232,14 @@ pub fn close_attempt(ctx: &mut RequestCtx, attempt: Attempt) {
     };
     if let Some(index) = lease.backend_index() {
         record_attempt(lease.pool(), index, attempt);
+    }
+    if let Some(trace) = ctx.trace.as_mut() {
+        trace.close_attempt(&crate::observability::tracing::AttemptFacts {
+            upstream: &lease.pool().name,
+            backend: lease.backend().map_or("", |b| b.label.as_str()),
+            status,
+            resend_count: ctx.upstream.retries,
+        });
     }
     if let (Some(_), Some(started)) = (status, ctx.upstream.picked_at) {
         let elapsed = started.elapsed();

@@ -83,8 +83,30 @@ pub fn prepare_upstream_request(
                 grpc_timeout_left(deadline),
             )?;
         }
+        if let Some(trace) = &ctx.trace {
+            trace_context(&mut parts.headers, trace)?;
+        }
         apply_ops(&mut parts.headers, &route.spec.request_headers, ctx)
     })
+}
+
+/// Our span as the backend's parent; the client's `tracestate` only beside a continued trace
+/// (an invalid `traceparent` is replaced, never passed on).
+fn trace_context(
+    headers: &mut HeaderMap,
+    trace: &crate::observability::tracing::RequestTrace,
+) -> pingora_error::Result<()> {
+    use crate::observability::tracing::{TRACEPARENT, TRACESTATE};
+    insert(headers, &TRACEPARENT, trace.traceparent())?;
+    match trace.tracestate() {
+        Some(state) => insert(headers, &TRACESTATE, state.clone()),
+        None => {
+            if trace.client_tracestate {
+                headers.remove(&TRACESTATE);
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Identity headers come only from the gateway: a client's copies are removed, then the

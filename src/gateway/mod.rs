@@ -100,6 +100,11 @@ impl ProxyHttp for Gateway {
                 ctx.bad_request = Some(bad);
             }
         }
+        if let Some(tracer) = &ctx.snapshot.tracer {
+            let ratio = ctx.route().and_then(|route| route.spec.trace_ratio);
+            let request = session.req_header();
+            ctx.trace = Some(tracer.start(&request.method, &request.headers, ratio));
+        }
         ctx.metrics().start();
         ctx.in_flight = true;
         if ctx.connection.is_none() {

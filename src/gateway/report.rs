@@ -49,6 +49,7 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
         }
     }
 
+    let trace = ctx.trace.take();
     if ctx.snapshot.access_log.enabled() {
         log_line(
             session,
@@ -59,6 +60,22 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
                 Some("REFRESH")
             } else {
                 cache.map(|c| c.header_value())
+            },
+            trace.as_deref(),
+        );
+    }
+    if let (Some(trace), Some(tracer)) = (trace, ctx.snapshot.tracer.as_ref()) {
+        tracer.finish(
+            *trace,
+            &crate::observability::tracing::ServerFacts {
+                method: request.method.as_str(),
+                path: request.uri.path(),
+                route: ctx.route().map(|r| r.spec.name.as_str()),
+                status,
+                client_ip: ctx.client_ip,
+                protocol: protocol_name(request.version),
+                request_id: ctx.request_id.as_str(),
+                duration: elapsed,
             },
         );
     }
@@ -71,6 +88,7 @@ fn log_line(
     status: Option<u16>,
     elapsed: std::time::Duration,
     cache: Option<&'static str>,
+    trace: Option<&crate::observability::tracing::RequestTrace>,
 ) {
     let request = session.req_header();
     let lease = ctx.upstream.lease.as_ref();
@@ -103,6 +121,7 @@ fn log_line(
             .and_then(|a| a.identity.consumer.as_deref()),
         cache,
         parts: ctx.aggregate.as_deref().unwrap_or(&[]),
+        trace: trace.map(|t| (&t.trace_id, &t.span_id)),
     });
 }
 

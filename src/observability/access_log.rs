@@ -56,6 +56,8 @@ pub struct Entry<'a> {
     pub cache: Option<&'a str>,
     /// How each part of an aggregation route ended (empty elsewhere, and then not written).
     pub parts: &'a [crate::aggregate::PartRecord],
+    /// The trace and the server span of the request (tracing on).
+    pub trace: Option<(&'a [u8; 16], &'a [u8; 8])>,
 }
 
 /// The access-log destination (or nothing, when `format: off`).
@@ -293,9 +295,9 @@ pub fn drain(log: &AccessLog) {
 fn format_entry(out: &mut Vec<u8>, e: &Entry<'_>) {
     let texts = [e.request_id, e.method, e.host, e.path];
     let optional = [e.route, e.upstream, e.backend, e.consumer, e.cache];
-    // One reservation for the whole line: the fixed part is under 352 bytes.
+    // One reservation for the whole line: the fixed part is under 420 bytes.
     out.reserve(
-        352 + texts.iter().map(|t| t.len()).sum::<usize>()
+        420 + texts.iter().map(|t| t.len()).sum::<usize>()
             + optional.iter().flatten().map(|t| t.len()).sum::<usize>()
             + e.arm.map_or(0, str::len),
     );
@@ -370,6 +372,17 @@ fn format_entry(out: &mut Vec<u8>, e: &Entry<'_>) {
         Some(duration) => push_millis(out, duration),
         None => out.extend_from_slice(b"null"),
     }
+    match e.trace {
+        // Tracing off: one piece of text.
+        None => out.extend_from_slice(b",\"trace_id\":null,\"span_id\":null"),
+        Some((trace_id, span_id)) => {
+            out.extend_from_slice(b",\"trace_id\":\"");
+            crate::fastfmt::push_hex_bytes(out, trace_id);
+            out.extend_from_slice(b"\",\"span_id\":\"");
+            crate::fastfmt::push_hex_bytes(out, span_id);
+            out.push(b'"');
+        }
+    }
     if !e.parts.is_empty() {
         out.extend_from_slice(b",\"parts\":[");
         for (index, part) in e.parts.iter().enumerate() {
@@ -434,6 +447,7 @@ mod tests {
                 consumer: Some("alice"),
                 cache: None,
                 parts: &[],
+                trace: None,
             },
         );
         let line = String::from_utf8(bytes).unwrap();
@@ -448,7 +462,8 @@ mod tests {
         assert_eq!(value["bytes"], 12);
         assert_eq!(value["request_bytes"], 345);
         assert!(line.contains(r#""duration_ms":1.500,"#), "{line}");
-        assert!(line.contains(r#""upstream_duration_ms":2.000}"#), "{line}");
+        assert!(line.contains(r#""upstream_duration_ms":2.000,"#), "{line}");
+        assert_eq!(value["trace_id"], serde_json::Value::Null);
         assert_eq!(value["upstream"], serde_json::Value::Null);
         assert_eq!(value["upstream_status"], 200);
         assert_eq!(value["protocol"], "HTTP/2");
@@ -480,6 +495,7 @@ mod tests {
             consumer: None,
             cache: None,
             parts: &[],
+            trace: None,
         }
     }
 
@@ -506,10 +522,13 @@ mod tests {
             &Entry {
                 route: Some("dashboard"),
                 parts: &parts,
+                trace: Some((&[0xab; 16], &[0x01; 8])),
                 ..minimal()
             },
         );
         let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(value["trace_id"], "ab".repeat(16));
+        assert_eq!(value["span_id"], "01".repeat(8));
         assert_eq!(
             value["parts"],
             serde_json::json!([
@@ -584,6 +603,7 @@ mod tests {
                     consumer: consumer.as_deref(),
                     cache: cache.as_deref(),
                     parts: &[],
+                    trace: None,
                 });
                 prop_assert_eq!(line.last(), Some(&b'\n'));
                 prop_assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line");

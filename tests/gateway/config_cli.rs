@@ -155,11 +155,11 @@ fn every_problem_is_listed_not_just_the_first() {
 
 #[test]
 fn sections_of_later_releases_are_rejected_not_ignored() {
-    let yaml = format!("{VALID}    tracing: {{ sample_ratio: 0.5 }}\n");
+    let yaml = format!("{VALID}cache: {{ purge_channel: \"edgegate:purge\" }}\n");
     let (ok, _, stderr) = check_text(&yaml);
     assert!(!ok);
     assert!(
-        stderr.contains("FILE:11:5: routes[0].tracing: is not supported yet"),
+        stderr.contains("FILE:11:10: cache.purge_channel: is not supported yet"),
         "{stderr}"
     );
 }

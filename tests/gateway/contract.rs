@@ -8,9 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 /// (the refused key, the open issue that owns it).
-const STILL_REFUSED: [(&str, u32); 4] = [
-    ("tracing", 23),
-    ("routes[0].tracing", 23),
+const STILL_REFUSED: [(&str, u32); 2] = [
     ("cache.purge_channel", 24),
     // `rate_limits.redis` beside `store: local` serves the purge channel once the fleet work
     // lands; until then a Redis that nothing uses is refused.

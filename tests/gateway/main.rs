@@ -38,4 +38,5 @@ mod strict_http;
 mod support;
 mod tls;
 mod tls_listener;
+mod tracing;
 mod websocket;

@@ -13,6 +13,7 @@ mod listeners;
 mod ratelimit;
 mod routes;
 mod server;
+mod tracing;
 mod upstreams;
 
 use super::{from_str, ConfigError, Model};

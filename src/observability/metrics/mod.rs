@@ -66,6 +66,8 @@ struct Families {
     bad_requests: IntCounterVec,
     jwt_keys_skipped: IntCounterVec,
     access_log_dropped: IntCounter,
+    spans_exported: IntCounter,
+    spans_dropped: IntCounterVec,
     ratelimit_store_full: IntCounter,
     build_info: IntGaugeVec,
 }
@@ -331,6 +333,17 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
         &["provider"]
     )
     .expect("register edgegate_jwt_keys_skipped_total"),
+    spans_exported: prometheus::register_int_counter!(
+        "edgegate_tracing_spans_exported_total",
+        "Spans the collector accepted"
+    )
+    .expect("register edgegate_tracing_spans_exported_total"),
+    spans_dropped: register_int_counter_vec!(
+        "edgegate_tracing_spans_dropped_total",
+        "Spans not exported, by reason (queue_full: the export queue was full; export_failed: the collector failed or refused)",
+        &["reason"]
+    )
+    .expect("register edgegate_tracing_spans_dropped_total"),
     access_log_dropped: prometheus::register_int_counter!(
         "edgegate_access_log_dropped_total",
         "Access-log lines dropped because the destination could not keep up or failed"
@@ -365,6 +378,40 @@ pub fn init() {
     for reason in crate::gateway::strict::BadRequest::REASONS {
         FAMILIES.bad_requests.with_label_values(&[reason]);
     }
+    for reason in SpanDrop::ALL {
+        FAMILIES.spans_dropped.with_label_values(&[reason.label()]);
+    }
+}
+
+/// Why spans were not exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanDrop {
+    QueueFull,
+    ExportFailed,
+}
+
+impl SpanDrop {
+    const ALL: [SpanDrop; 2] = [SpanDrop::QueueFull, SpanDrop::ExportFailed];
+
+    fn label(self) -> &'static str {
+        match self {
+            SpanDrop::QueueFull => "queue_full",
+            SpanDrop::ExportFailed => "export_failed",
+        }
+    }
+}
+
+/// Counts spans the collector accepted.
+pub fn spans_exported(spans: u64) {
+    FAMILIES.spans_exported.inc_by(spans);
+}
+
+/// Counts spans that were not exported.
+pub fn spans_dropped(reason: SpanDrop, spans: u64) {
+    FAMILIES
+        .spans_dropped
+        .with_label_values(&[reason.label()])
+        .inc_by(spans);
 }
 
 /// Counts a rate-limit decision the full local store could not track.

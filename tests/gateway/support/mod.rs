@@ -3,6 +3,7 @@
 
 pub mod ca;
 mod origin;
+pub mod otlp;
 pub mod redis;
 
 pub use origin::*;
