@@ -67,16 +67,26 @@ pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Admission {
             if let Some(route) = ctx.route() {
                 route.metrics.auth_failed(failure.reason_index());
             }
+            trace_authentication(
+                ctx,
+                None,
+                crate::auth::Failure::REASONS[failure.reason_index()],
+            );
             return Admission::Refuse(auth_rejection(failure));
         }
     };
+    if auth.is_some() {
+        trace_authentication(ctx, auth.as_ref(), "ok");
+    }
     let identity = auth.as_ref().map(|a| Arc::clone(&a.identity));
     ctx.auth = auth;
     if super::caching::is_background_refresh(session) {
         // The client request that triggered it was already counted against the limits.
         return Admission::Proxy;
     }
-    match rate_limit(session.req_header(), ctx, identity.as_deref()).await {
+    let limits = rate_limit(session.req_header(), ctx, identity.as_deref()).await;
+    trace_rate_limit(ctx, &limits);
+    match limits {
         Limits::Admit(report) => {
             ctx.ratelimit = report;
             // An aggregation route answers JSON itself: an upgrade header there means nothing.
@@ -92,6 +102,67 @@ pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Admission {
         }
         Limits::StoreUnavailable => Admission::Refuse(Refusal::RateLimitStoreUnavailable.into()),
     }
+}
+
+/// The `authentication` event of the request's trace: the method (the JWT provider, or
+/// `api_key`), the outcome (`ok` or the failure reason) and the consumer.
+fn trace_authentication(
+    ctx: &mut RequestCtx,
+    auth: Option<&crate::auth::Authenticated>,
+    outcome: &'static str,
+) {
+    use crate::observability::tracing::AttrValue;
+    if ctx.trace.is_none() {
+        return;
+    }
+    let snapshot = Arc::clone(&ctx.snapshot);
+    let Some(trace) = ctx.trace.as_mut() else {
+        return;
+    };
+    trace.event("authentication", || {
+        let mut attributes = vec![("edgegate.auth.outcome", AttrValue::Str(outcome.into()))];
+        if let Some(auth) = auth {
+            let method = match auth.provider.and_then(|i| snapshot.auth.provider(i)) {
+                Some(provider) => format!("jwt:{}", provider.spec.name),
+                None => "api_key".to_string(),
+            };
+            attributes.push(("edgegate.auth.method", AttrValue::Str(method)));
+            if let Some(consumer) = &auth.identity.consumer {
+                attributes.push(("edgegate.consumer", AttrValue::Str(consumer.clone())));
+            }
+        }
+        attributes
+    });
+}
+
+/// The `rate_limit` event of the request's trace (routes with policies).
+fn trace_rate_limit(ctx: &mut RequestCtx, limits: &Limits) {
+    use crate::observability::tracing::AttrValue;
+    if ctx.trace.is_none() || ctx.route().is_none_or(|r| r.spec.rate_limits.is_empty()) {
+        return;
+    }
+    let snapshot = Arc::clone(&ctx.snapshot);
+    let Some(trace) = ctx.trace.as_mut() else {
+        return;
+    };
+    trace.event("rate_limit", || {
+        let (outcome, report) = match limits {
+            Limits::Admit(report) => ("allowed", report.as_ref()),
+            Limits::Refuse(report) => ("limited", Some(report)),
+            Limits::StoreUnavailable => ("store_unavailable", None),
+        };
+        let mut attributes = vec![(
+            "edgegate.rate_limit.outcome",
+            AttrValue::Str(outcome.into()),
+        )];
+        if let Some(policy) = report.and_then(|r| snapshot.limiter.policies.get(r.policy)) {
+            attributes.push((
+                "edgegate.rate_limit.policy",
+                AttrValue::Str(policy.name.clone()),
+            ));
+        }
+        attributes
+    });
 }
 
 /// The outcome of the synchronous checks.

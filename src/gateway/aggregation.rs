@@ -10,6 +10,7 @@ use crate::aggregate::answer::{self, Data, Piece};
 use crate::aggregate::template::{query_value, Encoding, PartValues};
 use crate::aggregate::{Outcome, PartRecord};
 use crate::config::PartSpec;
+use crate::observability::tracing::context::SpanId;
 use crate::upstream::{Pool, Tried};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -20,8 +21,12 @@ use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{ErrorType, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+/// No backend tried yet (see `Exchange::run`).
+const NO_BACKEND: usize = usize::MAX;
 
 static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
@@ -112,6 +117,8 @@ type Rendered = Vec<std::result::Result<Target, String>>;
 struct Target {
     path: Vec<u8>,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The part's own span as the backend's parent (a recording trace).
+    traceparent: Option<HeaderValue>,
 }
 
 /// The caller's request as part templates read it.
@@ -180,7 +187,11 @@ fn render_parts(
                     .map_err(|_| format!("header.{name}"))?;
                 headers.push((name.clone(), value));
             }
-            Ok(Target { path, headers })
+            Ok(Target {
+                path,
+                headers,
+                traceparent: None,
+            })
         })
         .collect()
 }
@@ -286,6 +297,10 @@ struct PartResult {
     status: Option<u16>,
     data: Data,
     ended: Instant,
+    /// The last backend tried.
+    backend: Option<usize>,
+    /// The part's client span (a recording trace).
+    span: Option<SpanId>,
 }
 
 impl PartResult {
@@ -295,6 +310,8 @@ impl PartResult {
             status,
             data: Data::Null,
             ended: Instant::now(),
+            backend: None,
+            span: None,
         }
     }
 }
@@ -323,6 +340,31 @@ fn record_parts(
         })
         .collect();
     ctx.aggregate = Some(records);
+    let fan_out_started = SystemTime::now() - started.elapsed();
+    let snapshot = Arc::clone(&ctx.snapshot);
+    let Some(trace) = ctx.trace.as_mut() else {
+        return;
+    };
+    for (index, result) in results {
+        let (Some(span), Some(spec)) = (result.span, plan.spec.parts.get(*index)) else {
+            continue;
+        };
+        let pool = snapshot.pools.get(spec.upstream);
+        trace.part_span(
+            span,
+            fan_out_started,
+            &crate::observability::tracing::PartFacts {
+                part: &spec.name,
+                upstream: pool.map_or("", |p| p.name.as_str()),
+                backend: result
+                    .backend
+                    .and_then(|b| pool?.backends.get(b))
+                    .map(|b| b.label.as_str()),
+                status: result.status,
+                outcome: Outcome::LABELS[result.outcome.index()],
+            },
+        );
+    }
 }
 
 /// What the parts of one request share.
@@ -344,21 +386,42 @@ impl Exchange<'_> {
         rendered: Rendered,
         deadline: Instant,
     ) -> std::result::Result<Vec<(usize, PartResult)>, (usize, PartResult)> {
-        let mut running = FuturesUnordered::new();
         let mut results: Vec<Option<PartResult>> = vec![None; parts.len()];
+        // The last backend each part tried (`NO_BACKEND`: none yet); atomics, as the request's
+        // future must be `Send`.
+        let backends: Vec<AtomicUsize> =
+            parts.iter().map(|_| AtomicUsize::new(NO_BACKEND)).collect();
+        // Each part of a recording trace is a client span; its request names it as the parent.
+        let trace = self.ctx.trace.as_deref().filter(|trace| trace.recording());
+        let spans: Vec<Option<SpanId>> = parts
+            .iter()
+            .map(|_| trace.map(|_| crate::observability::tracing::context::new_span_id()))
+            .collect();
+        // Declared after what its futures borrow, so it is dropped first.
+        let mut running = FuturesUnordered::new();
         for (index, (part, target)) in parts.iter().zip(rendered).enumerate() {
             let part_deadline = part
                 .timeout
                 .map_or(deadline, |timeout| deadline.min(Instant::now() + timeout));
+            let backend = &backends[index];
+            let traceparent = trace
+                .zip(spans[index])
+                .map(|(t, span)| t.traceparent_for(&span));
             running.push(async move {
                 let result = match target {
                     Err(variable) => PartResult::failed(Outcome::Unresolved(variable), None),
-                    Ok(target) => self.fetch(part, target, part_deadline).await,
+                    Ok(mut target) => {
+                        target.traceparent = traceparent;
+                        self.fetch(part, target, part_deadline, backend).await
+                    }
                 };
                 (index, result)
             });
         }
-        while let Some((index, result)) = running.next().await {
+        while let Some((index, mut result)) = running.next().await {
+            result.backend =
+                Some(backends[index].load(Ordering::Relaxed)).filter(|&b| b != NO_BACKEND);
+            result.span = spans[index];
             if parts[index].required && result.outcome != Outcome::Ok {
                 return Err((index, result));
             }
@@ -373,12 +436,19 @@ impl Exchange<'_> {
 
     /// One part, bounded by `deadline`: attempts on the pool's backends as the route's
     /// `retries` allow.
-    async fn fetch(&self, part: &PartSpec, target: Target, deadline: Instant) -> PartResult {
+    async fn fetch(
+        &self,
+        part: &PartSpec,
+        target: Target,
+        deadline: Instant,
+        backend: &AtomicUsize,
+    ) -> PartResult {
         let Some(pool) = self.ctx.snapshot.pools.get(part.upstream) else {
             return PartResult::failed(Outcome::NoBackend, None);
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, self.attempts(pool, part, target, deadline)).await {
+        match tokio::time::timeout(left, self.attempts(pool, part, target, deadline, backend)).await
+        {
             Ok(result) => result,
             Err(_) => PartResult::failed(Outcome::Timeout, None),
         }
@@ -390,6 +460,7 @@ impl Exchange<'_> {
         part: &PartSpec,
         target: Target,
         deadline: Instant,
+        tried_backend: &AtomicUsize,
     ) -> PartResult {
         let Some(mut lease) = pool.acquire() else {
             return PartResult::failed(Outcome::NoBackend, None);
@@ -423,6 +494,7 @@ impl Exchange<'_> {
                 }
             };
             tried.insert(index);
+            tried_backend.store(index, Ordering::Relaxed);
             lease.assign(index);
             let Some(backend) = pool.backends.get(index) else {
                 return last;
@@ -451,6 +523,8 @@ impl Exchange<'_> {
                         status: Some(status),
                         data,
                         ended: Instant::now(),
+                        backend: None,
+                        span: None,
                     };
                     if status < 500 {
                         return last;
@@ -508,6 +582,12 @@ impl Exchange<'_> {
         request.insert_header(http::header::HOST, host.clone())?;
         for (name, value) in &target.headers {
             request.insert_header(name.clone(), value.clone())?;
+        }
+        if let Some(traceparent) = &target.traceparent {
+            request.insert_header(
+                crate::observability::tracing::TRACEPARENT.clone(),
+                traceparent.clone(),
+            )?;
         }
         Ok(request)
     }

@@ -76,6 +76,7 @@ pub fn finish(session: &Session, ctx: &mut RequestCtx, error: Option<&pingora_er
                 protocol: protocol_name(request.version),
                 request_id: ctx.request_id.as_str(),
                 duration: elapsed,
+                cache: cache.map(|c| c.header_value()),
             },
         );
     }

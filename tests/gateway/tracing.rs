@@ -383,3 +383,133 @@ fn a_reload_moves_export_to_another_collector_and_changes_sampling() {
         "nothing more went to the old collector"
     );
 }
+
+/// The server span's event `name`, as (key, value) attributes.
+fn event(span: &Span, name: &str) -> Option<Vec<(String, String)>> {
+    span.events.iter().find(|e| e.name == name).map(|e| {
+        e.attributes
+            .iter()
+            .map(|kv| (kv.key.clone(), crate::support::otlp::string(kv)))
+            .collect()
+    })
+}
+
+#[test]
+fn authentication_rate_limits_and_the_cache_are_on_the_server_span() {
+    let collector = Collector::start();
+    let origin = Origin::start("app");
+    // An authenticated route's answers are stored only when the origin says they may be shared.
+    origin.set(|b| b.headers = vec![("Cache-Control".into(), "public, max-age=60".into())]);
+    let gw = gateway(
+        &collector.addr.to_string(),
+        "",
+        &one_origin(&origin),
+        &format!(
+            "  - {{ name: r, upstream: app, auth: {{ api_key: true }}, rate_limits: [per_ip], cache: {{ ttl: 30s }} }}\n\
+             auth:\n  api_keys:\n    keys: [{{ consumer: partner, sha256: {} }}]\n\
+             rate_limits:\n  policies:\n    per_ip: {{ algorithm: fixed_window, key: client_ip, limit: 100, window: 1m }}\n",
+            edgegate::auth::api_key::hash_key_hex("partner-key")
+        ),
+    );
+    for _ in 0..2 {
+        let response = gw.request("GET", "/item", &[("X-API-Key", "partner-key")], b"");
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    assert_eq!(
+        gw.request("GET", "/item", &[("X-API-Key", "wrong")], b"")
+            .status,
+        401
+    );
+    let spans = collector.wait_spans(4);
+    let mut servers = server_spans(&spans);
+    servers.sort_by_key(|s| s.start_time_unix_nano);
+    assert_eq!(servers.len(), 3, "{servers:#?}");
+    let auth = event(servers[0], "authentication").expect("an authentication event");
+    assert!(
+        auth.contains(&("edgegate.auth.outcome".into(), "ok".into())),
+        "{auth:?}"
+    );
+    assert!(
+        auth.contains(&("edgegate.auth.method".into(), "api_key".into())),
+        "{auth:?}"
+    );
+    assert!(
+        auth.contains(&("edgegate.consumer".into(), "partner".into())),
+        "{auth:?}"
+    );
+    let limit = event(servers[0], "rate_limit").expect("a rate_limit event");
+    assert!(limit.contains(&("edgegate.rate_limit.outcome".into(), "allowed".into())));
+    assert!(limit.contains(&("edgegate.rate_limit.policy".into(), "per_ip".into())));
+    assert_eq!(
+        attribute(servers[0], "edgegate.cache.status").as_deref(),
+        Some("MISS")
+    );
+    assert_eq!(
+        attribute(servers[1], "edgegate.cache.status").as_deref(),
+        Some("HIT")
+    );
+    let refused = event(servers[2], "authentication").unwrap();
+    assert!(
+        refused.contains(&("edgegate.auth.outcome".into(), "unknown_api_key".into())),
+        "{refused:?}"
+    );
+    assert_eq!(
+        event(servers[2], "rate_limit"),
+        None,
+        "refused before the limits"
+    );
+}
+
+#[test]
+fn each_aggregation_part_is_a_client_span_its_backend_is_told_about() {
+    let (collector, origin, gw) = traced(
+        "",
+        "  - { name: dash, aggregate: { parts: { one: { upstream: app, path: /one }, two: { upstream: app, path: /two } } } }\n",
+    );
+    let answer = gw.get("/dash").json();
+    let spans = collector.wait_spans(3);
+    let server = server_spans(&spans)[0].clone();
+    for part in ["one", "two"] {
+        let span = spans
+            .iter()
+            .find(|s| s.name == format!("part {part}"))
+            .unwrap_or_else(|| panic!("no span for part {part}: {spans:#?}"));
+        assert_eq!(span.kind, SpanKind::Client as i32);
+        assert_eq!(span.parent_span_id, server.span_id);
+        assert_eq!(
+            attribute(span, "edgegate.part.outcome").as_deref(),
+            Some("ok")
+        );
+        assert_eq!(
+            attribute(span, "server.address"),
+            Some(origin.addr.to_string())
+        );
+        let told = answer["data"][part]["headers"]["traceparent"]
+            .as_str()
+            .unwrap();
+        assert_eq!(
+            told.split('-').nth(2),
+            Some(hex(&span.span_id).as_str()),
+            "{told}"
+        );
+    }
+}
+
+#[test]
+fn a_b3_single_header_is_continued_when_there_is_no_traceparent() {
+    let (collector, _origin, gw) =
+        traced("  sample_ratio: 0\n", "  - { name: r, upstream: app }\n");
+    let b3 = format!("{CLIENT_TRACE}-{CLIENT_SPAN}-1");
+    let (traceparent, _) = upstream_context(&gw, "/", &[("b3", &b3)]);
+    assert!(
+        traceparent.starts_with(&format!("00-{CLIENT_TRACE}-")),
+        "{traceparent}"
+    );
+    assert!(
+        traceparent.ends_with("-01"),
+        "the B3 sampling decision is followed"
+    );
+    let spans = collector.wait_spans(2);
+    let server = server_spans(&spans)[0];
+    assert_eq!(hex(&server.parent_span_id), CLIENT_SPAN);
+}

@@ -45,6 +45,35 @@ pub fn parse_traceparent(value: &[u8]) -> Option<Parent> {
     })
 }
 
+/// Reads a B3 single header (`{trace}-{span}[-{sampled}[-{parent}]]`, a 64- or 128-bit trace
+/// id, `1`/`d` sampled, `0` not) from services that predate W3C Trace Context. A lone
+/// sampling flag (`0`, `1`, `d`) carries no ids and starts a new trace.
+pub fn parse_b3(value: &[u8]) -> Option<Parent> {
+    let mut fields = value.split(|&b| b == b'-');
+    let trace = fields.next()?;
+    let span = fields.next()?;
+    let sampled = match fields.next() {
+        None | Some(b"1") | Some(b"d") => true,
+        Some(b"0") => false,
+        Some(_) => return None,
+    };
+    let trace_id = match trace.len() {
+        32 => hex_bytes::<16>(trace)?,
+        16 => {
+            let mut padded = [0u8; 16];
+            padded[8..].copy_from_slice(&hex_bytes::<8>(trace)?);
+            padded
+        }
+        _ => return None,
+    };
+    let span_id = hex_bytes::<8>(span)?;
+    (trace_id != [0; 16] && span_id != [0; 8]).then_some(Parent {
+        trace_id,
+        span_id,
+        sampled,
+    })
+}
+
 /// Lower-case hex pairs into bytes.
 fn hex_bytes<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
     if text.len() != N * 2 {
@@ -123,6 +152,35 @@ mod tests {
             traceparent(&parent.trace_id, &parent.span_id, true).as_bytes(),
             EXAMPLE
         );
+    }
+
+    #[test]
+    fn b3_single_headers_are_read_as_parents() {
+        let full =
+            parse_b3(b"80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90")
+                .unwrap();
+        assert!(full.sampled);
+        assert_eq!(
+            full.span_id,
+            [0xe4, 0x57, 0xb5, 0xa2, 0xe4, 0xd8, 0x6b, 0xd1]
+        );
+        let short = parse_b3(b"a3ce929d0e0e4736-00f067aa0ba902b7-0").unwrap();
+        assert!(!short.sampled);
+        assert_eq!(&short.trace_id[..8], &[0; 8], "a 64-bit id is the low half");
+        assert!(
+            parse_b3(b"a3ce929d0e0e4736-00f067aa0ba902b7")
+                .unwrap()
+                .sampled
+        );
+        for bad in [
+            &b"0"[..],
+            b"1",
+            b"d",
+            b"xyz-00f067aa0ba902b7",
+            b"a3ce929d0e0e4736-00f067aa0ba902b7-2",
+        ] {
+            assert_eq!(parse_b3(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -17,6 +17,8 @@ use std::time::{Duration, SystemTime};
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// `tracestate`.
 pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+/// B3 single header, read when there is no valid `traceparent`.
+pub static B3: HeaderName = HeaderName::from_static("b3");
 
 /// OTLP's span kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,14 @@ pub enum AttrValue {
     Int(i64),
 }
 
+/// Something that happened during a span.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub name: &'static str,
+    pub time: SystemTime,
+    pub attributes: Vec<(&'static str, AttrValue)>,
+}
+
 /// One finished span.
 #[derive(Debug, Clone)]
 pub struct SpanRecord {
@@ -44,6 +54,7 @@ pub struct SpanRecord {
     pub start: SystemTime,
     pub end: SystemTime,
     pub attributes: Vec<(&'static str, AttrValue)>,
+    pub events: Vec<Event>,
     pub error: bool,
 }
 
@@ -71,6 +82,8 @@ pub struct ServerFacts<'a> {
     pub protocol: &'static str,
     pub request_id: &'a str,
     pub duration: Duration,
+    /// The `X-Cache` value on caching routes.
+    pub cache: Option<&'a str>,
 }
 
 /// One upstream attempt's facts, when it ends.
@@ -97,6 +110,7 @@ pub struct RequestTrace {
     method: http::Method,
     start: SystemTime,
     attempts: Vec<SpanRecord>,
+    events: Vec<Event>,
     open_attempt: Option<(SpanId, SystemTime)>,
 }
 
@@ -115,7 +129,7 @@ impl Tracer {
     }
 
     /// The trace of a request with these headers on a route whose ratio is `route_ratio`: a
-    /// valid `traceparent` is continued (a sampled parent is always followed, an unsampled one
+    /// valid `traceparent` (else a B3 single header) is continued (a sampled parent is always followed, an unsampled one
     /// never by the head decision); otherwise a new trace is sampled at the ratio.
     pub fn start(
         &self,
@@ -124,16 +138,19 @@ impl Tracer {
         route_ratio: Option<f64>,
     ) -> Box<RequestTrace> {
         // One pass over the fields finds both (cheaper than two lookups by name).
-        let (mut traceparent, mut tracestate) = (None, None);
+        let (mut traceparent, mut tracestate, mut b3) = (None, None, None);
         for (name, value) in headers {
             if name == TRACEPARENT {
                 traceparent.get_or_insert(value);
             } else if name == TRACESTATE {
                 tracestate.get_or_insert(value);
+            } else if name == B3 {
+                b3.get_or_insert(value);
             }
         }
-        let parent: Option<Parent> =
+        let w3c: Option<Parent> =
             traceparent.and_then(|value| context::parse_traceparent(value.as_bytes()));
+        let parent = w3c.or_else(|| b3.and_then(|value| context::parse_b3(value.as_bytes())));
         let (trace_id, parent_span, sampled) = match parent {
             Some(parent) => (parent.trace_id, Some(parent.span_id), parent.sampled),
             None => {
@@ -143,7 +160,8 @@ impl Tracer {
             }
         };
         let client_tracestate = tracestate.is_some();
-        let tracestate = parent
+        // `tracestate` belongs to a W3C parent only.
+        let tracestate = w3c
             .and(tracestate)
             .filter(|value| context::sane_tracestate(value))
             .cloned();
@@ -166,6 +184,7 @@ impl Tracer {
                 SystemTime::UNIX_EPOCH
             },
             attempts: Vec::new(),
+            events: Vec::new(),
             open_attempt: None,
         })
     }
@@ -194,6 +213,7 @@ impl Tracer {
             tracestate,
             start,
             attempts,
+            events,
             ..
         } = trace;
         let mut attributes = vec![
@@ -211,14 +231,12 @@ impl Tracer {
         if let Some(route) = facts.route {
             attributes.push(("http.route", AttrValue::Str(route.into())));
         }
-        if let Some(status) = facts.status {
-            attributes.push((
-                "http.response.status_code",
-                AttrValue::Int(i64::from(status)),
-            ));
-        }
+        status_attribute(&mut attributes, facts.status);
         if let Some(ip) = facts.client_ip {
             attributes.push(("client.address", AttrValue::Str(ip.to_string())));
+        }
+        if let Some(cache) = facts.cache {
+            attributes.push(("edgegate.cache.status", AttrValue::Str(cache.into())));
         }
         let name = match facts.route {
             Some(route) => format!("{} {route}", facts.method),
@@ -233,6 +251,7 @@ impl Tracer {
             start,
             end: start + facts.duration,
             attributes,
+            events,
             error: facts.status.is_none_or(|s| s >= 500),
         };
         self.exporter.submit(Box::new(TraceRecord {
@@ -284,22 +303,99 @@ impl RequestTrace {
                 AttrValue::Int(i64::from(facts.resend_count)),
             ),
         ];
-        if let Some(status) = facts.status {
-            attributes.push((
-                "http.response.status_code",
-                AttrValue::Int(i64::from(status)),
-            ));
-        }
+        status_attribute(&mut attributes, facts.status);
+        let name = self.method.as_str().to_string();
+        let error = facts.status.is_none_or(|s| s >= 500);
+        self.client_span(span_id, name, start, attributes, error);
+    }
+
+    /// Adds a finished client span, the server span's child.
+    fn client_span(
+        &mut self,
+        span_id: SpanId,
+        name: String,
+        start: SystemTime,
+        attributes: Vec<(&'static str, AttrValue)>,
+        error: bool,
+    ) {
         self.attempts.push(SpanRecord {
             span_id,
             parent: Some(self.span_id),
             trace_state: None,
-            name: self.method.as_str().to_string(),
+            name,
             kind: SpanKind::Client,
             start,
-            end: SystemTime::now(),
+            end: SystemTime::now().max(start),
             attributes,
-            error: facts.status.is_none_or(|s| s >= 500),
+            events: Vec::new(),
+            error,
         });
     }
+
+    /// Whether this request's spans may be exported (else nothing is worth recording).
+    pub fn recording(&self) -> bool {
+        self.recording
+    }
+
+    /// Records an event on the server span; `attributes` runs only when the trace records.
+    pub fn event(
+        &mut self,
+        name: &'static str,
+        attributes: impl FnOnce() -> Vec<(&'static str, AttrValue)>,
+    ) {
+        if self.recording {
+            self.events.push(Event {
+                name,
+                time: SystemTime::now(),
+                attributes: attributes(),
+            });
+        }
+    }
+
+    /// A client span for an aggregation part that already ended (`span_id` is the one its
+    /// request carried).
+    pub fn part_span(&mut self, span_id: SpanId, start: SystemTime, facts: &PartFacts<'_>) {
+        if !self.recording {
+            return;
+        }
+        let mut attributes = vec![
+            ("edgegate.part", AttrValue::Str(facts.part.into())),
+            ("edgegate.upstream", AttrValue::Str(facts.upstream.into())),
+            (
+                "edgegate.part.outcome",
+                AttrValue::Str(facts.outcome.into()),
+            ),
+        ];
+        if let Some(backend) = facts.backend {
+            attributes.push(("server.address", AttrValue::Str(backend.into())));
+        }
+        status_attribute(&mut attributes, facts.status);
+        let name = format!("part {}", facts.part);
+        let error = facts.outcome != "ok";
+        self.client_span(span_id, name, start, attributes, error);
+    }
+
+    /// `traceparent` naming `span` as the parent (an aggregation part's request).
+    pub fn traceparent_for(&self, span: &SpanId) -> HeaderValue {
+        context::traceparent(&self.trace_id, span, self.sampled)
+    }
+}
+
+/// `http.response.status_code` when there is one.
+fn status_attribute(attributes: &mut Vec<(&'static str, AttrValue)>, status: Option<u16>) {
+    if let Some(status) = status {
+        attributes.push((
+            "http.response.status_code",
+            AttrValue::Int(i64::from(status)),
+        ));
+    }
+}
+
+/// An aggregation part, when it ended.
+pub struct PartFacts<'a> {
+    pub part: &'a str,
+    pub upstream: &'a str,
+    pub backend: Option<&'a str>,
+    pub status: Option<u16>,
+    pub outcome: &'static str,
 }

@@ -61,6 +61,16 @@ fn span(out: &mut Vec<u8>, trace_id: &[u8; 16], record: &SpanRecord) {
         for (key, value) in &record.attributes {
             attribute(span, 9, key, value);
         }
+        // Span.events = 11: Event { time_unix_nano = 1, name = 2, attributes = 3 }
+        for event in &record.events {
+            message(span, 11, |encoded| {
+                fixed64(encoded, 1, nanos(event.time));
+                string(encoded, 2, event.name);
+                for (key, value) in &event.attributes {
+                    attribute(encoded, 3, key, value);
+                }
+            });
+        }
         if record.error {
             // Span.status = 15: Status { code = 3: STATUS_CODE_ERROR (2) }
             message(span, 15, |status| varint_field(status, 3, 2));
