@@ -114,6 +114,12 @@ impl JwtVerifier {
 
     /// Verifies `token` (from the cache when it was verified before and has not expired).
     pub fn verify(&self, token: &str) -> Result<Arc<Identity>, Failure> {
+        self.verify_noting_cache(token)
+            .map(|(identity, _)| identity)
+    }
+
+    /// [`JwtVerifier::verify`], also saying whether the identity came from the cache.
+    pub fn verify_noting_cache(&self, token: &str) -> Result<(Arc<Identity>, bool), Failure> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Failure::Malformed("the token is larger than 16 KiB"));
         }
@@ -127,13 +133,13 @@ impl JwtVerifier {
             }
         }
         if let Some(identity) = self.cache.get(token, now) {
-            return Ok(identity);
+            return Ok((identity, true));
         }
         let identity = self.verify_uncached(token)?;
         if let Some(valid_until) = identity.valid_until {
             self.cache.insert(token, valid_until, &identity);
         }
-        Ok(identity)
+        Ok((identity, false))
     }
 
     /// Full verification (header, signature, claims), bypassing the cache.

@@ -131,6 +131,8 @@ pub struct Authenticated {
     pub provider: Option<usize>,
     /// Where the token was (for `strip_token`).
     pub source: Option<TokenSource>,
+    /// A JWT verified before and taken from the verified-token cache.
+    pub from_cache: bool,
 }
 
 /// Every provider and key of the configuration.
@@ -238,11 +240,12 @@ impl Authenticator {
         let provider = self.providers.get(index).ok_or(Failure::Missing)?;
         let (token, source) =
             find_token(&provider.spec.token_from, request).ok_or(Failure::Missing)?;
-        let identity = provider.verify(token)?;
+        let (identity, from_cache) = provider.verify_noting_cache(token)?;
         Ok(Authenticated {
             identity,
             provider: Some(index),
             source: Some(source.clone()),
+            from_cache,
         })
     }
 
@@ -256,6 +259,7 @@ impl Authenticator {
             identity,
             provider: None,
             source: None,
+            from_cache: false,
         })
     }
 }

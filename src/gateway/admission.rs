@@ -127,6 +127,9 @@ fn trace_authentication(
                 None => "api_key".to_string(),
             };
             attributes.push(("edgegate.auth.method", AttrValue::Str(method)));
+            if auth.provider.is_some() {
+                attributes.push(("edgegate.auth.cached", AttrValue::Bool(auth.from_cache)));
+            }
             if let Some(consumer) = &auth.identity.consumer {
                 attributes.push(("edgegate.consumer", AttrValue::Str(consumer.clone())));
             }

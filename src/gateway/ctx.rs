@@ -84,6 +84,10 @@ pub struct UpstreamCtx {
     pub retry_same_backend: bool,
     /// The one re-send a stale pooled connection earns was used.
     pub stale_resent: bool,
+    /// Why the next attempt is a retry (for its trace span).
+    pub retry_reason: Option<crate::observability::metrics::RetryReason>,
+    /// Whether the open attempt went over a pooled connection (known once connected).
+    pub reused: Option<bool>,
     /// When the whole upstream exchange, retries included, must be over: the route's `timeout`
     /// and the client's `grpc-timeout`, counted from the first attempt (None: only per-read
     /// timeouts apply).

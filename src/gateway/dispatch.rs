@@ -239,6 +239,8 @@ pub fn close_attempt(ctx: &mut RequestCtx, attempt: Attempt) {
             backend: lease.backend().map_or("", |b| b.label.as_str()),
             status,
             resend_count: ctx.upstream.retries,
+            retry_reason: ctx.upstream.retry_reason.map(|r| r.label()),
+            reused: ctx.upstream.reused.take(),
         });
     }
     if let (Some(_), Some(started)) = (status, ctx.upstream.picked_at) {
@@ -339,6 +341,7 @@ fn decide_retry(
     }
     route.metrics.retried(reason);
     ctx.upstream.retries += 1;
+    ctx.upstream.retry_reason = Some(reason);
     true
 }
 

@@ -276,6 +276,23 @@ impl ProxyHttp for Gateway {
         Ok(peer)
     }
 
+    /// A traced attempt notes whether its connection came from the pool.
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if ctx.trace.is_some() {
+            ctx.upstream.reused = Some(reused);
+        }
+        Ok(())
+    }
+
     /// Retry a failed connection on another backend when the route allows it.
     fn fail_to_connect(
         &self,

@@ -513,3 +513,75 @@ fn a_b3_single_header_is_continued_when_there_is_no_traceparent() {
     let server = server_spans(&spans)[0];
     assert_eq!(hex(&server.parent_span_id), CLIENT_SPAN);
 }
+
+#[test]
+fn a_full_queue_drops_spans_and_counts_them() {
+    let collector = Collector::start_with_delay(Duration::from_millis(500));
+    let origin = Origin::start("app");
+    let gw = gateway(
+        &collector.addr.to_string(),
+        "  max_queue: 1\n",
+        &one_origin(&origin),
+        "  - { name: r, upstream: app }\n",
+    );
+    // The exporter takes a batch every 200 ms and the collector half a second to answer it:
+    // requests that end meanwhile find the one-place queue full.
+    let full = "edgegate_tracing_spans_dropped_total{reason=\"queue_full\"}";
+    let dropped = wait_until(Duration::from_secs(10), || {
+        assert_eq!(
+            gw.get("/").status,
+            200,
+            "requests never wait for the exporter"
+        );
+        gw.metric(full).unwrap_or(0.0) >= 2.0
+    });
+    assert!(dropped, "{}", gw.metrics());
+}
+
+#[test]
+fn a_jwt_from_the_verified_token_cache_says_so() {
+    let dir = crate::support::temp_dir();
+    let secret = crate::auth::write(
+        &dir,
+        "hs.secret",
+        crate::header_templates::SECRET.as_bytes(),
+    );
+    let collector = Collector::start();
+    let origin = Origin::start("app");
+    let gw = Gateway::start(&format!(
+        "tracing: {{ otlp_endpoint: \"http://{}\" }}\n\
+         auth:\n  jwt:\n    providers:\n      main: {{ algorithms: [HS256], secret_file: {} }}\n\
+         upstreams:\n{}routes:\n  - {{ name: r, upstream: app, auth: {{ jwt: main }} }}\n",
+        collector.addr,
+        secret.display(),
+        one_origin(&origin)
+    ));
+    let token = crate::header_templates::token(serde_json::json!({
+        "sub": "alice",
+        "exp": crate::header_templates::expires()
+    }));
+    for _ in 0..2 {
+        assert_eq!(
+            gw.request("GET", "/", &[("Authorization", &token)], b"")
+                .status,
+            200
+        );
+    }
+    let spans = collector.wait_spans(4);
+    let mut servers = server_spans(&spans);
+    servers.sort_by_key(|s| s.start_time_unix_nano);
+    let cached = |span: &Span| {
+        event(span, "authentication")
+            .unwrap()
+            .into_iter()
+            .find(|(key, _)| key == "edgegate.auth.cached")
+            .map(|(_, value)| value)
+    };
+    assert_eq!(cached(servers[0]).as_deref(), Some("false"));
+    assert_eq!(cached(servers[1]).as_deref(), Some("true"));
+    let method = event(servers[0], "authentication").unwrap();
+    assert!(
+        method.contains(&("edgegate.auth.method".into(), "jwt:main".into())),
+        "{method:?}"
+    );
+}

@@ -33,6 +33,7 @@ pub enum SpanKind {
 pub enum AttrValue {
     Str(String),
     Int(i64),
+    Bool(bool),
 }
 
 /// Something that happened during a span.
@@ -93,6 +94,10 @@ pub struct AttemptFacts<'a> {
     pub status: Option<u16>,
     /// 0 for the first attempt, then 1, 2, … for the retries.
     pub resend_count: u32,
+    /// Why this attempt is a retry (the condition of `retries.on` the previous one met).
+    pub retry_reason: Option<&'static str>,
+    /// The attempt went over a pooled connection (None: no connection was made).
+    pub reused: Option<bool>,
 }
 
 /// A request's trace while it runs.
@@ -304,6 +309,12 @@ impl RequestTrace {
             ),
         ];
         status_attribute(&mut attributes, facts.status);
+        if let Some(reason) = facts.retry_reason {
+            attributes.push(("edgegate.retry.reason", AttrValue::Str(reason.into())));
+        }
+        if let Some(reused) = facts.reused {
+            attributes.push(("edgegate.connection.reused", AttrValue::Bool(reused)));
+        }
         let name = self.method.as_str().to_string();
         let error = facts.status.is_none_or(|s| s >= 500);
         self.client_span(span_id, name, start, attributes, error);

@@ -91,6 +91,8 @@ fn attribute(out: &mut Vec<u8>, field: u32, key: &str, value: &AttrValue) {
             AttrValue::Str(text) => string(any, 1, text),
             // AnyValue.int_value = 3 (int64: two's complement as a varint)
             AttrValue::Int(n) => varint_field(any, 3, *n as u64),
+            // AnyValue.bool_value = 2
+            AttrValue::Bool(b) => varint_field(any, 2, u64::from(*b)),
         });
     });
 }

@@ -27,6 +27,11 @@ pub struct Collector {
 
 impl Collector {
     pub fn start() -> Collector {
+        Self::start_with_delay(Duration::ZERO)
+    }
+
+    /// A collector that takes `delay` before answering each export.
+    pub fn start_with_delay(delay: Duration) -> Collector {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Received::default()));
@@ -55,6 +60,7 @@ impl Collector {
                             }
                         }
                         drop(received);
+                        thread::sleep(delay);
                         let answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n";
                         if reader.get_mut().write_all(answer).is_err() {
                             return;
@@ -109,6 +115,7 @@ pub fn string(kv: &KeyValue) -> String {
     match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
         Some(any_value::Value::StringValue(text)) => text.clone(),
         Some(any_value::Value::IntValue(n)) => n.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
         other => format!("{other:?}"),
     }
 }
