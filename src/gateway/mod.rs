@@ -141,7 +141,7 @@ impl ProxyHttp for Gateway {
                 Box::pin(aggregation::answer(session, ctx, &self.parts)).await?;
                 Ok(true)
             }
-            Admission::Proxy => match caching::fresh_hit(session, ctx) {
+            Admission::Proxy => match traced_fresh_hit(session, ctx) {
                 Some(hit) => {
                     Box::pin(caching::answer(session, ctx, hit)).await?;
                     Ok(true)
@@ -171,12 +171,18 @@ impl ProxyHttp for Gateway {
 
     /// Host + path + query, the route and its `vary` headers.
     fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        if let Some(trace) = ctx.trace.as_mut() {
+            trace.cache_lookup_starts();
+        }
         caching::key(session, ctx)
     }
 
     /// Nothing stored (yet): this request fetches, others with the same key wait for it.
     fn cache_miss(&self, session: &mut Session, ctx: &mut RequestCtx) {
         ctx.cache_looked_up = true;
+        if let Some(trace) = ctx.trace.as_mut() {
+            trace.cache_lookup_ends("miss");
+        }
         session.cache.cache_miss();
     }
 
@@ -186,10 +192,13 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         _meta: &CacheMeta,
         _hit_handler: &mut HitHandler,
-        _is_fresh: bool,
+        is_fresh: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<ForcedFreshness>> {
         ctx.cache_looked_up = true;
+        if let Some(trace) = ctx.trace.as_mut() {
+            trace.cache_lookup_ends(if is_fresh { "hit" } else { "stale" });
+        }
         Ok(None)
     }
 
@@ -436,6 +445,24 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         report::finish(session, ctx, error);
     }
+}
+
+/// [`caching::fresh_hit`], timed as the trace's cache lookup when it is a hit.
+fn traced_fresh_hit(
+    session: &Session,
+    ctx: &mut RequestCtx,
+) -> Option<crate::cache::store::FreshHit> {
+    let Some(trace) = ctx.trace.as_mut().filter(|trace| trace.recording()) else {
+        return caching::fresh_hit(session, ctx);
+    };
+    trace.cache_lookup_starts();
+    let hit = caching::fresh_hit(session, ctx);
+    if let Some(trace) = ctx.trace.as_mut() {
+        if hit.is_some() {
+            trace.cache_lookup_ends("hit");
+        }
+    }
+    hit
 }
 
 /// Answers a refused request with the JSON error (and the rate-limit headers of a limited route).

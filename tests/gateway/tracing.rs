@@ -448,6 +448,16 @@ fn authentication_rate_limits_and_the_cache_are_on_the_server_span() {
         attribute(servers[1], "edgegate.cache.status").as_deref(),
         Some("HIT")
     );
+    for (server, outcome) in [(servers[0], "miss"), (servers[1], "hit")] {
+        let lookup = event(server, "cache_lookup").expect("a cache_lookup event");
+        assert!(
+            lookup.contains(&("edgegate.cache.lookup".into(), outcome.into())),
+            "{lookup:?}"
+        );
+        assert!(lookup
+            .iter()
+            .any(|(key, us)| key == "edgegate.cache.lookup_us" && us.parse::<u64>().is_ok()));
+    }
     let refused = event(servers[2], "authentication").unwrap();
     assert!(
         refused.contains(&("edgegate.auth.outcome".into(), "unknown_api_key".into())),

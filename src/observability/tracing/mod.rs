@@ -117,6 +117,7 @@ pub struct RequestTrace {
     attempts: Vec<SpanRecord>,
     events: Vec<Event>,
     open_attempt: Option<(SpanId, SystemTime)>,
+    cache_lookup_started: Option<std::time::Instant>,
 }
 
 impl Tracer {
@@ -191,6 +192,7 @@ impl Tracer {
             attempts: Vec::new(),
             events: Vec::new(),
             open_attempt: None,
+            cache_lookup_started: None,
         })
     }
 
@@ -340,6 +342,28 @@ impl RequestTrace {
             attributes,
             events: Vec::new(),
             error,
+        });
+    }
+
+    /// The cache lookup starts now (a recording trace only).
+    pub fn cache_lookup_starts(&mut self) {
+        if self.recording {
+            self.cache_lookup_started = Some(std::time::Instant::now());
+        }
+    }
+
+    /// The `cache_lookup` event: how the lookup begun by [`RequestTrace::cache_lookup_starts`]
+    /// ended (`hit`, `stale`, `miss`) and how long it took.
+    pub fn cache_lookup_ends(&mut self, outcome: &'static str) {
+        let Some(started) = self.cache_lookup_started.take() else {
+            return;
+        };
+        let took = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
+        self.event("cache_lookup", || {
+            vec![
+                ("edgegate.cache.lookup", AttrValue::Str(outcome.into())),
+                ("edgegate.cache.lookup_us", AttrValue::Int(took)),
+            ]
         });
     }
 
