@@ -49,11 +49,17 @@ pub async fn answer(
     let rendered = render_parts(&plan.spec.parts, request, ctx, route);
     let cache_key = cache_key(session, ctx, &rendered);
     if let Some((key, _)) = &cache_key {
-        if let Some(hit) = snapshot
+        if let Some(trace) = ctx.trace.as_mut() {
+            trace.cache_lookup_starts();
+        }
+        let hit = snapshot
             .cache
             .as_ref()
-            .and_then(|cache| cache.store().fresh(*key, std::time::SystemTime::now()))
-        {
+            .and_then(|cache| cache.store().fresh(*key, std::time::SystemTime::now()));
+        if let Some(trace) = ctx.trace.as_mut() {
+            trace.cache_lookup_ends(if hit.is_some() { "hit" } else { "miss" });
+        }
+        if let Some(hit) = hit {
             return super::caching::answer(session, ctx, hit).await;
         }
     }

@@ -474,10 +474,15 @@ fn authentication_rate_limits_and_the_cache_are_on_the_server_span() {
 fn each_aggregation_part_is_a_client_span_its_backend_is_told_about() {
     let (collector, origin, gw) = traced(
         "",
-        "  - { name: dash, aggregate: { parts: { one: { upstream: app, path: /one }, two: { upstream: app, path: /two } } } }\n",
+        "  - { name: dash, cache: { ttl: 10s }, aggregate: { parts: { one: { upstream: app, path: /one }, two: { upstream: app, path: /two } } } }\n",
     );
     let answer = gw.get("/dash").json();
     let spans = collector.wait_spans(3);
+    let lookup = event(server_spans(&spans)[0], "cache_lookup").expect("the route caches");
+    assert!(
+        lookup.contains(&("edgegate.cache.lookup".into(), "miss".into())),
+        "{lookup:?}"
+    );
     let server = server_spans(&spans)[0].clone();
     for part in ["one", "two"] {
         let span = spans
