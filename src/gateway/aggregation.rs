@@ -346,7 +346,8 @@ fn record_parts(
         })
         .collect();
     ctx.aggregate = Some(records);
-    let fan_out_started = SystemTime::now() - started.elapsed();
+    let now = SystemTime::now();
+    let fan_out_started = now.checked_sub(started.elapsed()).unwrap_or(now);
     let snapshot = Arc::clone(&ctx.snapshot);
     let Some(trace) = ctx.trace.as_mut() else {
         return;

@@ -256,7 +256,7 @@ impl Tracer {
             name,
             kind: SpanKind::Server,
             start,
-            end: start + facts.duration,
+            end: start.checked_add(facts.duration).unwrap_or(start),
             attributes,
             events,
             error: facts.status.is_none_or(|s| s >= 500),
