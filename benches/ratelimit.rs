@@ -8,7 +8,7 @@
 mod support;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use edgegate::config::{KeyPart, PolicySpec, RateLimitSpec, StoreSpec};
+use edgegate::config::{KeyPart, PolicySpec, RateLimitSpec, RedisSpec, RedisTopology, StoreSpec};
 use edgegate::ratelimit::algorithm::{decide, Algorithm, Quota, State};
 use edgegate::ratelimit::store::LocalStore;
 use edgegate::ratelimit::{KeyInput, Limiter};
@@ -40,6 +40,7 @@ const ALGORITHMS: [(&str, Algorithm); 4] = [
 fn limiter(algorithm: Algorithm) -> Limiter {
     Limiter::new(&RateLimitSpec {
         store: StoreSpec::Local,
+        redis: None,
         max_keys: 1_000_000,
         policies: vec![PolicySpec {
             name: "bench".into(),
@@ -52,7 +53,6 @@ fn limiter(algorithm: Algorithm) -> Limiter {
             shadow: false,
         }],
     })
-    .unwrap()
 }
 
 /// The local store never awaits: a current-thread runtime drives each check to completion.
@@ -128,15 +128,19 @@ fn bench_redis(c: &mut Criterion) {
         return;
     };
     let limiter = Limiter::new(&RateLimitSpec {
-        store: StoreSpec::Redis {
-            url: format!("redis://127.0.0.1:{port}/0"),
+        store: StoreSpec::Redis,
+        redis: Some(RedisSpec {
+            topology: RedisTopology::Server {
+                url: format!("redis://127.0.0.1:{port}/0"),
+            },
+            username: None,
+            password: None,
             timeout: Duration::from_secs(1),
             allow_on_error: false,
-        },
+        }),
         max_keys: 1_000_000,
         policies: limiter(Algorithm::SlidingWindow).policies,
-    })
-    .unwrap();
+    });
     // The connection's background task needs a runtime that keeps running between checks.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -19,6 +19,7 @@ want pkg-config pkg-config
 pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev)
 if [ "$level" = test ] || [ "$level" = bench ] || [ "$level" = soak ]; then
   want redis-server redis-server
+  want redis-cli redis-tools   # the Cluster tests create the cluster with redis-cli --cluster
   want wrk wrk
   want curl curl
   want openssl openssl   # the TLS tests use `openssl s_client` as an independent client

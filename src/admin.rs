@@ -1,6 +1,6 @@
 //! The operator listener: `/health`, `/ready`, `/status`, `/metrics`, `POST /cache/purge`.
 
-use crate::cache::store::{Purge, Selection};
+use crate::fleet::purge::{Pick, PurgeOrder};
 use crate::gateway::respond::error_body;
 use crate::observability::metrics;
 use crate::snapshot::Snapshot;
@@ -136,7 +136,7 @@ impl ServeHttp for AdminApp {
             }
             ("GET" | "HEAD", "/status") => json_response(StatusCode::OK, &self.status(&snapshot)),
             ("POST", "/cache/purge") => match read_body(session).await {
-                Ok(body) => purge(&snapshot, &body),
+                Ok(body) => purge(&snapshot, &body).await,
                 Err(message) => error_response(StatusCode::BAD_REQUEST, &message),
             },
             (_, "/cache/purge") => {
@@ -189,8 +189,9 @@ fn error_response(status: StatusCode, message: &str) -> Response<Vec<u8>> {
 }
 
 /// `{"url": "http://host/path?q"}` removes that URL's entries (every route and variant);
-/// `{"prefix": "http://host/path/"}` every URL starting so.
-fn purge(snapshot: &Snapshot, body: &[u8]) -> Response<Vec<u8>> {
+/// `{"prefix": "http://host/path/"}` every URL starting so; `{"tags": [...]}` every entry tagged
+/// so. Here first, then (with `cache.purge_channel`) on every other instance.
+async fn purge(snapshot: &Snapshot, body: &[u8]) -> Response<Vec<u8>> {
     let Some(cache) = snapshot.cache.as_ref() else {
         return error_response(
             StatusCode::NOT_FOUND,
@@ -217,22 +218,16 @@ fn purge(snapshot: &Snapshot, body: &[u8]) -> Response<Vec<u8>> {
             )
         }
     };
-    let store = cache.store();
-    let how = if request.soft {
-        Purge::MarkStale
-    } else {
-        Purge::Remove
-    };
-    let purged = match (request.url, request.prefix, request.tags) {
+    let pick = match (request.url, request.prefix, request.tags) {
         (Some(url), None, None) => match purge_address(&url, true) {
-            Some(url) => store.purge(Selection::Url(&url), how),
+            Some(url) => Pick::Url(url),
             None => return error_response(StatusCode::BAD_REQUEST, "`url` needs a host"),
         },
         (None, Some(prefix), None) => match purge_address(&prefix, false) {
-            Some(prefix) => store.purge(Selection::Prefix(&prefix), how),
+            Some(prefix) => Pick::Prefix(prefix),
             None => return error_response(StatusCode::BAD_REQUEST, "`prefix` needs a host"),
         },
-        (None, None, Some(tags)) if !tags.is_empty() => store.purge(Selection::Tags(&tags), how),
+        (None, None, Some(tags)) if !tags.is_empty() => Pick::Tags(tags),
         _ => {
             return error_response(
                 StatusCode::BAD_REQUEST,
@@ -240,13 +235,22 @@ fn purge(snapshot: &Snapshot, body: &[u8]) -> Response<Vec<u8>> {
             )
         }
     };
+    let order = PurgeOrder {
+        pick,
+        soft: request.soft,
+    };
+    let purged = order.apply(cache.store());
     let verb = if request.soft {
         "marked stale"
     } else {
         "removed"
     };
     log::info!("cache purge {verb} {purged} entries");
-    json_response(StatusCode::OK, &json!({ "purged": purged }))
+    let mut answer = json!({ "purged": purged });
+    if let Some(bus) = snapshot.purge_bus.as_ref() {
+        answer["fleet"] = json!(bus.send(order).await.label());
+    }
+    json_response(StatusCode::OK, &answer)
 }
 
 /// `http://Host:8080/p?q` -> `host:8080/p?q`, the form entries are indexed by. A URL without a

@@ -8,6 +8,7 @@ pub mod compression;
 pub mod config;
 pub mod cors;
 pub mod fastfmt;
+pub mod fleet;
 pub mod gateway;
 pub mod hashing;
 pub mod lifecycle;

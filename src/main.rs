@@ -432,4 +432,53 @@ fn policies_summary(out: &mut String, model: &Model) {
             cache.max_size, cache.max_object_size, cache.lock_timeout,
         );
     }
+    if let Some(redis) = &model.rate_limits.redis {
+        redis_summary(out, model, redis);
+    }
+}
+
+fn redis_summary(out: &mut String, model: &Model, redis: &edgegate::config::RedisSpec) {
+    use edgegate::config::RedisTopology;
+    use std::fmt::Write;
+    let topology = match &redis.topology {
+        // A password written into the URL is not printed.
+        RedisTopology::Server { url } => match url.rsplit_once('@') {
+            Some((_, host)) => format!("server redis://***@{host}"),
+            None => format!("server {url}"),
+        },
+        RedisTopology::Sentinel {
+            master_name,
+            addresses,
+            db,
+        } => format!(
+            "master `{master_name}` (db {db}) from Sentinels {}",
+            addresses.join(", ")
+        ),
+        RedisTopology::Cluster { addresses } => {
+            format!("Cluster seeded by {}", addresses.join(", "))
+        }
+    };
+    let auth = match (&redis.username, &redis.password) {
+        (Some(user), Some(_)) => format!(", AUTH as {user}"),
+        (None, Some(_)) => ", AUTH".to_string(),
+        _ => String::new(),
+    };
+    let mut users = Vec::new();
+    if model.rate_limits.store == edgegate::config::StoreSpec::Redis {
+        let on_error = if redis.allow_on_error {
+            "allow"
+        } else {
+            "deny"
+        };
+        users.push(format!("rate limits (on error: {on_error})"));
+    }
+    if let Some(channel) = model.cache.as_ref().and_then(|c| c.purge_channel.as_ref()) {
+        users.push(format!("purge channel `{channel}`"));
+    }
+    let _ = writeln!(
+        out,
+        "redis: {topology}{auth}, timeout {:?}; for {}",
+        redis.timeout,
+        users.join(" and ")
+    );
 }

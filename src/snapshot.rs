@@ -5,6 +5,7 @@ use crate::auth::Authenticator;
 use crate::cache::policy::RoutePolicy;
 use crate::cache::Cache;
 use crate::config::{Model, RouteSpec, RouteTarget, UpstreamSpec};
+use crate::fleet::purge::PurgeBus;
 use crate::observability::access_log::AccessLog;
 use crate::observability::metrics::{ArmMetrics, RouteMetrics};
 use crate::routing::split::SplitPlan;
@@ -78,6 +79,8 @@ pub struct Snapshot {
     pub cache: Option<Cache>,
     /// Spans and trace context (`None`: tracing is off).
     pub tracer: Option<Arc<crate::observability::tracing::Tracer>>,
+    /// This instance's end of `cache.purge_channel` (`None`: purges stay local).
+    pub purge_bus: Option<Arc<PurgeBus>>,
 }
 
 /// Why a snapshot could not be built from a valid model.
@@ -89,8 +92,8 @@ pub enum BuildError {
     Auth(#[from] crate::auth::jwt::BuildError),
     #[error("cannot start the trace exporter thread: {0}")]
     Tracing(std::io::Error),
-    #[error("rate limits: {0}")]
-    RateLimit(String),
+    #[error("cannot start the purge channel's thread: {0}")]
+    PurgeChannel(std::io::Error),
 }
 
 /// A snapshot built to replace a running one, with what must be readied before it serves.
@@ -128,10 +131,7 @@ impl Snapshot {
         };
         let limiter = match unchanged(&|m| m.rate_limits == model.rate_limits) {
             Some(previous) => Arc::clone(&previous.limiter),
-            None => Arc::new(
-                crate::ratelimit::Limiter::new(&model.rate_limits)
-                    .map_err(BuildError::RateLimit)?,
-            ),
+            None => Arc::new(crate::ratelimit::Limiter::new(&model.rate_limits)),
         };
         let tracer = match (&model.tracing, unchanged(&|m| m.tracing == model.tracing)) {
             (None, _) => None,
@@ -140,6 +140,7 @@ impl Snapshot {
                 crate::observability::tracing::Tracer::new(spec).map_err(BuildError::Tracing)?,
             )),
         };
+        let purge_bus = purge_bus_after(&model, previous)?;
         let (pools, new_pools) = pools_after(&model, previous);
         let routes = model
             .routes
@@ -168,6 +169,7 @@ impl Snapshot {
             limiter,
             cache: model.cache.as_ref().map(Cache::shared),
             tracer,
+            purge_bus,
             model,
         };
         Ok(Successor {
@@ -176,6 +178,31 @@ impl Snapshot {
             new_key_sets,
         })
     }
+}
+
+/// The purge channel's follower: the previous one while its Redis and channel are unchanged
+/// (its cursor carries on), else a new one.
+fn purge_bus_after(
+    model: &Model,
+    previous: Option<&Snapshot>,
+) -> Result<Option<Arc<PurgeBus>>, BuildError> {
+    let channel = |m: &Model| m.cache.as_ref().and_then(|c| c.purge_channel.clone());
+    let (Some(name), Some(redis)) = (channel(model), model.rate_limits.redis.as_ref()) else {
+        return Ok(None);
+    };
+    if let Some(previous) = previous.filter(|p| {
+        channel(&p.model).as_ref() == Some(&name)
+            && p.model.rate_limits.redis.as_ref() == Some(redis)
+    }) {
+        return Ok(previous.purge_bus.clone());
+    }
+    let Some(cache) = model.cache.as_ref() else {
+        return Ok(None);
+    };
+    let store = Cache::shared(cache).store();
+    PurgeBus::start(redis, &name, store)
+        .map(|bus| Some(Arc::new(bus)))
+        .map_err(BuildError::PurgeChannel)
 }
 
 /// The model's pools: an unchanged pool is the previous one; a new or changed one is built anew

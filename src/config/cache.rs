@@ -28,11 +28,17 @@ pub(super) fn cache_settings(
         forward_tag_header,
         purge_channel,
     } = raw.unwrap_or_default();
-    check.unsupported(
-        "cache.purge_channel".into(),
-        &purge_channel,
-        "purges reaching every instance through Redis come with the fleet work",
-    );
+    if let Some(channel) = &purge_channel {
+        if channel.is_empty()
+            || channel.contains(['{', '}'])
+            || channel.chars().any(char::is_whitespace)
+        {
+            check.fail(
+                "cache.purge_channel",
+                format!("`{channel}` must be a non-empty channel name without spaces or braces (it is used as a Redis hash tag)"),
+            );
+        }
+    }
     let tag_header = check
         .header_name(
             "cache.tag_header".into(),
@@ -85,6 +91,7 @@ pub(super) fn cache_settings(
         forward_cdn_cache_control: forward_cdn_cache_control.unwrap_or(false),
         tag_header,
         forward_tag_header: forward_tag_header.unwrap_or(false),
+        purge_channel,
     })
 }
 

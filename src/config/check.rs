@@ -40,6 +40,11 @@ impl Checker {
         self.invalid.insert(key);
     }
 
+    /// Whether the item at `key` was refused.
+    pub(super) fn is_invalid(&self, key: &str) -> bool {
+        self.invalid.contains(key)
+    }
+
     /// A duration, `default` when absent.
     pub(super) fn duration(
         &mut self,

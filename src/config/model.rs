@@ -295,6 +295,8 @@ pub struct CacheSettings {
     pub tag_header: HeaderName,
     /// The tag header reaches clients (else it is removed).
     pub forward_tag_header: bool,
+    /// Redis pub/sub channel carrying purges to every instance (over `rate_limits.redis`).
+    pub purge_channel: Option<String>,
 }
 
 /// How one route caches.
@@ -519,37 +521,73 @@ pub enum AuthMethod {
     ApiKey,
 }
 
-/// Rate-limit policies (in-process store).
+/// Rate-limit policies and where their state lives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitSpec {
     pub store: StoreSpec,
+    /// `rate_limits.redis`: the shared store (`store: redis`) and the purge channel's carrier.
+    pub redis: Option<RedisSpec>,
     /// Bound of the local store; least recently used keys go first.
     pub max_keys: usize,
     pub policies: Vec<PolicySpec>,
 }
 
 /// Where rate-limit state lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreSpec {
     /// In this process.
     Local,
-    /// In a `redis-server` shared by every gateway instance.
-    Redis {
-        url: String,
-        /// Per call.
-        timeout: Duration,
-        /// What requests get while Redis is unreachable: true = allowed, false = 503.
-        allow_on_error: bool,
-    },
+    /// In Redis (`RateLimitSpec::redis`), shared by every gateway instance.
+    Redis,
 }
 
 impl Default for RateLimitSpec {
     fn default() -> Self {
         RateLimitSpec {
             store: StoreSpec::Local,
+            redis: None,
             max_keys: 1_000_000,
             policies: Vec::new(),
         }
+    }
+}
+
+/// How to reach Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSpec {
+    pub topology: RedisTopology,
+    /// AUTH user (Redis 6 ACLs); `None` with a password is the `default` user.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Per call.
+    pub timeout: Duration,
+    /// What requests get while Redis is unreachable: true = allowed, false = 503.
+    pub allow_on_error: bool,
+}
+
+/// One server, a master watched by Sentinels, or a Cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// `redis://HOST:PORT/DB`.
+    Server { url: String },
+    /// The master Sentinels name `master_name`, found again after a failover.
+    Sentinel {
+        master_name: String,
+        /// Sentinels as `host:port`.
+        addresses: Vec<String>,
+        db: i64,
+    },
+    /// Seed nodes as `host:port`; the client learns the slots and follows MOVED/ASK.
+    Cluster { addresses: Vec<String> },
+}
+
+/// A credential that never shows in `Debug` output (logs, `check`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
     }
 }
 

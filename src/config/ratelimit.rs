@@ -17,21 +17,25 @@ pub(super) fn rate_limit_spec(check: &mut Checker, raw: Option<RawRateLimits>) -
     else {
         return RateLimitSpec::default();
     };
-    let shared = check.choice(
-        "rate_limits.store".into(),
-        store.as_deref(),
-        false,
-        &[("local", false), ("redis", true)],
-    );
-    let store = match shared {
-        Some(true) => redis_store(check, redis),
-        Some(false) => {
-            if redis.is_some() {
-                check.fail("rate_limits.redis", "only applies to `store: redis`");
+    let shared = check
+        .choice(
+            "rate_limits.store".into(),
+            store.as_deref(),
+            false,
+            &[("local", false), ("redis", true)],
+        )
+        .unwrap_or(false);
+    let redis = match redis {
+        Some(raw) => redis_spec(check, raw),
+        None => {
+            if shared {
+                check.fail(
+                    "rate_limits",
+                    "`store: redis` needs `redis: { url: redis://HOST:PORT/DB }`",
+                );
             }
-            StoreSpec::Local
+            None
         }
-        None => StoreSpec::Local,
     };
     let max_keys = max_keys.unwrap_or(1_000_000);
     if !(1_000..=100_000_000).contains(&max_keys) {
@@ -44,14 +48,20 @@ pub(super) fn rate_limit_spec(check: &mut Checker, raw: Option<RawRateLimits>) -
         }
     }
     RateLimitSpec {
-        store,
+        store: if shared && redis.is_some() {
+            StoreSpec::Redis
+        } else {
+            StoreSpec::Local
+        },
+        redis,
         max_keys: max_keys as usize,
         policies: specs,
     }
 }
 
-fn redis_store(check: &mut Checker, raw: Option<RawRedis>) -> StoreSpec {
-    let Some(RawRedis {
+/// `rate_limits.redis`: exactly one of `url`, `sentinel` and `cluster`, and the credentials.
+fn redis_spec(check: &mut Checker, raw: RawRedis) -> Option<RedisSpec> {
+    let RawRedis {
         url,
         timeout,
         on_error,
@@ -59,33 +69,92 @@ fn redis_store(check: &mut Checker, raw: Option<RawRedis>) -> StoreSpec {
         cluster,
         username,
         password_file,
+        password_env,
         tls,
-    }) = raw
-    else {
-        check.fail(
-            "rate_limits",
-            "`store: redis` needs `redis: { url: redis://HOST:PORT/DB }`",
-        );
-        return StoreSpec::Local;
+    } = raw;
+    check.unsupported(
+        "rate_limits.redis.tls".into(),
+        &tls,
+        "TLS to Redis comes in a later release",
+    );
+    let before = check.problem_count();
+    let topology = match (url, sentinel, cluster) {
+        (Some(url), None, None) => {
+            if !url.starts_with("redis://") {
+                check.fail(
+                    "rate_limits.redis.url",
+                    format!("`{url}` is not a redis://HOST:PORT/DB URL"),
+                );
+            } else if let Err(error) = redis::Client::open(url.as_str()) {
+                check.fail("rate_limits.redis.url", format!("`{url}`: {error}"));
+            }
+            RedisTopology::Server { url }
+        }
+        (None, Some(sentinel), None) => {
+            if sentinel.master_name.is_empty() {
+                check.fail(
+                    "rate_limits.redis.sentinel.master_name",
+                    "must name the master the Sentinels watch",
+                );
+            }
+            if !(0..=15).contains(&sentinel.db.unwrap_or(0)) {
+                check.fail("rate_limits.redis.sentinel.db", "must be between 0 and 15");
+            }
+            RedisTopology::Sentinel {
+                master_name: sentinel.master_name,
+                addresses: host_ports(check, "rate_limits.redis.sentinel", sentinel.addresses),
+                db: sentinel.db.unwrap_or(0),
+            }
+        }
+        (None, None, Some(cluster)) => RedisTopology::Cluster {
+            addresses: host_ports(check, "rate_limits.redis.cluster", cluster.addresses),
+        },
+        _ => {
+            check.fail(
+                "rate_limits.redis",
+                "needs exactly one of `url: redis://HOST:PORT/DB`, `sentinel: { master_name, addresses }` and `cluster: { addresses }`",
+            );
+            check.mark_invalid("rate_limits.redis".into());
+            return None;
+        }
     };
-    let fleet = "Redis Sentinel, Cluster, AUTH and TLS come with the fleet work";
-    for (key, value) in [
-        ("sentinel", &sentinel),
-        ("cluster", &cluster),
-        ("username", &username),
-        ("password_file", &password_file),
-        ("tls", &tls),
-    ] {
-        check.unsupported(format!("rate_limits.redis.{key}"), value, fleet);
+    let password = match (password_file, password_env) {
+        (Some(_), Some(_)) => {
+            check.fail(
+                "rate_limits.redis",
+                "give one of `password_file` and `password_env`, not both",
+            );
+            None
+        }
+        (Some(path), None) => match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text.trim_end_matches(['\n', '\r']).to_string()),
+            Err(error) => {
+                check.fail(
+                    "rate_limits.redis.password_file",
+                    format!("cannot read {path}: {error}"),
+                );
+                None
+            }
+        },
+        (None, Some(variable)) => match std::env::var(&variable) {
+            Ok(value) if !value.is_empty() => Some(value),
+            _ => {
+                check.fail(
+                    "rate_limits.redis.password_env",
+                    format!("environment variable {variable} is not set"),
+                );
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    if password.as_deref() == Some("") {
+        check.fail("rate_limits.redis.password_file", "the file is empty");
     }
-    let Some(url) = url else {
-        check.fail("rate_limits.redis", "needs `url: redis://HOST:PORT/DB`");
-        return StoreSpec::Local;
-    };
-    if !url.starts_with("redis://") {
+    if username.is_some() && password.is_none() {
         check.fail(
-            "rate_limits.redis.url",
-            format!("`{url}` is not a redis://HOST:PORT/DB URL"),
+            "rate_limits.redis.username",
+            "needs a password (`password_file` or `password_env`)",
         );
     }
     let timeout = check.positive_duration(
@@ -101,11 +170,36 @@ fn redis_store(check: &mut Checker, raw: Option<RawRedis>) -> StoreSpec {
             &[("allow", true), ("deny", false)],
         )
         .unwrap_or(true);
-    StoreSpec::Redis {
-        url,
+    if check.problem_count() != before {
+        check.mark_invalid("rate_limits.redis".into());
+        return None;
+    }
+    Some(RedisSpec {
+        topology,
+        username,
+        password: password.map(Secret),
         timeout,
         allow_on_error,
+    })
+}
+
+/// `addresses` of a Sentinel or Cluster section: a non-empty list of `host:port`.
+fn host_ports(check: &mut Checker, key: &str, addresses: Vec<String>) -> Vec<String> {
+    if addresses.is_empty() {
+        check.fail(format!("{key}.addresses"), "list at least one host:port");
     }
+    for (index, address) in addresses.iter().enumerate() {
+        let port = address
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
+        if !matches!(port, Some((host, Ok(port))) if !host.is_empty() && port > 0) {
+            check.fail(
+                format!("{key}.addresses[{index}]"),
+                format!("`{address}` is not a host:port like 10.0.0.1:26379"),
+            );
+        }
+    }
+    addresses
 }
 
 fn policy_spec(check: &mut Checker, name: &str, raw: RawPolicy) -> Option<PolicySpec> {

@@ -64,7 +64,7 @@ pub struct RawCache {
     pub forward_cdn_cache_control: Option<bool>,
     pub tag_header: Option<String>,
     pub forward_tag_header: Option<bool>,
-    pub purge_channel: Unsupported,
+    pub purge_channel: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,11 +93,26 @@ pub struct RawRedis {
     pub url: Option<String>,
     pub timeout: Option<String>,
     pub on_error: Option<String>,
-    pub sentinel: Unsupported,
-    pub cluster: Unsupported,
-    pub username: Unsupported,
-    pub password_file: Unsupported,
+    pub sentinel: Option<RawSentinel>,
+    pub cluster: Option<RawCluster>,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+    pub password_env: Option<String>,
     pub tls: Unsupported,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSentinel {
+    pub master_name: String,
+    pub addresses: Vec<String>,
+    pub db: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub addresses: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -35,6 +35,7 @@ pub(super) fn validate(raw: RawConfig, source: &Path, source_hash: u64) -> Resul
         .collect();
     let auth = super::auth::auth_spec(&mut check, auth);
     let rate_limits = super::ratelimit::rate_limit_spec(&mut check, rate_limits);
+    redis_users(&mut check, &rate_limits, cache.as_ref());
     let sections = super::routes::Sections {
         upstreams: Names::of(&upstreams, |u| u.name.as_str()),
         auth: &auth,
@@ -62,4 +63,22 @@ pub(super) fn validate(raw: RawConfig, source: &Path, source_hash: u64) -> Resul
         routes,
         tracing,
     })
+}
+
+/// `rate_limits.redis` is there for the shared store or the purge channel, and the channel
+/// needs it.
+fn redis_users(check: &mut Checker, rate_limits: &RateLimitSpec, cache: Option<&CacheSettings>) {
+    let channel = cache.is_some_and(|c| c.purge_channel.is_some());
+    if channel && rate_limits.redis.is_none() && !check.is_invalid("rate_limits.redis") {
+        check.fail(
+            "cache.purge_channel",
+            "needs `rate_limits.redis` (the Redis that carries purges to every instance)",
+        );
+    }
+    if rate_limits.redis.is_some() && rate_limits.store == StoreSpec::Local && !channel {
+        check.fail(
+            "rate_limits.redis",
+            "is used by `store: redis` and `cache.purge_channel`, and neither is set",
+        );
+    }
 }

@@ -63,24 +63,20 @@ pub struct Limiter {
 
 impl Limiter {
     /// A limiter for `spec` with an empty store (Redis is connected on first use).
-    pub fn new(spec: &RateLimitSpec) -> Result<Self, String> {
-        let store = match &spec.store {
-            StoreSpec::Local => Store::Local(LocalStore::new(spec.max_keys)),
-            StoreSpec::Redis {
-                url,
-                timeout,
-                allow_on_error,
-            } => Store::Redis {
-                store: Box::new(RedisStore::new(url, *timeout)?),
-                allow_on_error: *allow_on_error,
+    pub fn new(spec: &RateLimitSpec) -> Self {
+        let store = match (&spec.store, &spec.redis) {
+            (StoreSpec::Redis, Some(redis)) => Store::Redis {
+                store: Box::new(RedisStore::new(redis)),
+                allow_on_error: redis.allow_on_error,
             },
+            _ => Store::Local(LocalStore::new(spec.max_keys)),
         };
-        Ok(Limiter {
+        Limiter {
             policies: spec.policies.clone(),
             store,
             hasher: crate::hashing::Keyed128::new(),
             fixed_headers: spec.policies.iter().map(FixedHeaders::for_policy).collect(),
-        })
+        }
     }
 
     /// The policies live in a shared store (Redis): deciding waits for a round trip.

@@ -1,12 +1,16 @@
-//! The shared store: one round trip per policy decision to a `redis-server`, through a Lua script
-//! (`decide.lua`, EVALSHA with a reload on NOSCRIPT) that decides atomically with Redis's clock.
-//! Keys carry TTLs. While Redis is unreachable, `on_error` decides; the transitions are logged.
+//! The shared store: one round trip per policy decision to Redis (a server, a Sentinel-watched
+//! master or a Cluster, through [`RedisLink`]), running a Lua script (`decide.lua`, EVALSHA with
+//! a reload on NOSCRIPT) that decides atomically with Redis's clock. A decision touches one key,
+//! so it lives in one Cluster slot. Keys carry TTLs. While Redis is unreachable, `on_error`
+//! decides; the transitions are logged.
 
 use super::algorithm::{Algorithm, Decision, Quota};
+use crate::config::RedisSpec;
+use crate::fleet::link::RedisLink;
 use crate::observability::metrics::RateLimitStoreMetrics;
 use log::{info, warn};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Why a decision could not be had from Redis.
@@ -15,8 +19,7 @@ pub struct StoreUnavailable;
 
 /// A Redis connection (made lazily, re-made automatically) and the decision script.
 pub struct RedisStore {
-    client: redis::Client,
-    manager: tokio::sync::OnceCell<ConnectionManager>,
+    link: Arc<RedisLink>,
     script: redis::Script,
     timeout: Duration,
     unreachable: AtomicBool,
@@ -33,36 +36,15 @@ fn algorithm_name(algorithm: Algorithm) -> &'static str {
 }
 
 impl RedisStore {
-    /// A store for `url` (validated at load); nothing is connected until the first decision.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis url: {e}"))?;
-        Ok(RedisStore {
-            client,
-            manager: tokio::sync::OnceCell::new(),
+    /// A store on `spec`'s Redis; nothing is connected until the first decision.
+    pub fn new(spec: &RedisSpec) -> Self {
+        RedisStore {
+            link: Arc::new(RedisLink::new(spec)),
             script: redis::Script::new(include_str!("decide.lua")),
-            timeout,
+            timeout: spec.timeout,
             unreachable: AtomicBool::new(false),
             metrics: RateLimitStoreMetrics::new(),
-        })
-    }
-
-    async fn connection(&self) -> Result<ConnectionManager, StoreUnavailable> {
-        let manager = self
-            .manager
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(100))))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_millis(500));
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            })
-            .await
-            .map_err(|error| {
-                warn!("rate-limit store: cannot set up the Redis connection: {error}");
-                StoreUnavailable
-            })?;
-        Ok(manager.clone())
+        }
     }
 
     /// Takes one request from `key` (or, with `refund`, gives one back).
@@ -75,7 +57,6 @@ impl RedisStore {
         refund: bool,
     ) -> Result<Decision, StoreUnavailable> {
         let started = Instant::now();
-        let mut connection = self.connection().await?;
         let mut invocation = self.script.prepare_invoke();
         invocation
             .key(key)
@@ -85,11 +66,16 @@ impl RedisStore {
             .arg(quota.burst)
             .arg(if refund { "refund" } else { "take" })
             .arg(ttl_ms.max(1000));
-        let reply = tokio::time::timeout(
-            self.timeout,
-            invocation.invoke_async::<Vec<u64>>(&mut connection),
-        )
-        .await;
+        let mut reply = self.call(&invocation).await;
+        if let Ok(Err(error)) = &reply {
+            if worth_another_connection(error) {
+                // The connection died under us (Redis restarted, a Sentinel failover, an idle
+                // socket cut): one more try on a fresh one, so an instance that was idle during
+                // the failover does not fail its first request after it.
+                self.link.failed();
+                reply = self.call(&invocation).await;
+            }
+        }
         self.metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
@@ -107,17 +93,46 @@ impl RedisStore {
                 })
             }
             other => {
-                self.metrics.errors.inc();
-                if !self.unreachable.swap(true, Relaxed) {
-                    let why = match other {
-                        Ok(Ok(values)) => format!("unexpected reply {values:?}"),
-                        Ok(Err(error)) => error.to_string(),
-                        Err(_) => format!("no answer within {:?}", self.timeout),
-                    };
-                    warn!("rate-limit store: Redis unavailable ({why}); applying rate_limits.redis.on_error");
-                }
+                self.link.failed();
+                self.unavailable(&match other {
+                    Ok(Ok(values)) => format!("unexpected reply {values:?}"),
+                    Ok(Err(error)) => error.to_string(),
+                    Err(_) => format!("no answer within {:?}", self.timeout),
+                });
                 Err(StoreUnavailable)
             }
         }
     }
+
+    /// One run of the decision script, bounded by the timeout.
+    async fn call(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<redis::RedisResult<Vec<u64>>, tokio::time::error::Elapsed> {
+        let deciding = async {
+            let mut connection = self.link.connection().await.map_err(|error| {
+                redis::RedisError::from((redis::ErrorKind::Io, "no connection", error.to_string()))
+            })?;
+            invocation.invoke_async::<Vec<u64>>(&mut connection).await
+        };
+        tokio::time::timeout(self.timeout, deciding).await
+    }
+
+    /// Counts a failed decision; the first of a run is logged.
+    fn unavailable(&self, why: &str) {
+        self.metrics.errors.inc();
+        if !self.unreachable.swap(true, Relaxed) {
+            warn!(
+                "rate-limit store: Redis unavailable ({why}); applying rate_limits.redis.on_error"
+            );
+        }
+    }
+}
+
+/// Errors a fresh connection may cure: the socket is gone, or the server is no longer the master.
+fn worth_another_connection(error: &redis::RedisError) -> bool {
+    error.is_connection_dropped()
+        || error.is_io_error()
+        || error.is_connection_refusal()
+        || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
 }

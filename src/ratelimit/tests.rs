@@ -20,10 +20,10 @@ fn policy(name: &str, limit: u64, key: Vec<KeyPart>, shadow: bool) -> PolicySpec
 fn limiter(policies: Vec<PolicySpec>) -> Limiter {
     Limiter::new(&RateLimitSpec {
         store: StoreSpec::Local,
+        redis: None,
         max_keys: 10_000,
         policies,
     })
-    .unwrap()
 }
 
 /// The local store never awaits, so a current-thread runtime drives it to completion.

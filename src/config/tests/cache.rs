@@ -26,6 +26,7 @@ fn cache_defaults() {
             forward_cdn_cache_control: false,
             tag_header: http::HeaderName::from_static("cache-tag"),
             forward_tag_header: false,
+            purge_channel: None,
         })
     );
     assert_eq!(
@@ -95,7 +96,8 @@ fn cache_problems() {
         ("cache:\n  max_object_size: 0\n  lock_timeout: 0\n  default_ttl: forever\n", &["2:3 cache.max_object_size: must be greater than zero", "3:3 cache.lock_timeout: must be greater than zero", "4:3 cache.default_ttl: duration `forever` must start with a whole number"]),
         ("routes:\n  - { name: r, upstream: app, cache: { methods: [POST], vary: [\"bad name\"], ttl: 1 } }\n", &["2:77 routes[0].cache.ttl: duration `1` has no unit (use ms, s, m, h or d)", "2:64 routes[0].cache.vary[0]: `bad name` is not a valid HTTP header name", "2:50 routes[0].cache.methods[0]: `POST` responses cannot be cached: use GET and/or HEAD"]),
         ("routes:\n  - { name: r, upstream: app, cache: { stale_while_revalidate: soon, stale_if_error: 1x } }\n", &["2:40 routes[0].cache.stale_while_revalidate: duration `soon` must start with a whole number", "2:70 routes[0].cache.stale_if_error: duration `1x` has unknown unit `x` (use ms, s, m, h or d)"]),
-        ("cache:\n  purge_channel: edgegate:purge\n", &["2:3 cache.purge_channel: is not supported yet by this edgegate release (purges reaching every instance through Redis come with the fleet work); remove it"]),
+        ("cache:\n  purge_channel: edgegate:purge\n", &["2:3 cache.purge_channel: needs `rate_limits.redis` (the Redis that carries purges to every instance)"]),
+        ("cache:\n  purge_channel: \"a {b}\"\nrate_limits:\n  redis: { url: \"redis://127.0.0.1/\" }\n", &["2:3 cache.purge_channel: `a {b}` must be a non-empty channel name without spaces or braces (it is used as a Redis hash tag)"]),
         ("cache:\n  tag_header: \"bad name\"\n", &["2:3 cache.tag_header: `bad name` is not a valid HTTP header name"]),
         ("routes:\n  - { name: r, upstream: app, cache: { methods: [] } }\n", &["2:40 routes[0].cache.methods: needs at least one of GET, HEAD (or omit it)"]),
     ]);

@@ -69,6 +69,8 @@ struct Families {
     spans_exported: IntCounter,
     spans_dropped: IntCounterVec,
     ratelimit_store_full: IntCounter,
+    fleet_purges: IntCounterVec,
+    purge_channel_up: IntGauge,
     build_info: IntGaugeVec,
 }
 
@@ -354,6 +356,17 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
         "Rate-limit decisions for a new key not tracked because the local store was full of keys in use"
     )
     .expect("register edgegate_ratelimit_store_full_total"),
+    fleet_purges: register_int_counter_vec!(
+        "edgegate_cache_fleet_purges_total",
+        "Purges through cache.purge_channel, by event (published: sent to the fleet; queued: kept until Redis answers; applied: another instance's purge done here; flushed: the whole cache emptied because purges may have been missed)",
+        &["event"]
+    )
+    .expect("register edgegate_cache_fleet_purges_total"),
+    purge_channel_up: prometheus::register_int_gauge!(
+        "edgegate_cache_purge_channel_up",
+        "1 while this instance is subscribed to cache.purge_channel and caught up, else 0"
+    )
+    .expect("register edgegate_cache_purge_channel_up"),
     build_info: register_int_gauge_vec!(
         "edgegate_build_info",
         "Always 1; labels name the build",
@@ -381,6 +394,49 @@ pub fn init() {
     for reason in SpanDrop::ALL {
         FAMILIES.spans_dropped.with_label_values(&[reason.label()]);
     }
+    for event in FleetPurge::ALL {
+        FAMILIES.fleet_purges.with_label_values(&[event.label()]);
+    }
+}
+
+/// What happened to a purge carried by `cache.purge_channel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetPurge {
+    Published,
+    Queued,
+    Applied,
+    Flushed,
+}
+
+impl FleetPurge {
+    const ALL: [FleetPurge; 4] = [
+        FleetPurge::Published,
+        FleetPurge::Queued,
+        FleetPurge::Applied,
+        FleetPurge::Flushed,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            FleetPurge::Published => "published",
+            FleetPurge::Queued => "queued",
+            FleetPurge::Applied => "applied",
+            FleetPurge::Flushed => "flushed",
+        }
+    }
+}
+
+/// Counts one fleet purge event.
+pub fn fleet_purge(event: FleetPurge) {
+    FAMILIES
+        .fleet_purges
+        .with_label_values(&[event.label()])
+        .inc();
+}
+
+/// Whether this instance follows the purge channel now.
+pub fn purge_channel_up(up: bool) {
+    FAMILIES.purge_channel_up.set(i64::from(up));
 }
 
 /// Why spans were not exported.

@@ -5,6 +5,7 @@ pub mod ca;
 mod origin;
 pub mod otlp;
 pub mod redis;
+pub mod redis_fleet;
 
 pub use origin::*;
 use std::net::{SocketAddr, TcpStream};

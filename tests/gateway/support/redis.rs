@@ -15,6 +15,11 @@ impl RedisServer {
     /// Starts one on `port` (no persistence); None when `redis-server` is not installed or does
     /// not come up within 10 s.
     pub fn start_on(port: u16) -> Option<RedisServer> {
+        Self::start_with(port, &[])
+    }
+
+    /// Like `start_on`, with extra `redis-server` arguments (e.g. `--replicaof`).
+    pub fn start_with(port: u16, extra: &[&str]) -> Option<RedisServer> {
         let dir =
             std::env::temp_dir().join(format!("edgegate-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).ok()?;
@@ -31,10 +36,16 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(&dir)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .ok()?;
+        Self::started(port, child)
+    }
+
+    /// Waits (up to 10 s) for `child` to listen on `port`.
+    pub fn started(port: u16, child: Child) -> Option<RedisServer> {
         let mut server = RedisServer { port, child };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -43,7 +54,6 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        server.port = port;
         Some(server)
     }
 
