@@ -77,6 +77,19 @@ impl AdminApp {
             .map(|r| r.spec.name.as_str())
             .collect();
         let cache = snapshot.cache.as_ref().map(|c| c.store().usage());
+        let limiter = &snapshot.limiter;
+        let policies: Vec<_> = limiter
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(index, policy)| {
+                json!({
+                    "name": policy.name,
+                    "shadow": policy.shadow,
+                    "top_offenders": limiter.top_offenders(index, TOP_OFFENDERS),
+                })
+            })
+            .collect();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": self.started.elapsed().as_secs(),
@@ -87,6 +100,7 @@ impl AdminApp {
             "routes": routes,
             "upstreams": upstreams,
             "cache": cache,
+            "rate_limits": { "store": limiter.store_name(), "policies": policies },
         })
     }
 }
@@ -160,6 +174,9 @@ impl ServeHttp for AdminApp {
         }
     }
 }
+
+/// Offenders listed per policy on `/status`.
+const TOP_OFFENDERS: usize = 10;
 
 /// Largest purge request body read.
 const MAX_PURGE_BODY: usize = 64 << 10;

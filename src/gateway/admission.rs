@@ -84,8 +84,15 @@ pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Admission {
         // The client request that triggered it was already counted against the limits.
         return Admission::Proxy;
     }
-    let limits = rate_limit(session.req_header(), ctx, identity.as_deref()).await;
+    let (limits, shadow_limited) = rate_limit(session.req_header(), ctx, identity.as_deref()).await;
     trace_rate_limit(ctx, &limits);
+    ctx.limited_by = crate::ratelimit::LimitedBy {
+        enforced: match &limits {
+            Limits::Refuse(report) => u16::try_from(report.policy).ok(),
+            _ => None,
+        },
+        shadow: shadow_limited.and_then(|index| u16::try_from(index).ok()),
+    };
     match limits {
         Limits::Admit(report) => {
             ctx.ratelimit = report;
@@ -234,18 +241,19 @@ enum Limits {
     StoreUnavailable,
 }
 
-/// Applies the route's rate-limit policies (after authentication: keys and tiers need the identity).
+/// Applies the route's rate-limit policies (after authentication: keys and tiers need the
+/// identity); also the first shadow policy over its limit.
 async fn rate_limit(
     request: &RequestHeader,
     ctx: &RequestCtx,
     identity: Option<&crate::auth::Identity>,
-) -> Limits {
+) -> (Limits, Option<usize>) {
     let Some(route) = ctx.route() else {
-        return Limits::Admit(None);
+        return (Limits::Admit(None), None);
     };
     let spec = &route.spec;
     if spec.rate_limits.is_empty() {
-        return Limits::Admit(None);
+        return (Limits::Admit(None), None);
     }
     let limiter = &ctx.snapshot.limiter;
     let input = crate::ratelimit::KeyInput {
@@ -264,7 +272,7 @@ async fn rate_limit(
             .unwrap_or(Err(crate::ratelimit::redis::StoreUnavailable))
     };
     let Ok(outcome) = checked else {
-        return Limits::StoreUnavailable;
+        return (Limits::StoreUnavailable, None);
     };
     if let Some(slot) = outcome.limited_slot {
         if let Some(policy) = spec
@@ -277,10 +285,11 @@ async fn rate_limit(
                 .rate_limited(slot, &policy.name, outcome.allowed);
         }
     }
-    match outcome.report {
+    let limits = match outcome.report {
         Some(report) if !outcome.allowed => Limits::Refuse(report),
         report => Limits::Admit(report),
-    }
+    };
+    (limits, outcome.shadow_limited)
 }
 
 /// Polls a future that never waits once; `None` if it would have.

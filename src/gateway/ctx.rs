@@ -130,6 +130,8 @@ pub struct RequestCtx {
     pub encoder: Option<Box<crate::compression::Encoder>>,
     /// The rate-limit policy the response headers describe (limited routes).
     pub ratelimit: Option<crate::ratelimit::Report>,
+    /// The policies that limited the request (for the access log).
+    pub limited_by: crate::ratelimit::LimitedBy,
     pub body_bytes: u64,
     pub upstream: UpstreamCtx,
     /// The cache store was consulted for this request.
@@ -174,6 +176,7 @@ impl RequestCtx {
             compression: None,
             encoder: None,
             ratelimit: None,
+            limited_by: Default::default(),
             body_bytes: 0,
             upstream: UpstreamCtx::default(),
             cache_looked_up: false,

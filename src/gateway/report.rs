@@ -121,6 +121,16 @@ fn log_line(
             .as_ref()
             .and_then(|a| a.identity.consumer.as_deref()),
         cache,
+        limited_by: ctx
+            .limited_by
+            .enforced
+            .and_then(|i| ctx.snapshot.limiter.policies.get(usize::from(i)))
+            .map(|p| p.name.as_str()),
+        shadow_limited_by: ctx
+            .limited_by
+            .shadow
+            .and_then(|i| ctx.snapshot.limiter.policies.get(usize::from(i)))
+            .map(|p| p.name.as_str()),
         parts: ctx.aggregate.as_deref().unwrap_or(&[]),
         trace: trace.map(|t| (&t.trace_id, &t.span_id)),
     });

@@ -54,6 +54,10 @@ pub struct Entry<'a> {
     /// How the cache answered (`X-Cache`), on caching routes; `REFRESH` for a background
     /// revalidation.
     pub cache: Option<&'a str>,
+    /// The rate-limit policy that refused the request.
+    pub limited_by: Option<&'a str>,
+    /// The first shadow policy over its limit (the request went through).
+    pub shadow_limited_by: Option<&'a str>,
     /// How each part of an aggregation route ended (empty elsewhere, and then not written).
     pub parts: &'a [crate::aggregate::PartRecord],
     /// The trace and the server span of the request (tracing on).
@@ -290,6 +294,22 @@ pub fn drain(log: &AccessLog) {
     }
 }
 
+/// Two optional string fields; when both are null, `both_null` (one piece of text rather than
+/// four).
+fn push_pair(out: &mut Vec<u8>, both_null: &[u8], fields: [(&[u8], Option<&str>); 2]) {
+    if fields.iter().all(|(_, value)| value.is_none()) {
+        out.extend_from_slice(both_null);
+        return;
+    }
+    for (key, value) in fields {
+        out.extend_from_slice(key);
+        match value {
+            Some(text) => push_json_str(out, text),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+}
+
 // Hand-written rather than `write!`: `core::fmt` cost ~7k instructions per line. Bytes rather
 // than a `String`: every piece is ASCII or already UTF-8, and pushing a byte skips char encoding.
 fn format_entry(out: &mut Vec<u8>, e: &Entry<'_>) {
@@ -299,7 +319,9 @@ fn format_entry(out: &mut Vec<u8>, e: &Entry<'_>) {
     out.reserve(
         420 + texts.iter().map(|t| t.len()).sum::<usize>()
             + optional.iter().flatten().map(|t| t.len()).sum::<usize>()
-            + e.arm.map_or(0, str::len),
+            + e.arm.map_or(0, str::len)
+            + e.limited_by.map_or(0, str::len)
+            + e.shadow_limited_by.map_or(0, str::len),
     );
     out.extend_from_slice(b"{\"time\":\"");
     write_rfc3339(out, e.time);
@@ -352,19 +374,21 @@ fn format_entry(out: &mut Vec<u8>, e: &Entry<'_>) {
             None => out.extend_from_slice(b"null"),
         }
     }
-    match (e.arm, e.arm_by) {
-        // Most routes split nothing: one piece of text rather than four.
-        (None, None) => out.extend_from_slice(b",\"arm\":null,\"arm_by\":null"),
-        (arm, by) => {
-            for (key, value) in [(&b",\"arm\":"[..], arm), (&b",\"arm_by\":"[..], by)] {
-                out.extend_from_slice(key);
-                match value {
-                    Some(text) => push_json_str(out, text),
-                    None => out.extend_from_slice(b"null"),
-                }
-            }
-        }
-    }
+    // Most routes split nothing.
+    push_pair(
+        out,
+        b",\"arm\":null,\"arm_by\":null",
+        [(b",\"arm\":", e.arm), (b",\"arm_by\":", e.arm_by)],
+    );
+    // Most requests are limited by nothing.
+    push_pair(
+        out,
+        b",\"limited_by\":null,\"shadow_limited_by\":null",
+        [
+            (b",\"limited_by\":", e.limited_by),
+            (b",\"shadow_limited_by\":", e.shadow_limited_by),
+        ],
+    );
     out.extend_from_slice(b",\"upstream_status\":");
     push_status(out, e.upstream_status);
     out.extend_from_slice(b",\"upstream_duration_ms\":");
@@ -446,6 +470,8 @@ mod tests {
                 upstream_duration: Some(Duration::from_nanos(2_000_499)),
                 consumer: Some("alice"),
                 cache: None,
+                limited_by: Some("per_user"),
+                shadow_limited_by: None,
                 parts: &[],
                 trace: None,
             },
@@ -468,6 +494,8 @@ mod tests {
         assert_eq!(value["upstream_status"], 200);
         assert_eq!(value["protocol"], "HTTP/2");
         assert_eq!(value["tls"], "TLSv1.3");
+        assert_eq!(value["limited_by"], "per_user");
+        assert_eq!(value["shadow_limited_by"], serde_json::Value::Null);
     }
 
     /// A line with every optional field empty.
@@ -494,6 +522,8 @@ mod tests {
             upstream_duration: None,
             consumer: None,
             cache: None,
+            limited_by: None,
+            shadow_limited_by: None,
             parts: &[],
             trace: None,
         }
@@ -569,6 +599,7 @@ mod tests {
                 optional in prop::array::uniform5(prop::option::of(any::<String>())),
                 arm in prop::option::of(any::<String>()),
                 arm_by in prop::option::of(any::<String>()),
+                limited in prop::array::uniform2(prop::option::of(any::<String>())),
                 tls in prop::option::of(any::<String>()),
                 ip in prop::option::of(any::<IpAddr>()),
                 millis in any::<u64>(),
@@ -602,6 +633,8 @@ mod tests {
                     upstream_duration: None,
                     consumer: consumer.as_deref(),
                     cache: cache.as_deref(),
+                    limited_by: limited[0].as_deref(),
+                    shadow_limited_by: limited[1].as_deref(),
                     parts: &[],
                     trace: None,
                 });
@@ -622,6 +655,8 @@ mod tests {
                 }
                 prop_assert_eq!(value["arm"].as_str(), arm.as_deref());
                 prop_assert_eq!(value["arm_by"].as_str(), arm_by.as_deref());
+                prop_assert_eq!(value["limited_by"].as_str(), limited[0].as_deref());
+                prop_assert_eq!(value["shadow_limited_by"].as_str(), limited[1].as_deref());
             }
         }
     }

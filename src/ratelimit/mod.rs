@@ -3,6 +3,7 @@
 //! admit it, and a rejection gives back what the other policies had granted.
 
 pub mod algorithm;
+pub mod offenders;
 pub mod redis;
 pub mod store;
 
@@ -32,6 +33,16 @@ pub struct Report {
     pub decision: Decision,
 }
 
+/// The policies (indexes into `Limiter::policies`) that limited a request; small, as it lives
+/// in every request's context.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LimitedBy {
+    /// The policy that refused it.
+    pub enforced: Option<u16>,
+    /// The first shadow policy over its limit.
+    pub shadow: Option<u16>,
+}
+
 /// The limiter's answer for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
@@ -41,6 +52,8 @@ pub struct Outcome {
     pub report: Option<Report>,
     /// Position (in the route's list) of a policy that would have rejected: shadow or enforcing.
     pub limited_slot: Option<usize>,
+    /// The first shadow policy over its limit (an index into `Limiter::policies`).
+    pub shadow_limited: Option<usize>,
 }
 
 enum Store {
@@ -59,7 +72,18 @@ pub struct Limiter {
     hasher: crate::hashing::Keyed128,
     /// Per policy, the header values that depend only on its configuration.
     fixed_headers: Vec<Vec<FixedHeaders>>,
+    /// Per policy, its decisions by outcome and the keys it limited most.
+    watch: Vec<PolicyWatch>,
 }
+
+/// What a policy decided, kept for metrics and `/status`.
+struct PolicyWatch {
+    decisions: crate::observability::metrics::RateLimitDecisions,
+    offenders: offenders::Offenders,
+}
+
+/// Keys tracked per policy for `/status`'s top offenders.
+const OFFENDERS_TRACKED: usize = 32;
 
 impl Limiter {
     /// A limiter for `spec` with an empty store (Redis is connected on first use).
@@ -76,6 +100,14 @@ impl Limiter {
             store,
             hasher: crate::hashing::Keyed128::new(),
             fixed_headers: spec.policies.iter().map(FixedHeaders::for_policy).collect(),
+            watch: spec
+                .policies
+                .iter()
+                .map(|policy| PolicyWatch {
+                    decisions: crate::observability::metrics::RateLimitDecisions::new(&policy.name),
+                    offenders: offenders::Offenders::new(OFFENDERS_TRACKED),
+                })
+                .collect(),
         }
     }
 
@@ -106,6 +138,7 @@ impl Limiter {
                     allowed: true,
                     report: None,
                     limited_slot: None,
+                    shadow_limited: None,
                 })
             }
             Err(unavailable) => Err(unavailable),
@@ -126,19 +159,36 @@ impl Limiter {
         let mut admitted: u64 = 0;
         let mut report: Option<Report> = None;
         let mut limited_slot = None;
+        let mut shadow_limited = None;
         for (slot, &index) in policies.iter().enumerate() {
-            let Some(policy) = self.policies.get(index) else {
+            let (Some(policy), Some(watch)) = (self.policies.get(index), self.watch.get(index))
+            else {
                 continue;
             };
             let policy_quota = quota(policy, input.identity);
-            let decision = self.apply(index, policy_quota, input, now, false).await?;
+            let decision = match self.apply(index, policy_quota, input, now, false).await {
+                Ok(decision) => decision,
+                Err(unavailable) => {
+                    watch.decisions.store_error.inc();
+                    return Err(unavailable);
+                }
+            };
             let candidate = Report {
                 policy: index,
                 decision,
             };
-            if !decision.allowed {
+            if decision.allowed {
+                watch.decisions.admitted.inc();
+            } else {
                 limited_slot.get_or_insert(slot);
-                if !policy.shadow {
+                watch.offenders.record(self.key(index, policy, input), || {
+                    describe_key(policy, input)
+                });
+                if policy.shadow {
+                    watch.decisions.shadow_limited.inc();
+                    shadow_limited.get_or_insert(index);
+                } else {
+                    watch.decisions.limited.inc();
                     let refunds = policies
                         .iter()
                         .enumerate()
@@ -152,9 +202,11 @@ impl Limiter {
                         allowed: false,
                         report: Some(candidate),
                         limited_slot,
+                        shadow_limited,
                     });
                 }
-            } else if slot < 64 {
+            }
+            if decision.allowed && slot < 64 {
                 admitted |= 1 << slot;
             }
             if report.is_none_or(|current| closer_to_limit(&candidate.decision, &current.decision))
@@ -166,7 +218,23 @@ impl Limiter {
             allowed: true,
             report,
             limited_slot,
+            shadow_limited,
         })
+    }
+
+    /// The keys `policy` limited most (at most `n`), most first.
+    pub fn top_offenders(&self, policy: usize, n: usize) -> Vec<offenders::Offender> {
+        self.watch
+            .get(policy)
+            .map_or_else(Vec::new, |watch| watch.offenders.top(n))
+    }
+
+    /// Which store holds the policies' state: `local` or `redis`.
+    pub fn store_name(&self) -> &'static str {
+        match self.store {
+            Store::Local(_) => "local",
+            Store::Redis { .. } => "redis",
+        }
     }
 
     /// Takes (or with `refund`, gives back) one request of `policy` for this request's key.
@@ -277,6 +345,78 @@ fn feed_parts(
             }
         }
     }
+}
+
+/// The key as `/status` shows it: `route=api client_ip=203.0.113.7`. Header values of headers
+/// that usually carry secrets are shown by a fingerprint only.
+fn describe_key(policy: &PolicySpec, input: &KeyInput<'_>) -> String {
+    use std::fmt::Write;
+    let mut text = format!("route={}", input.route_name);
+    let ip = |text: &mut String, ip: Option<IpAddr>| match ip {
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            let _ = write!(
+                text,
+                " client_ip={:x}:{:x}:{:x}:{:x}::/64",
+                s[0], s[1], s[2], s[3]
+            );
+        }
+        Some(ip) => {
+            let _ = write!(text, " client_ip={ip}");
+        }
+        None => text.push_str(" client_ip=-"),
+    };
+    for part in &policy.key {
+        match part {
+            KeyPart::Global => text.push_str(" global"),
+            KeyPart::Route => {}
+            KeyPart::ClientIp => ip(&mut text, input.client_ip),
+            KeyPart::Consumer => match input.identity.and_then(|i| i.consumer.as_deref()) {
+                Some(consumer) => {
+                    let _ = write!(text, " consumer={}", shown(consumer));
+                }
+                None => ip(&mut text, input.client_ip),
+            },
+            KeyPart::Header(name) => {
+                let value = input.headers.get(name).map_or(&b""[..], |v| v.as_bytes());
+                let value = String::from_utf8_lossy(value);
+                if looks_secret(name.as_str()) {
+                    use sha2::{Digest, Sha256};
+                    let digest = Sha256::digest(value.as_bytes());
+                    let mut hex = String::with_capacity(16);
+                    crate::fastfmt::push_hex(&mut hex, &digest[..6]);
+                    let _ = write!(text, " header:{name}=sha256:{hex}");
+                } else {
+                    let _ = write!(text, " header:{name}={}", shown(&value));
+                }
+            }
+            KeyPart::Claim(claim) => {
+                let value = match input.identity.and_then(|i| i.claims.get(claim)) {
+                    Some(serde_json::Value::String(text)) => text.clone(),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                let _ = write!(text, " claim:{claim}={}", shown(&value));
+            }
+        }
+    }
+    text
+}
+
+/// At most 64 characters of a client-chosen value.
+fn shown(value: &str) -> &str {
+    match value.char_indices().nth(64) {
+        Some((end, _)) => &value[..end],
+        None => value,
+    }
+}
+
+/// Header names that usually carry credentials.
+fn looks_secret(name: &str) -> bool {
+    matches!(name, "authorization" | "proxy-authorization" | "cookie")
+        || ["token", "secret", "key", "password", "session"]
+            .iter()
+            .any(|word| name.contains(word))
 }
 
 /// IPv4 as is; IPv6 by its /64 (one subscriber usually holds a whole /64).

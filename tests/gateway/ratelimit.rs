@@ -185,3 +185,104 @@ fn rate_limit_configuration_mistakes_are_reported() {
         );
     }
 }
+
+#[test]
+fn decisions_are_counted_logged_and_the_top_offenders_shown() {
+    let origin = Origin::start("app");
+    let gw = gateway(
+        &origin,
+        "    one: { algorithm: fixed_window, key: client_ip, limit: 2, window: 1m }\n\
+         \x20   watch: { algorithm: fixed_window, key: client_ip, limit: 1, window: 1m, shadow: true }\n\
+         \x20   per_tenant: { algorithm: fixed_window, key: \"header:x-tenant\", limit: 1, window: 1m }\n\
+         \x20   per_token: { algorithm: fixed_window, key: \"header:x-api-token\", limit: 1, window: 1m }\n",
+        "  - { name: limited, match: { path_prefix: /limited }, upstream: app, rate_limits: [watch, one] }\n\
+         \x20 - { name: tenants, match: { path_prefix: /tenants }, upstream: app, rate_limits: [per_tenant] }\n\
+         \x20 - { name: tokens, upstream: app, rate_limits: [per_token] }\n",
+    );
+    let statuses: Vec<u16> = (0..3).map(|_| gw.get("/limited").status).collect();
+    assert_eq!(statuses, [200, 200, 429]);
+    let decisions = |policy: &str, outcome: &str| {
+        gw.metric(&format!(
+            "edgegate_ratelimit_decisions_total{{outcome=\"{outcome}\",policy=\"{policy}\"}}"
+        ))
+    };
+    assert_eq!(decisions("watch", "admitted"), Some(1.0));
+    assert_eq!(decisions("watch", "shadow_limited"), Some(2.0));
+    assert_eq!(decisions("one", "admitted"), Some(2.0));
+    assert_eq!(decisions("one", "limited"), Some(1.0));
+    assert_eq!(decisions("one", "store_error"), Some(0.0));
+
+    let lines = gw.access_log(3);
+    let fields = |line: &serde_json::Value| {
+        (
+            line["limited_by"].as_str().map(str::to_string),
+            line["shadow_limited_by"].as_str().map(str::to_string),
+        )
+    };
+    assert_eq!(fields(&lines[0]), (None, None));
+    assert_eq!(fields(&lines[1]), (None, Some("watch".into())));
+    assert_eq!(
+        fields(&lines[2]),
+        (Some("one".into()), Some("watch".into()))
+    );
+
+    // One loud tenant among thirty quiet ones; each tenant is allowed one request a minute.
+    for round in 0..20 {
+        gw.request("GET", "/tenants", &[("x-tenant", "loud")], b"");
+        if round < 15 {
+            for quiet in 0..2 {
+                let tenant = format!("quiet-{round}-{quiet}");
+                gw.request("GET", "/tenants", &[("x-tenant", &tenant)], b"");
+            }
+        }
+    }
+    for _ in 0..3 {
+        gw.request("GET", "/", &[("x-api-token", "hunter2")], b"");
+    }
+    let status = gw.admin_get("/status").json();
+    assert_eq!(status["rate_limits"]["store"], "local");
+    let policy = |name: &str| {
+        status["rate_limits"]["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {status}"))
+    };
+    let tenants = policy("per_tenant");
+    let top = tenants["top_offenders"].as_array().unwrap();
+    assert_eq!(
+        top.len(),
+        1,
+        "only the loud tenant was ever limited: {top:?}"
+    );
+    assert_eq!(top[0]["key"], "route=tenants header:x-tenant=loud");
+    assert_eq!(top[0]["limited"], 19);
+    assert_eq!(top[0]["error"], 0);
+    let one = policy("one");
+    assert_eq!(
+        one["top_offenders"][0]["key"],
+        "route=limited client_ip=127.0.0.1"
+    );
+    assert_eq!(one["shadow"], false);
+    assert_eq!(policy("watch")["shadow"], true);
+    // A header that carries a credential is shown by a fingerprint, never as is.
+    let token_key = policy("per_token")["top_offenders"][0]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!token_key.contains("hunter2"), "{token_key}");
+    let fingerprint = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(b"hunter2");
+        digest[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert_eq!(
+        token_key,
+        format!("route=tokens header:x-api-token=sha256:{fingerprint}")
+    );
+}

@@ -86,6 +86,13 @@ fn while_redis_is_down_on_error_decides_and_limiting_resumes_when_it_returns() {
             .unwrap_or(0.0)
             >= 3.0
     );
+    let store_errors =
+        "edgegate_ratelimit_decisions_total{outcome=\"store_error\",policy=\"shared\"}";
+    assert!(
+        deny.metric(store_errors).unwrap_or(0.0) >= 3.0,
+        "{}",
+        deny.metrics()
+    );
 
     let _redis = redis_on(port);
     assert!(

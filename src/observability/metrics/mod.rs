@@ -71,6 +71,7 @@ struct Families {
     ratelimit_store_full: IntCounter,
     fleet_purges: IntCounterVec,
     purge_channel_up: IntGauge,
+    ratelimit_decisions: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -356,6 +357,12 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
         "Rate-limit decisions for a new key not tracked because the local store was full of keys in use"
     )
     .expect("register edgegate_ratelimit_store_full_total"),
+    ratelimit_decisions: register_int_counter_vec!(
+        "edgegate_ratelimit_decisions_total",
+        "Rate-limit decisions per policy, by outcome (admitted, limited, shadow_limited: a shadow policy over its limit, store_error: no decision from the shared store)",
+        &["policy", "outcome"]
+    )
+    .expect("register edgegate_ratelimit_decisions_total"),
     fleet_purges: register_int_counter_vec!(
         "edgegate_cache_fleet_purges_total",
         "Purges through cache.purge_channel, by event (published: sent to the fleet; queued: kept until Redis answers; applied: another instance's purge done here; flushed: the whole cache emptied because purges may have been missed)",
@@ -492,6 +499,31 @@ pub fn jwt_keys_skipped(provider: &str, count: usize) {
 pub fn config_reload(success: bool) {
     let result = if success { "success" } else { "error" };
     FAMILIES.config_reloads.with_label_values(&[result]).inc();
+}
+
+/// A policy's decision counters, resolved when the limiter is built.
+pub struct RateLimitDecisions {
+    pub admitted: IntCounter,
+    pub limited: IntCounter,
+    pub shadow_limited: IntCounter,
+    pub store_error: IntCounter,
+}
+
+impl RateLimitDecisions {
+    /// The counters of policy `policy` (every outcome shown from the start).
+    pub fn new(policy: &str) -> Self {
+        let outcome = |label: &str| {
+            FAMILIES
+                .ratelimit_decisions
+                .with_label_values(&[policy, label])
+        };
+        RateLimitDecisions {
+            admitted: outcome("admitted"),
+            limited: outcome("limited"),
+            shadow_limited: outcome("shadow_limited"),
+            store_error: outcome("store_error"),
+        }
+    }
 }
 
 /// Handles for the shared rate-limit store.
