@@ -51,6 +51,7 @@ fn limiter(algorithm: Algorithm) -> Limiter {
             burst: None,
             tiers: vec![],
             shadow: false,
+            sync_interval: None,
         }],
     })
 }

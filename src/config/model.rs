@@ -606,6 +606,9 @@ pub struct PolicySpec {
     pub tiers: Vec<(String, u64)>,
     /// Count and report, never reject.
     pub shadow: bool,
+    /// Local-first in a shared store: decided here, reconciled with Redis every this long
+    /// (`None`: one Redis round trip per decision).
+    pub sync_interval: Option<Duration>,
 }
 
 /// One component of a rate-limit key.

@@ -47,6 +47,14 @@ pub(super) fn rate_limit_spec(check: &mut Checker, raw: Option<RawRateLimits>) -
             specs.push(spec);
         }
     }
+    if !shared {
+        for policy in specs.iter().filter(|p| p.sync_interval.is_some()) {
+            check.fail(
+                format!("rate_limits.policies.{}.sync", policy.name),
+                "applies to `store: redis` (the local store is exact already)",
+            );
+        }
+    }
     RateLimitSpec {
         store: if shared && redis.is_some() {
             StoreSpec::Redis
@@ -212,6 +220,7 @@ fn policy_spec(check: &mut Checker, name: &str, raw: RawPolicy) -> Option<Policy
         burst,
         tiers,
         shadow,
+        sync,
     } = raw;
     let before = check.problem_count();
     let algorithm = check
@@ -253,6 +262,22 @@ fn policy_spec(check: &mut Checker, name: &str, raw: RawPolicy) -> Option<Policy
             check.fail(format!("{key}.tiers.{tier}"), "must be at least 1");
         }
     }
+    let sync_interval = sync.and_then(|sync| {
+        let field = format!("{key}.sync.interval");
+        if !matches!(algorithm, Algorithm::FixedWindow | Algorithm::SlidingWindow) {
+            check.fail(
+                format!("{key}.sync"),
+                "applies to fixed_window and sliding_window (buckets are decided in Redis per request)",
+            );
+            return None;
+        }
+        let interval =
+            check.duration_at_least(field.clone(), Some(&sync.interval), Duration::ZERO, Duration::from_millis(10));
+        if interval > Duration::from_secs(10) {
+            check.fail(field, "must be at most 10s");
+        }
+        Some(interval)
+    });
     if check.problem_count() != before {
         check.mark_invalid(key);
         return None;
@@ -266,6 +291,7 @@ fn policy_spec(check: &mut Checker, name: &str, raw: RawPolicy) -> Option<Policy
         burst,
         tiers,
         shadow: shadow.unwrap_or(false),
+        sync_interval,
     })
 }
 

@@ -125,6 +125,13 @@ pub struct RawPolicy {
     pub burst: Option<u64>,
     pub tiers: Option<BTreeMap<String, u64>>,
     pub shadow: Option<bool>,
+    pub sync: Option<RawSync>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSync {
+    pub interval: String,
 }
 
 /// `key: client_ip` or `key: [consumer, header:X-Tenant]`.

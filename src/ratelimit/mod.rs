@@ -6,14 +6,17 @@ pub mod algorithm;
 pub mod offenders;
 pub mod redis;
 pub mod store;
+pub mod synced;
 
 use crate::auth::Identity;
-use crate::config::{KeyPart, PolicySpec, RateLimitSpec, StoreSpec};
+use crate::config::{KeyPart, PolicySpec, RateLimitSpec, RedisSpec, StoreSpec};
 use algorithm::{decide, forget_after_ms, refund, Decision, Quota};
 use http::{HeaderMap, HeaderValue};
 use redis::{RedisStore, StoreUnavailable};
 use std::net::IpAddr;
+use std::sync::Arc;
 use store::LocalStore;
+use synced::{Ask, SyncedStore};
 
 /// What a request is keyed by.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +64,8 @@ enum Store {
     Redis {
         store: Box<RedisStore>,
         allow_on_error: bool,
+        /// Per policy, its local-first store (`sync`), shared by the policies of one interval.
+        synced: Vec<Option<Arc<SyncedStore>>>,
     },
 }
 
@@ -92,6 +97,7 @@ impl Limiter {
             (StoreSpec::Redis, Some(redis)) => Store::Redis {
                 store: Box::new(RedisStore::new(redis)),
                 allow_on_error: redis.allow_on_error,
+                synced: synced_stores(redis, &spec.policies),
             },
             _ => Store::Local(LocalStore::new(spec.max_keys)),
         };
@@ -267,7 +273,17 @@ impl Limiter {
                     decision
                 }))
             }
-            Store::Redis { store, .. } => {
+            Store::Redis { store, synced, .. } => {
+                if let Some(synced) = synced.get(index).and_then(Option::as_ref) {
+                    let ask = Ask {
+                        key: self.key(index, policy, input),
+                        base: &|| synced_base(policy, input),
+                        limit: quota.limit,
+                        window_ms: quota.window_ms,
+                        sliding: policy.algorithm == algorithm::Algorithm::SlidingWindow,
+                    };
+                    return store.decide_synced(synced, &ask, refund_it).await;
+                }
                 let key = shared_key(policy, input);
                 store
                     .apply(
@@ -289,6 +305,41 @@ impl Limiter {
             feed_parts(policy, input, write);
         })
     }
+}
+
+/// One local-first store per distinct sync interval, started now; a policy without `sync`
+/// (or whose store could not start) is decided in Redis per request.
+fn synced_stores(redis: &RedisSpec, policies: &[PolicySpec]) -> Vec<Option<Arc<SyncedStore>>> {
+    let mut by_interval: Vec<(std::time::Duration, Arc<SyncedStore>)> = Vec::new();
+    policies
+        .iter()
+        .map(|policy| {
+            let interval = policy.sync_interval?;
+            if let Some((_, store)) = by_interval.iter().find(|(i, _)| *i == interval) {
+                return Some(Arc::clone(store));
+            }
+            match SyncedStore::start(redis, interval) {
+                Ok(store) => {
+                    by_interval.push((interval, Arc::clone(&store)));
+                    Some(store)
+                }
+                Err(error) => {
+                    log::error!(
+                        "rate-limit policy {}: cannot start its sync thread ({error}); deciding it in Redis per request",
+                        policy.name
+                    );
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// `edgegate:rls:{<hash>}`: a local-first key's counters, one hash tag for its windows.
+fn synced_base(policy: &PolicySpec, input: &KeyInput<'_>) -> String {
+    let shared = shared_key(policy, input);
+    let hash = shared.strip_prefix("edgegate:rl:").unwrap_or(&shared);
+    format!("edgegate:rls:{{{hash}}}")
 }
 
 /// The key in a shared store: the same for every gateway instance (names, not indexes; a

@@ -5,6 +5,7 @@
 //! decides; the transitions are logged.
 
 use super::algorithm::{Algorithm, Decision, Quota};
+use super::synced::{Ask, SyncedStore};
 use crate::config::RedisSpec;
 use crate::fleet::link::RedisLink;
 use crate::observability::metrics::RateLimitStoreMetrics;
@@ -116,6 +117,52 @@ impl RedisStore {
             invocation.invoke_async::<Vec<u64>>(&mut connection).await
         };
         tokio::time::timeout(self.timeout, deciding).await
+    }
+
+    /// Decides a local-first policy: from this instance's view when it is fresh, else exactly in
+    /// Redis (which starts syncing the key).
+    pub async fn decide_synced(
+        &self,
+        synced: &SyncedStore,
+        ask: &Ask<'_>,
+        refund: bool,
+    ) -> Result<Decision, StoreUnavailable> {
+        if refund {
+            synced.refund(ask.key);
+            return Ok(Decision {
+                allowed: true,
+                limit: ask.limit,
+                remaining: 0,
+                reset_secs: 0,
+                retry_after_secs: 0,
+            });
+        }
+        if let Some(decision) = synced.decide(ask) {
+            return Ok(decision);
+        }
+        let started = Instant::now();
+        let reply =
+            tokio::time::timeout(self.timeout, synced.decide_exactly(&self.link, ask)).await;
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        match reply {
+            Ok(Ok(decision)) => {
+                if self.unreachable.swap(false, Relaxed) {
+                    info!("rate-limit store: Redis answers again");
+                }
+                Ok(decision)
+            }
+            Ok(Err(error)) => {
+                self.link.failed();
+                self.unavailable(&error.to_string());
+                Err(StoreUnavailable)
+            }
+            Err(_) => {
+                self.unavailable(&format!("no answer within {:?}", self.timeout));
+                Err(StoreUnavailable)
+            }
+        }
     }
 
     /// Counts a failed decision; the first of a run is logged.

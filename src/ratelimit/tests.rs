@@ -14,6 +14,7 @@ fn policy(name: &str, limit: u64, key: Vec<KeyPart>, shadow: bool) -> PolicySpec
         burst: None,
         tiers: vec![("gold".into(), 5)],
         shadow,
+        sync_interval: None,
     }
 }
 

@@ -30,6 +30,7 @@ mod lifecycle;
 mod metrics;
 mod ratelimit;
 mod redis_store;
+mod redis_sync;
 mod redis_topologies;
 mod reload;
 mod resilience;

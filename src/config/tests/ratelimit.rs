@@ -91,6 +91,14 @@ fn redis_topologies_and_credentials() {
         }
     );
 
+    let synced = super::model(
+        "rate_limits:\n  store: redis\n  redis: { url: \"redis://127.0.0.1/\" }\n  policies:\n    p: { algorithm: sliding_window, key: global, limit: 1, window: 1s, sync: { interval: 50ms } }\n",
+    );
+    assert_eq!(
+        synced.rate_limits.policies[0].sync_interval,
+        Some(Duration::from_millis(50))
+    );
+
     // The purge channel alone may use Redis beside the local store.
     let purge_only = super::model(
         "rate_limits:\n  redis: { url: \"redis://127.0.0.1/\" }\ncache:\n  purge_channel: edgegate:purge\n",
@@ -115,6 +123,8 @@ fn rate_limit_problems() {
         ("rate_limits:\n  store: redis\n", &["1:1 rate_limits: `store: redis` needs `redis: { url: redis://HOST:PORT/DB }`"]),
         ("rate_limits:\n  store: redis\n  redis: { url: \"http://127.0.0.1/\", timeout: 0, on_error: retry }\n", &["3:12 rate_limits.redis.url: `http://127.0.0.1/` is not a redis://HOST:PORT/DB URL", "3:38 rate_limits.redis.timeout: must be greater than zero", "3:50 rate_limits.redis.on_error: `retry` is not one of: allow, deny"]),
         ("rate_limits:\n  max_keys: 10\n", &["2:3 rate_limits.max_keys: must be between 1000 and 100000000"]),
+        ("rate_limits:\n  policies:\n    p: { algorithm: fixed_window, key: global, limit: 1, window: 1s, sync: { interval: 50ms } }\n", &["3:70 rate_limits.policies.p.sync: applies to `store: redis` (the local store is exact already)"]),
+        ("rate_limits:\n  store: redis\n  redis: { url: \"redis://127.0.0.1/\" }\n  policies:\n    p: { algorithm: token_bucket, key: global, limit: 1, window: 1s, sync: { interval: 50ms } }\n    q: { algorithm: fixed_window, key: global, limit: 1, window: 1s, sync: { interval: 5ms } }\n    r: { algorithm: fixed_window, key: global, limit: 1, window: 1s, sync: { interval: 1m } }\n", &["5:70 rate_limits.policies.p.sync: applies to fixed_window and sliding_window (buckets are decided in Redis per request)", "6:78 rate_limits.policies.q.sync.interval: must be at least 10ms", "7:78 rate_limits.policies.r.sync.interval: must be at most 10s"]),
         ("rate_limits:\n  policies:\n    p: { algorithm: gcra, key: [], limit: 0, window: 10ms }\n", &["3:10 rate_limits.policies.p.algorithm: `gcra` is not one of: fixed_window, sliding_window, token_bucket, leaky_bucket", "3:27 rate_limits.policies.p.key: name at least one key part", "3:36 rate_limits.policies.p.limit: must be at least 1", "3:46 rate_limits.policies.p.window: must be at least 100ms"]),
         ("rate_limits:\n  policies:\n    p: { algorithm: fixed_window, key: \"cookie:x\", limit: 1, window: 1 minute, burst: 5 }\n", &["3:35 rate_limits.policies.p.key: `cookie:x` is not one of: global, client_ip, consumer, route, header:NAME, claim:NAME", "3:62 rate_limits.policies.p.window: duration `1 minute` has unknown unit ` minute` (use ms, s, m, h or d)", "3:80 rate_limits.policies.p.burst: only applies to token_bucket and leaky_bucket"]),
         ("rate_limits:\n  policies:\n    p: { algorithm: leaky_bucket, key: \"header:bad name\", limit: 1, window: 1s, burst: 0, tiers: { free: 0 } }\n", &["3:35 rate_limits.policies.p.key: `bad name` is not a valid HTTP header name", "3:81 rate_limits.policies.p.burst: must be at least 1", "3:100 rate_limits.policies.p.tiers.free: must be at least 1"]),
