@@ -42,6 +42,7 @@ fn limiter(algorithm: Algorithm) -> Limiter {
         store: StoreSpec::Local,
         redis: None,
         max_keys: 1_000_000,
+        quotas: Vec::new(),
         policies: vec![PolicySpec {
             name: "bench".into(),
             algorithm,
@@ -140,6 +141,7 @@ fn bench_redis(c: &mut Criterion) {
             allow_on_error: false,
         }),
         max_keys: 1_000_000,
+        quotas: Vec::new(),
         policies: limiter(Algorithm::SlidingWindow).policies,
     });
     // The connection's background task needs a runtime that keeps running between checks.

@@ -20,6 +20,7 @@ pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev)
 if [ "$level" = test ] || [ "$level" = bench ] || [ "$level" = soak ]; then
   want redis-server redis-server
   want redis-cli redis-tools   # the Cluster tests create the cluster with redis-cli --cluster
+  want faketime faketime   # the quota tests inject the gateway's wall clock (libfaketime)
   want wrk wrk
   want curl curl
   want openssl openssl   # the TLS tests use `openssl s_client` as an independent client

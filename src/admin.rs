@@ -1,4 +1,5 @@
-//! The operator listener: `/health`, `/ready`, `/status`, `/metrics`, `POST /cache/purge`.
+//! The operator listener: `/health`, `/ready`, `/status`, `/metrics`, `POST /cache/purge`,
+//! `GET /ratelimit/quota`.
 
 use crate::fleet::purge::{Pick, PurgeOrder};
 use crate::gateway::respond::error_body;
@@ -127,6 +128,7 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let request = session.req_header();
         let (method, path) = (request.method.clone(), request.uri.path().to_string());
+        let query = request.uri.query().unwrap_or("").to_string();
         let snapshot = self.snapshot.load_full();
         match (method.as_str(), path.as_str()) {
             ("GET" | "HEAD", "/health") => {
@@ -156,6 +158,7 @@ impl ServeHttp for AdminApp {
             (_, "/cache/purge") => {
                 error_response(StatusCode::METHOD_NOT_ALLOWED, "use POST /cache/purge")
             }
+            ("GET" | "HEAD", "/ratelimit/quota") => quota_usage(&snapshot, &query).await,
             ("GET" | "HEAD", "/metrics") => respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
@@ -268,6 +271,73 @@ async fn purge(snapshot: &Snapshot, body: &[u8]) -> Response<Vec<u8>> {
         answer["fleet"] = json!(bus.send(order).await.label());
     }
     json_response(StatusCode::OK, &answer)
+}
+
+/// `GET /ratelimit/quota?name=monthly&key=alice`: where a quota stands for a key, without
+/// counting (`key` once per key part, in order; none for `global`).
+async fn quota_usage(snapshot: &Snapshot, query: &str) -> Response<Vec<u8>> {
+    let Some(quotas) = snapshot.limiter.quotas.as_ref() else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "no quota is configured (rate_limits.quotas)",
+        );
+    };
+    let mut name = None;
+    let mut keys = Vec::new();
+    for (field, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+        let value = percent_decode(value);
+        match field {
+            "name" => name = Some(value),
+            "key" => keys.push(value),
+            _ => {}
+        }
+    }
+    let Some(name) = name else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "give the quota: ?name=NAME&key=VALUE",
+        );
+    };
+    let Some(index) = quotas.position(&name) else {
+        return error_response(StatusCode::NOT_FOUND, &format!("no quota named `{name}`"));
+    };
+    let (identity, headers, client_ip) = match quotas.lookup_input(index, &keys) {
+        Ok(parts) => parts,
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, &message),
+    };
+    let input = crate::ratelimit::KeyInput {
+        route: 0,
+        route_name: "",
+        client_ip,
+        identity: identity.as_ref(),
+        headers: &headers,
+    };
+    match quotas.usage(index, &input).await {
+        Ok(report) => json_response(
+            StatusCode::OK,
+            &json!({
+                "name": name,
+                "key": keys,
+                "period": report.period,
+                "limit": report.limit,
+                "used": report.used,
+                "remaining": report.remaining(),
+                "resets_at": report.resets_at.to_string(),
+                "reset_seconds": report.reset_secs,
+            }),
+        ),
+        Err(_) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the quota store (Redis) is unreachable",
+        ),
+    }
+}
+
+/// A query value: `%XX` and `+` decoded.
+fn percent_decode(text: &str) -> String {
+    let mut out = Vec::with_capacity(text.len());
+    crate::aggregate::template::percent_decode(text.as_bytes(), true, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `http://Host:8080/p?q` -> `host:8080/p?q`, the form entries are indexed by. A URL without a

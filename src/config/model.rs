@@ -259,6 +259,8 @@ pub struct RouteSpec {
     pub auth: Option<RouteAuthSpec>,
     /// Indexes into `RateLimitSpec::policies`; every one must admit the request.
     pub rate_limits: Vec<usize>,
+    /// Indexes into `RateLimitSpec::quotas` (named in the same `rate_limits` list).
+    pub quotas: Vec<usize>,
     pub cache: Option<RouteCacheSpec>,
     /// Cross-origin requests from browsers (`None`: the route adds no CORS headers).
     pub cors: Option<crate::cors::CorsPolicy>,
@@ -530,6 +532,28 @@ pub struct RateLimitSpec {
     /// Bound of the local store; least recently used keys go first.
     pub max_keys: usize,
     pub policies: Vec<PolicySpec>,
+    /// Calendar quotas, counted in Redis.
+    pub quotas: Vec<QuotaSpec>,
+}
+
+/// A calendar quota: at most `limit` requests per day or month of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaSpec {
+    pub name: String,
+    pub per: QuotaPeriod,
+    pub limit: u64,
+    pub key: Vec<KeyPart>,
+    /// Tier -> limit.
+    pub tiers: Vec<(String, u64)>,
+    /// IANA name (`Europe/Paris`) or `UTC`: periods end at midnight there.
+    pub time_zone: String,
+}
+
+/// The calendar period a quota counts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaPeriod {
+    Day,
+    Month,
 }
 
 /// Where rate-limit state lives.
@@ -548,6 +572,7 @@ impl Default for RateLimitSpec {
             redis: None,
             max_keys: 1_000_000,
             policies: Vec::new(),
+            quotas: Vec::new(),
         }
     }
 }

@@ -4,6 +4,7 @@ use super::check::{Checker, Names};
 use super::model::*;
 use super::raw::*;
 use crate::ratelimit::algorithm::Algorithm;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Validates the top-level `rate_limits` section.
@@ -13,6 +14,7 @@ pub(super) fn rate_limit_spec(check: &mut Checker, raw: Option<RawRateLimits>) -
         redis,
         max_keys,
         policies,
+        quotas,
     }) = raw
     else {
         return RateLimitSpec::default();
@@ -55,7 +57,28 @@ pub(super) fn rate_limit_spec(check: &mut Checker, raw: Option<RawRateLimits>) -
             );
         }
     }
+    let quotas: Vec<QuotaSpec> = quotas
+        .into_iter()
+        .filter_map(|(name, quota)| quota_spec(check, &name, quota))
+        .collect();
+    if let Some(quota) = quotas.first() {
+        if redis.is_none() && !check.is_invalid("rate_limits.redis") {
+            check.fail(
+                format!("rate_limits.quotas.{}", quota.name),
+                "needs `rate_limits.redis`: quotas are counted in Redis",
+            );
+        }
+    }
+    for quota in &quotas {
+        if specs.iter().any(|p| p.name == quota.name) {
+            check.fail(
+                format!("rate_limits.quotas.{}", quota.name),
+                "a policy has this name too: a route's `rate_limits` names both",
+            );
+        }
+    }
     RateLimitSpec {
+        quotas,
         store: if shared && redis.is_some() {
             StoreSpec::Redis
         } else {
@@ -65,6 +88,65 @@ pub(super) fn rate_limit_spec(check: &mut Checker, raw: Option<RawRateLimits>) -
         max_keys: max_keys as usize,
         policies: specs,
     }
+}
+
+/// `tiers: { NAME: LIMIT }` of a policy or quota at `key`: each limit at least 1.
+fn tier_limits(
+    check: &mut Checker,
+    key: &str,
+    raw: Option<BTreeMap<String, u64>>,
+) -> Vec<(String, u64)> {
+    let tiers: Vec<(String, u64)> = raw.unwrap_or_default().into_iter().collect();
+    for (tier, limit) in &tiers {
+        if *limit == 0 {
+            check.fail(format!("{key}.tiers.{tier}"), "must be at least 1");
+        }
+    }
+    tiers
+}
+
+/// One `rate_limits.quotas` entry.
+fn quota_spec(check: &mut Checker, name: &str, raw: RawQuota) -> Option<QuotaSpec> {
+    let key = format!("rate_limits.quotas.{name}");
+    let before = check.problem_count();
+    let per = check
+        .choice(
+            format!("{key}.per"),
+            Some(&raw.per),
+            QuotaPeriod::Day,
+            &[("day", QuotaPeriod::Day), ("month", QuotaPeriod::Month)],
+        )
+        .unwrap_or(QuotaPeriod::Day);
+    if raw.limit == 0 {
+        check.fail(format!("{key}.limit"), "must be at least 1");
+    }
+    let key_parts = key_parts(check, &key, raw.key);
+    if key_parts.contains(&KeyPart::Route) {
+        check.fail(
+            format!("{key}.key"),
+            "a quota is shared by every route that lists it: `route` is not a quota key part",
+        );
+    }
+    let tiers = tier_limits(check, &key, raw.tiers);
+    let time_zone = raw.time_zone.unwrap_or_else(|| "UTC".to_string());
+    if let Err(error) = jiff::tz::TimeZone::get(&time_zone) {
+        check.fail(
+            format!("{key}.time_zone"),
+            format!("`{time_zone}` is not a time zone of the tz database (like UTC or Europe/Paris): {error}"),
+        );
+    }
+    if check.problem_count() != before {
+        check.mark_invalid(key);
+        return None;
+    }
+    Some(QuotaSpec {
+        name: name.to_string(),
+        per,
+        limit: raw.limit,
+        key: key_parts,
+        tiers,
+        time_zone,
+    })
 }
 
 /// `rate_limits.redis`: exactly one of `url`, `sentinel` and `cluster`, and the credentials.
@@ -256,12 +338,7 @@ fn policy_spec(check: &mut Checker, name: &str, raw: RawPolicy) -> Option<Policy
             check.fail(format!("{key}.burst"), "must be at least 1");
         }
     }
-    let tiers: Vec<(String, u64)> = tiers.unwrap_or_default().into_iter().collect();
-    for (tier, tier_limit) in &tiers {
-        if *tier_limit == 0 {
-            check.fail(format!("{key}.tiers.{tier}"), "must be at least 1");
-        }
-    }
+    let tiers = tier_limits(check, &key, tiers);
     let sync_interval = sync.and_then(|sync| {
         let field = format!("{key}.sync.interval");
         if !matches!(algorithm, Algorithm::FixedWindow | Algorithm::SlidingWindow) {
@@ -343,9 +420,11 @@ pub(super) fn route_policies(
     key: &str,
     raw: Option<Vec<String>>,
     spec: &RateLimitSpec,
-) -> Vec<usize> {
+) -> (Vec<usize>, Vec<usize>) {
     let names = Names::of(&spec.policies, |p| p.name.as_str()).of_section("rate_limits.policies");
+    let quota_names = Names::of(&spec.quotas, |q| q.name.as_str()).of_section("rate_limits.quotas");
     let mut policies = Vec::new();
+    let mut quotas = Vec::new();
     let raw = raw.unwrap_or_default();
     if raw.len() > MAX_ROUTE_POLICIES {
         check.fail(
@@ -357,18 +436,23 @@ pub(super) fn route_policies(
         );
     }
     for (position, name) in raw.iter().enumerate() {
-        match names.get(name) {
-            Some(policy) if !policies.contains(&policy) => policies.push(policy),
+        let (found, list) = match (names.get(name), quota_names.get(name)) {
+            (Some(policy), _) => (Some(policy), &mut policies),
+            (None, Some(quota)) => (Some(quota), &mut quotas),
+            (None, None) => (None, &mut policies),
+        };
+        match found {
+            Some(index) if !list.contains(&index) => list.push(index),
             Some(_) => check.fail(
                 format!("{key}[{position}]"),
                 format!("`{name}` is listed twice"),
             ),
             None => {
                 check.resolve(format!("{key}[{position}]"), &names, name, |_| {
-                    format!("no policy named `{name}` under rate_limits.policies")
+                    format!("no policy named `{name}` under rate_limits.policies (or quota under rate_limits.quotas)")
                 });
             }
         }
     }
-    policies
+    (policies, quotas)
 }

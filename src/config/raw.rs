@@ -85,6 +85,18 @@ pub struct RawRateLimits {
     pub max_keys: Option<u64>,
     #[serde(default)]
     pub policies: BTreeMap<String, RawPolicy>,
+    #[serde(default)]
+    pub quotas: BTreeMap<String, RawQuota>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuota {
+    pub per: String,
+    pub limit: u64,
+    pub key: RawPolicyKey,
+    pub tiers: Option<BTreeMap<String, u64>>,
+    pub time_zone: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

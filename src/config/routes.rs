@@ -88,7 +88,12 @@ fn route_spec(
             "route names must be non-empty and use only letters, digits, `-`, `_` and `.`",
         );
     }
-    let (auth, rate_limits, cache) = route_policies(check, key, auth, rate_limits, cache, sections);
+    let RoutePolicies {
+        auth,
+        rate_limits,
+        quotas,
+        cache,
+    } = route_policies(check, key, auth, rate_limits, cache, sections);
     let cors = cors.and_then(|raw| super::cors::cors_policy(check, &format!("{key}.cors"), raw));
     let compression = compression.map(|raw| {
         super::compression::compression_policy(check, &format!("{key}.compression"), raw)
@@ -182,6 +187,7 @@ fn route_spec(
         ip_deny,
         auth,
         rate_limits,
+        quotas,
         cache,
         cors,
         compression,
@@ -189,6 +195,14 @@ fn route_spec(
         websocket_idle_timeout,
         trace_ratio,
     })
+}
+
+/// What a route names in the policy sections, resolved.
+struct RoutePolicies {
+    auth: Option<RouteAuthSpec>,
+    rate_limits: Vec<usize>,
+    quotas: Vec<usize>,
+    cache: Option<RouteCacheSpec>,
 }
 
 /// The policies a route names, resolved against their sections.
@@ -199,16 +213,21 @@ fn route_policies(
     rate_limits: Option<Vec<String>>,
     cache: Option<RawRouteCache>,
     sections: &Sections<'_>,
-) -> (Option<RouteAuthSpec>, Vec<usize>, Option<RouteCacheSpec>) {
+) -> RoutePolicies {
     let auth = super::auth::route_auth(check, &format!("{key}.auth"), auth, sections.auth);
-    let rate_limits = super::ratelimit::route_policies(
+    let (rate_limits, quotas) = super::ratelimit::route_policies(
         check,
         &format!("{key}.rate_limits"),
         rate_limits,
         sections.rate_limits,
     );
     let cache = super::cache::route_cache(check, &format!("{key}.cache"), cache, sections.cache);
-    (auth, rate_limits, cache)
+    RoutePolicies {
+        auth,
+        rate_limits,
+        quotas,
+        cache,
+    }
 }
 
 fn check_strip_prefix(check: &mut Checker, key: &str, prefix: Option<&str>) {

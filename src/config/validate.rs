@@ -75,10 +75,14 @@ fn redis_users(check: &mut Checker, rate_limits: &RateLimitSpec, cache: Option<&
             "needs `rate_limits.redis` (the Redis that carries purges to every instance)",
         );
     }
-    if rate_limits.redis.is_some() && rate_limits.store == StoreSpec::Local && !channel {
+    if rate_limits.redis.is_some()
+        && rate_limits.store == StoreSpec::Local
+        && !channel
+        && rate_limits.quotas.is_empty()
+    {
         check.fail(
             "rate_limits.redis",
-            "is used by `store: redis` and `cache.purge_channel`, and neither is set",
+            "is used by `store: redis`, `rate_limits.quotas` and `cache.purge_channel`, and none is set",
         );
     }
 }

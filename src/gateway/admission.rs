@@ -92,10 +92,20 @@ pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Admission {
             _ => None,
         },
         shadow: shadow_limited.and_then(|index| u16::try_from(index).ok()),
+        quota: None,
     };
     match limits {
         Limits::Admit(report) => {
             ctx.ratelimit = report;
+            let (quota, refusal) =
+                take_quotas(session.req_header(), ctx, identity.as_deref()).await;
+            if let Some(report) = quota.as_ref().filter(|r| !r.allowed) {
+                ctx.limited_by.quota = u16::try_from(report.quota).ok();
+            }
+            ctx.quota = quota;
+            if let Some(refusal) = refusal {
+                return Admission::Refuse(refusal.into());
+            }
             // An aggregation route answers JSON itself: an upgrade header there means nothing.
             if ctx.upgrade_requested && ctx.route().is_some_and(|r| r.aggregate.is_none()) {
                 Admission::Upgrade
@@ -290,6 +300,40 @@ async fn rate_limit(
         report => Limits::Admit(report),
     };
     (limits, outcome.shadow_limited)
+}
+
+/// Counts the request against the route's calendar quotas: the report its response describes,
+/// and the refusal when one is used up (or its store is unreachable with `on_error: deny`).
+async fn take_quotas(
+    request: &RequestHeader,
+    ctx: &RequestCtx,
+    identity: Option<&crate::auth::Identity>,
+) -> (
+    Option<Box<crate::ratelimit::quota::QuotaReport>>,
+    Option<Refusal>,
+) {
+    let (Some(route), Some(quotas)) = (ctx.route(), ctx.snapshot.limiter.quotas.as_ref()) else {
+        return (None, None);
+    };
+    if route.spec.quotas.is_empty() {
+        return (None, None);
+    }
+    let input = crate::ratelimit::KeyInput {
+        route: ctx.route.unwrap_or(0),
+        route_name: &route.spec.name,
+        client_ip: ctx.client_ip,
+        identity,
+        headers: &request.headers,
+    };
+    match Box::pin(quotas.take(&route.spec.quotas, &input)).await {
+        Ok(Some(report)) => {
+            let refusal = (!report.allowed).then_some(Refusal::QuotaUsedUp);
+            (Some(Box::new(report)), refusal)
+        }
+        Ok(None) => (None, None),
+        Err(_) if ctx.snapshot.limiter.quota_allow_on_error => (None, None),
+        Err(_) => (None, Some(Refusal::RateLimitStoreUnavailable)),
+    }
 }
 
 /// Polls a future that never waits once; `None` if it would have.

@@ -132,6 +132,8 @@ pub struct RequestCtx {
     pub ratelimit: Option<crate::ratelimit::Report>,
     /// The policies that limited the request (for the access log).
     pub limited_by: crate::ratelimit::LimitedBy,
+    /// The calendar quota the response headers describe (routes with quotas).
+    pub quota: Option<Box<crate::ratelimit::quota::QuotaReport>>,
     pub body_bytes: u64,
     pub upstream: UpstreamCtx,
     /// The cache store was consulted for this request.
@@ -177,6 +179,7 @@ impl RequestCtx {
             encoder: None,
             ratelimit: None,
             limited_by: Default::default(),
+            quota: None,
             body_bytes: 0,
             upstream: UpstreamCtx::default(),
             cache_looked_up: false,

@@ -393,6 +393,9 @@ pub fn prepare_response(
         if let Some(report) = &ctx.ratelimit {
             crate::ratelimit::write_headers(&ctx.snapshot.limiter, report, headers);
         }
+        if let (Some(report), Some(quotas)) = (&ctx.quota, &ctx.snapshot.limiter.quotas) {
+            quotas.write_headers(report, headers);
+        }
         if let Some(labels) = cache_labels {
             labels.write(headers)?;
         }

@@ -478,6 +478,9 @@ fn decorate(rejection: &mut Rejection, ctx: &RequestCtx) {
     if let Some(report) = &ctx.ratelimit {
         rejection.headers = crate::ratelimit::headers(&ctx.snapshot.limiter, report);
     }
+    if let (Some(report), Some(quotas)) = (&ctx.quota, &ctx.snapshot.limiter.quotas) {
+        rejection.headers.extend(quotas.headers(report));
+    }
     if let Some((policy, verdict)) = ctx.cors() {
         rejection.headers.extend(policy.error_headers(verdict));
     }

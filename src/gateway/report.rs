@@ -121,11 +121,7 @@ fn log_line(
             .as_ref()
             .and_then(|a| a.identity.consumer.as_deref()),
         cache,
-        limited_by: ctx
-            .limited_by
-            .enforced
-            .and_then(|i| ctx.snapshot.limiter.policies.get(usize::from(i)))
-            .map(|p| p.name.as_str()),
+        limited_by: limited_by(ctx),
         shadow_limited_by: ctx
             .limited_by
             .shadow
@@ -134,6 +130,19 @@ fn log_line(
         parts: ctx.aggregate.as_deref().unwrap_or(&[]),
         trace: trace.map(|t| (&t.trace_id, &t.span_id)),
     });
+}
+
+/// The policy or calendar quota that refused the request.
+fn limited_by(ctx: &RequestCtx) -> Option<&str> {
+    let limiter = &ctx.snapshot.limiter;
+    let by = ctx.limited_by;
+    by.enforced
+        .and_then(|i| limiter.policies.get(usize::from(i)))
+        .map(|p| p.name.as_str())
+        .or_else(|| {
+            let quotas = limiter.quotas.as_ref()?;
+            quotas.spec(usize::from(by.quota?)).map(|q| q.name.as_str())
+        })
 }
 
 fn protocol_name(version: http::Version) -> &'static str {

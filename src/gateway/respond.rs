@@ -41,6 +41,7 @@ pub enum Refusal {
     OriginForbidden,
     BodyTooLarge,
     RateLimited,
+    QuotaUsedUp,
     RateLimitStoreUnavailable,
     BodyTimedOut,
     Unparseable,
@@ -64,6 +65,10 @@ impl Refusal {
             RateLimited => (
                 429,
                 "too many requests: a rate limit of this route is reached",
+            ),
+            QuotaUsedUp => (
+                429,
+                "too many requests: a quota of this route is used up until its period ends",
             ),
             RateLimitStoreUnavailable => (503, "the rate-limit store is unavailable"),
             BodyTimedOut => (408, "the request body was not received in time"),

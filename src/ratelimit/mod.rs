@@ -4,6 +4,7 @@
 
 pub mod algorithm;
 pub mod offenders;
+pub mod quota;
 pub mod redis;
 pub mod store;
 pub mod synced;
@@ -44,6 +45,8 @@ pub struct LimitedBy {
     pub enforced: Option<u16>,
     /// The first shadow policy over its limit.
     pub shadow: Option<u16>,
+    /// The calendar quota that refused it (an index into the quotas).
+    pub quota: Option<u16>,
 }
 
 /// The limiter's answer for one request.
@@ -79,6 +82,10 @@ pub struct Limiter {
     fixed_headers: Vec<Vec<FixedHeaders>>,
     /// Per policy, its decisions by outcome and the keys it limited most.
     watch: Vec<PolicyWatch>,
+    /// Calendar quotas (`None`: none configured).
+    pub quotas: Option<quota::Quotas>,
+    /// What requests get while the quotas' Redis is unreachable: true = allowed.
+    pub quota_allow_on_error: bool,
 }
 
 /// What a policy decided, kept for metrics and `/status`.
@@ -93,6 +100,16 @@ const OFFENDERS_TRACKED: usize = 32;
 impl Limiter {
     /// A limiter for `spec` with an empty store (Redis is connected on first use).
     pub fn new(spec: &RateLimitSpec) -> Self {
+        let quota_link = spec
+            .redis
+            .as_ref()
+            .filter(|_| !spec.quotas.is_empty())
+            .map(|redis| {
+                (
+                    Arc::new(crate::fleet::link::RedisLink::new(redis)),
+                    redis.timeout,
+                )
+            });
         let store = match (&spec.store, &spec.redis) {
             (StoreSpec::Redis, Some(redis)) => Store::Redis {
                 store: Box::new(RedisStore::new(redis)),
@@ -114,6 +131,9 @@ impl Limiter {
                     offenders: offenders::Offenders::new(OFFENDERS_TRACKED),
                 })
                 .collect(),
+            quotas: quota_link
+                .map(|(link, timeout)| quota::Quotas::new(&spec.quotas, link, timeout)),
+            quota_allow_on_error: spec.redis.as_ref().is_none_or(|r| r.allow_on_error),
         }
     }
 
@@ -302,7 +322,7 @@ impl Limiter {
         self.hasher.hash(|write| {
             write(&(index as u64).to_le_bytes());
             write(&(input.route as u64).to_le_bytes());
-            feed_parts(policy, input, write);
+            feed_parts(&policy.key, input, write);
         })
     }
 }
@@ -345,30 +365,45 @@ fn synced_base(policy: &PolicySpec, input: &KeyInput<'_>) -> String {
 /// The key in a shared store: the same for every gateway instance (names, not indexes; a
 /// SHA-256, so client-controlled parts can neither collide on purpose nor bloat the key).
 fn shared_key(policy: &PolicySpec, input: &KeyInput<'_>) -> String {
+    let mut key = String::with_capacity(12 + 32);
+    key.push_str("edgegate:rl:");
+    key.push_str(&digest_hex(
+        &policy.name,
+        Some(input.route_name),
+        &policy.key,
+        input,
+    ));
+    key
+}
+
+/// 32 hex digits of the SHA-256 of a name, a route (policies are per route; quotas are not)
+/// and the key parts of this request.
+fn digest_hex(name: &str, route: Option<&str>, parts: &[KeyPart], input: &KeyInput<'_>) -> String {
     use sha2::{Digest, Sha256};
     let mut digest = Sha256::new();
     let mut write = |bytes: &[u8]| {
         digest.update((bytes.len() as u64).to_le_bytes());
         digest.update(bytes);
     };
-    write(policy.name.as_bytes());
-    write(input.route_name.as_bytes());
-    feed_parts(policy, input, &mut write);
+    write(name.as_bytes());
+    if let Some(route) = route {
+        write(route.as_bytes());
+    }
+    feed_parts(parts, input, &mut write);
     let hash = digest.finalize();
-    let mut key = String::with_capacity(12 + 32);
-    key.push_str("edgegate:rl:");
-    crate::fastfmt::push_hex(&mut key, &hash[..16]);
-    key
+    let mut hex = String::with_capacity(32);
+    crate::fastfmt::push_hex(&mut hex, &hash[..16]);
+    hex
 }
 
-/// Feeds the policy's key parts for this request to `write`.
+/// Feeds a policy's (or quota's) key parts for this request to `write`.
 fn feed_parts(
-    policy: &PolicySpec,
+    parts: &[KeyPart],
     input: &KeyInput<'_>,
     mut write: &mut (impl FnMut(&[u8]) + ?Sized),
 ) {
     {
-        for part in &policy.key {
+        for part in parts {
             match part {
                 KeyPart::Global => write(b"g"),
                 KeyPart::Route => write(b"r"),

@@ -24,6 +24,7 @@ fn limiter(policies: Vec<PolicySpec>) -> Limiter {
         redis: None,
         max_keys: 10_000,
         policies,
+        quotas: Vec::new(),
     })
 }
 

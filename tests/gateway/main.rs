@@ -28,6 +28,7 @@ mod jwks;
 mod jwt_strict;
 mod lifecycle;
 mod metrics;
+mod quotas;
 mod ratelimit;
 mod redis_store;
 mod redis_sync;
