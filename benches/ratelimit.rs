@@ -137,6 +137,7 @@ fn bench_redis(c: &mut Criterion) {
             },
             username: None,
             password: None,
+            tls: None,
             timeout: Duration::from_secs(1),
             allow_on_error: false,
         }),

@@ -144,21 +144,6 @@ impl Checker {
         found
     }
 
-    /// A key a later release implements: present is a problem.
-    pub(super) fn unsupported(
-        &mut self,
-        key: String,
-        value: &super::raw::Unsupported,
-        issue: &str,
-    ) {
-        if value.is_some() {
-            self.fail(
-                key,
-                format!("is not supported yet by this edgegate release ({issue}); remove it"),
-            );
-        }
-    }
-
     /// Each item a CIDR or a single address (a /32 or /128).
     pub(super) fn cidrs(&mut self, key: &str, values: &[String]) -> Vec<IpNet> {
         let mut nets = Vec::with_capacity(values.len());

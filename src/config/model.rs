@@ -584,10 +584,19 @@ pub struct RedisSpec {
     /// AUTH user (Redis 6 ACLs); `None` with a password is the `default` user.
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// TLS to Redis (and to the Sentinels): `None` is plain TCP.
+    pub tls: Option<RedisTls>,
     /// Per call.
     pub timeout: Duration,
     /// What requests get while Redis is unreachable: true = allowed, false = 503.
     pub allow_on_error: bool,
+}
+
+/// How the gateway verifies Redis's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTls {
+    /// PEM roots to trust instead of the system's (`ca_file`).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// One server, a master watched by Sentinels, or a Cluster.

@@ -161,19 +161,47 @@ fn redis_spec(check: &mut Checker, raw: RawRedis) -> Option<RedisSpec> {
         password_file,
         password_env,
         tls,
+        ca_file,
     } = raw;
-    check.unsupported(
-        "rate_limits.redis.tls".into(),
-        &tls,
-        "TLS to Redis comes in a later release",
-    );
     let before = check.problem_count();
+    let rediss = url.as_deref().is_some_and(|u| u.starts_with("rediss://"));
+    if tls == Some(false) && rediss {
+        check.fail(
+            "rate_limits.redis.tls",
+            "is false but the url is rediss:// (TLS)",
+        );
+    }
+    let tls = (tls == Some(true) || rediss).then(|| RedisTls {
+        ca_pem: ca_file.as_ref().and_then(|path| match std::fs::read(path) {
+            Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
+            Ok(_) => {
+                check.fail(
+                    "rate_limits.redis.ca_file",
+                    format!("{path} holds no PEM certificate"),
+                );
+                None
+            }
+            Err(error) => {
+                check.fail(
+                    "rate_limits.redis.ca_file",
+                    format!("cannot read {path}: {error}"),
+                );
+                None
+            }
+        }),
+    });
+    if tls.is_none() && ca_file.is_some() {
+        check.fail(
+            "rate_limits.redis.ca_file",
+            "only applies with `tls: true` (or a rediss:// url)",
+        );
+    }
     let topology = match (url, sentinel, cluster) {
         (Some(url), None, None) => {
-            if !url.starts_with("redis://") {
+            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
                 check.fail(
                     "rate_limits.redis.url",
-                    format!("`{url}` is not a redis://HOST:PORT/DB URL"),
+                    format!("`{url}` is not a redis://HOST:PORT/DB (or rediss://) URL"),
                 );
             } else if let Err(error) = redis::Client::open(url.as_str()) {
                 check.fail("rate_limits.redis.url", format!("`{url}`: {error}"));
@@ -268,6 +296,7 @@ fn redis_spec(check: &mut Checker, raw: RawRedis) -> Option<RedisSpec> {
         topology,
         username,
         password: password.map(Secret),
+        tls,
         timeout,
         allow_on_error,
     })

@@ -5,7 +5,6 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// A section that a later release implements; kept as an opaque value so it can be rejected by name.
-pub type Unsupported = Option<serde_yaml::Value>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,7 +109,8 @@ pub struct RawRedis {
     pub username: Option<String>,
     pub password_file: Option<String>,
     pub password_env: Option<String>,
-    pub tls: Unsupported,
+    pub tls: Option<bool>,
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,7 +9,10 @@ use redis::aio::{
 };
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{AsyncConnectionConfig, Cmd, ConnectionAddr, IntoConnectionInfo, RedisFuture, Value};
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionAddr, IntoConnectionInfo, RedisFuture, TlsCertificates,
+    TlsMode, Value,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -168,8 +171,9 @@ impl RedisLink {
                 ))
             }
             RedisTopology::Cluster { addresses } => {
+                let scheme = self.scheme();
                 let mut builder = redis::cluster::ClusterClient::builder(
-                    addresses.iter().map(|a| format!("redis://{a}")),
+                    addresses.iter().map(|a| format!("{scheme}://{a}")),
                 )
                 .connection_timeout(self.connect_timeout())
                 .response_timeout(self.spec.timeout)
@@ -182,15 +186,40 @@ impl RedisLink {
                 if let Some(password) = &self.spec.password {
                     builder = builder.password(&password.0);
                 }
+                if let Some(certificates) = self.certificates() {
+                    builder = builder.tls(TlsMode::Secure).certs(certificates);
+                }
                 let client = builder.build()?;
                 Ok(Connection::Cluster(client.get_async_connection().await?))
             }
         }
     }
 
-    /// A client for one server, with the configured credentials.
-    fn client(&self, address: impl IntoConnectionInfo) -> Result<redis::Client, LinkError> {
-        let info = address.into_connection_info()?;
+    /// `rediss` with TLS, else `redis`.
+    fn scheme(&self) -> &'static str {
+        if self.spec.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        }
+    }
+
+    /// The roots to verify Redis with (`None`: plain TCP; no `ca_file`: the system's roots).
+    fn certificates(&self) -> Option<TlsCertificates> {
+        self.spec.tls.as_ref().map(|tls| TlsCertificates {
+            client_tls: None,
+            root_cert: tls.ca_pem.clone(),
+        })
+    }
+
+    /// A client for one server (`redis://` or `rediss://`), with the configured credentials
+    /// and, with TLS, the configured roots.
+    fn client(&self, address: &str) -> Result<redis::Client, LinkError> {
+        let address = match (self.spec.tls.is_some(), address.strip_prefix("redis://")) {
+            (true, Some(rest)) => format!("rediss://{rest}"),
+            _ => address.to_string(),
+        };
+        let info = address.as_str().into_connection_info()?;
         let mut settings = info.redis_settings().clone();
         if let Some(username) = &self.spec.username {
             settings = settings.set_username(username);
@@ -198,7 +227,11 @@ impl RedisLink {
         if let Some(password) = &self.spec.password {
             settings = settings.set_password(&password.0);
         }
-        Ok(redis::Client::open(info.set_redis_settings(settings))?)
+        let info = info.set_redis_settings(settings);
+        Ok(match self.certificates() {
+            Some(certificates) => redis::Client::build_with_tls(info, certificates)?,
+            None => redis::Client::open(info)?,
+        })
     }
 
     /// The master the Sentinels name now.
@@ -227,6 +260,13 @@ impl RedisLink {
         if let Some(password) = &self.spec.password {
             builder = builder.set_client_to_redis_password(&password.0);
         }
+        if let Some(certificates) = self.certificates() {
+            builder = builder
+                .set_client_to_redis_tls_mode(TlsMode::Secure)
+                .set_client_to_redis_certificates(certificates.clone())
+                .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+                .set_client_to_sentinel_certificates(certificates);
+        }
         let mut sentinel: SentinelClient = builder.build()?;
         Ok(sentinel.async_get_client().await?)
     }
@@ -246,7 +286,7 @@ impl RedisLink {
                 RedisTopology::Cluster { addresses } => {
                     let mut last = LinkError("no Cluster node listed".into());
                     for address in addresses {
-                        match self.client(format!("redis://{address}").as_str()) {
+                        match self.client(&format!("redis://{address}")) {
                             Ok(client) => match client.get_async_pubsub().await {
                                 Ok(pubsub) => return Ok(pubsub),
                                 Err(error) => last = error.into(),

@@ -154,14 +154,12 @@ fn every_problem_is_listed_not_just_the_first() {
 }
 
 #[test]
-fn sections_of_later_releases_are_rejected_not_ignored() {
-    let yaml = format!(
-        "{VALID}rate_limits: {{ store: redis, redis: {{ url: \"redis://127.0.0.1:6379/0\", tls: true }} }}\n"
-    );
+fn a_misspelt_key_is_rejected_not_ignored() {
+    let yaml = format!("{VALID}cache: {{ purge_chanel: \"edgegate:purge\" }}\n");
     let (ok, _, stderr) = check_text(&yaml);
     assert!(!ok);
     assert!(
-        stderr.contains("FILE:11:72: rate_limits.redis.tls: is not supported yet"),
+        stderr.contains("FILE:11:10: cache: unknown field `purge_chanel`, expected one of"),
         "{stderr}"
     );
 }

@@ -32,6 +32,7 @@ mod quotas;
 mod ratelimit;
 mod redis_store;
 mod redis_sync;
+mod redis_tls;
 mod redis_topologies;
 mod reload;
 mod resilience;

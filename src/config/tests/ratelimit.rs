@@ -48,6 +48,7 @@ fn rate_limit_defaults_and_values() {
             },
             username: None,
             password: None,
+            tls: None,
             timeout: Duration::from_millis(20),
             allow_on_error: true,
         })
@@ -142,11 +143,13 @@ fn rate_limit_problems() {
     expect_problems(&[
         ("rate_limits:\n  store: memcached\n", &["2:3 rate_limits.store: `memcached` is not one of: local, redis"]),
         ("rate_limits:\n  redis: { url: \"redis://127.0.0.1/\" }\n", &["2:3 rate_limits.redis: is used by `store: redis`, `rate_limits.quotas` and `cache.purge_channel`, and none is set"]),
+        ("rate_limits:\n  store: redis\n  redis: { url: \"rediss://127.0.0.1/\", tls: false, ca_file: /etc/hostname }\n", &["3:40 rate_limits.redis.tls: is false but the url is rediss:// (TLS)", "3:52 rate_limits.redis.ca_file: /etc/hostname holds no PEM certificate"]),
         ("rate_limits:\n  store: redis\n  redis: { url: \"redis://a/\", cluster: { addresses: [\"b:1\"] } }\n", &["3:3 rate_limits.redis: needs exactly one of `url: redis://HOST:PORT/DB`, `sentinel: { master_name, addresses }` and `cluster: { addresses }`"]),
         ("rate_limits:\n  store: redis\n  redis: { sentinel: { master_name: \"\", addresses: [\"x\", \"y:0\"], db: 99 } }\n", &["3:24 rate_limits.redis.sentinel.master_name: must name the master the Sentinels watch", "3:66 rate_limits.redis.sentinel.db: must be between 0 and 15", "3:53 rate_limits.redis.sentinel.addresses[0]: `x` is not a host:port like 10.0.0.1:26379", "3:58 rate_limits.redis.sentinel.addresses[1]: `y:0` is not a host:port like 10.0.0.1:26379"]),
-        ("rate_limits:\n  store: redis\n  redis: { cluster: { addresses: [] }, username: u, password_env: EDGEGATE_NO_SUCH_VARIABLE, tls: true }\n", &["3:94 rate_limits.redis.tls: is not supported yet by this edgegate release (TLS to Redis comes in a later release); remove it", "3:23 rate_limits.redis.cluster.addresses: list at least one host:port", "3:53 rate_limits.redis.password_env: environment variable EDGEGATE_NO_SUCH_VARIABLE is not set", "3:40 rate_limits.redis.username: needs a password (`password_file` or `password_env`)"]),
+        ("rate_limits:\n  store: redis\n  redis: { cluster: { addresses: [] }, username: u, password_env: EDGEGATE_NO_SUCH_VARIABLE, tls: true, ca_file: /no/such/ca.pem }\n", &["3:105 rate_limits.redis.ca_file: cannot read /no/such/ca.pem: No such file or directory (os error 2)", "3:23 rate_limits.redis.cluster.addresses: list at least one host:port", "3:53 rate_limits.redis.password_env: environment variable EDGEGATE_NO_SUCH_VARIABLE is not set", "3:40 rate_limits.redis.username: needs a password (`password_file` or `password_env`)"]),
         ("rate_limits:\n  store: redis\n", &["1:1 rate_limits: `store: redis` needs `redis: { url: redis://HOST:PORT/DB }`"]),
-        ("rate_limits:\n  store: redis\n  redis: { url: \"http://127.0.0.1/\", timeout: 0, on_error: retry }\n", &["3:12 rate_limits.redis.url: `http://127.0.0.1/` is not a redis://HOST:PORT/DB URL", "3:38 rate_limits.redis.timeout: must be greater than zero", "3:50 rate_limits.redis.on_error: `retry` is not one of: allow, deny"]),
+        ("rate_limits:\n  store: redis\n  redis: { url: \"http://127.0.0.1/\", timeout: 0, on_error: retry }\n", &["3:12 rate_limits.redis.url: `http://127.0.0.1/` is not a redis://HOST:PORT/DB (or rediss://) URL", "3:38 rate_limits.redis.timeout: must be greater than zero", "3:50 rate_limits.redis.on_error: `retry` is not one of: allow, deny"]),
+        ("rate_limits:\n  store: redis\n  redis: { url: \"redis://127.0.0.1/\", ca_file: /etc/hostname }\n", &["3:39 rate_limits.redis.ca_file: only applies with `tls: true` (or a rediss:// url)"]),
         ("rate_limits:\n  max_keys: 10\n", &["2:3 rate_limits.max_keys: must be between 1000 and 100000000"]),
         ("rate_limits:\n  quotas:\n    q: { per: week, limit: 0, key: route, time_zone: Mars/Olympus }\n", &["3:10 rate_limits.quotas.q.per: `week` is not one of: day, month", "3:21 rate_limits.quotas.q.limit: must be at least 1", "3:31 rate_limits.quotas.q.key: a quota is shared by every route that lists it: `route` is not a quota key part", "3:43 rate_limits.quotas.q.time_zone: `Mars/Olympus` is not a time zone of the tz database (like UTC or Europe/Paris): failed to find time zone `Mars/Olympus` in time zone database"]),
         ("rate_limits:\n  policies:\n    q: { algorithm: fixed_window, key: global, limit: 1, window: 1s }\n  quotas:\n    q: { per: day, limit: 1, key: consumer }\n", &["5:5 rate_limits.quotas.q: needs `rate_limits.redis`: quotas are counted in Redis", "5:5 rate_limits.quotas.q: a policy has this name too: a route's `rate_limits` names both"]),

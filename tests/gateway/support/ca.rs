@@ -92,7 +92,11 @@ impl Ca {
         if !dns.is_empty() || !uri.is_empty() {
             let mut san = SubjectAlternativeName::new();
             for d in dns {
-                san.dns(d);
+                if d.parse::<std::net::IpAddr>().is_ok() {
+                    san.ip(d);
+                } else {
+                    san.dns(d);
+                }
             }
             for u in uri {
                 san.uri(u);

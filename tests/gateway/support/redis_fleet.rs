@@ -18,6 +18,11 @@ pub fn redis_command(port: u16, args: &[&str]) -> redis::RedisResult<redis::Valu
     command.query(&mut connection)
 }
 
+/// A free port can be taken by another test before a server binds it: up to three tries.
+fn retried(mut start: impl FnMut() -> Option<RedisServer>) -> Option<RedisServer> {
+    (0..3).find_map(|_| start())
+}
+
 fn text(value: &redis::Value) -> String {
     redis::from_redis_value::<String>(value.clone()).unwrap_or_default()
 }
@@ -32,40 +37,43 @@ pub struct SentinelSet {
 impl SentinelSet {
     /// Starts the set and waits until every Sentinel knows the replica and the other two.
     pub fn start() -> SentinelSet {
-        let master = RedisServer::start_on(free_port()).expect("redis-server");
-        let replica = RedisServer::start_with(
-            free_port(),
-            &["--replicaof", "127.0.0.1", &master.port.to_string()],
-        )
+        let master = retried(|| RedisServer::start_on(free_port())).expect("redis-server");
+        let master_port = master.port.to_string();
+        let replica = retried(|| {
+            RedisServer::start_with(free_port(), &["--replicaof", "127.0.0.1", &master_port])
+        })
         .expect("replica");
         let sentinels: Vec<RedisServer> = (0..3)
             .map(|_| {
-                let port = free_port();
-                let dir = std::env::temp_dir()
-                    .join(format!("edgegate-sentinel-{}-{port}", std::process::id()));
-                std::fs::create_dir_all(&dir).expect("sentinel dir");
-                let conf = dir.join("sentinel.conf");
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "port {port}\nbind 127.0.0.1\ndir {}\n\
+                retried(|| {
+                    let port = free_port();
+                    let dir = std::env::temp_dir()
+                        .join(format!("edgegate-sentinel-{}-{port}", std::process::id()));
+                    std::fs::create_dir_all(&dir).expect("sentinel dir");
+                    let conf = dir.join("sentinel.conf");
+                    std::fs::write(
+                        &conf,
+                        format!(
+                            "port {port}\nbind 127.0.0.1\ndir {}\n\
                          sentinel monitor edge 127.0.0.1 {} 2\n\
                          sentinel down-after-milliseconds edge 1000\n\
                          sentinel failover-timeout edge 5000\n\
                          sentinel parallel-syncs edge 1\n",
-                        dir.display(),
-                        master.port
-                    ),
-                )
-                .expect("sentinel.conf");
-                let child = Command::new("redis-server")
-                    .arg(&conf)
-                    .arg("--sentinel")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("redis-server --sentinel");
-                RedisServer::started(port, child).expect("sentinel up")
+                            dir.display(),
+                            master.port
+                        ),
+                    )
+                    .expect("sentinel.conf");
+                    let child = Command::new("redis-server")
+                        .arg(&conf)
+                        .arg("--sentinel")
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("redis-server --sentinel");
+                    RedisServer::started(port, child)
+                })
+                .expect("sentinel up")
             })
             .collect();
         let set = SentinelSet {
@@ -127,18 +135,20 @@ impl RedisCluster {
     pub fn start() -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
-                let port = free_port();
-                RedisServer::start_with(
-                    port,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &format!("nodes-{port}.conf"),
-                        "--cluster-node-timeout",
-                        "3000",
-                    ],
-                )
+                retried(|| {
+                    let port = free_port();
+                    RedisServer::start_with(
+                        port,
+                        &[
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-config-file",
+                            &format!("nodes-{port}.conf"),
+                            "--cluster-node-timeout",
+                            "3000",
+                        ],
+                    )
+                })
                 .expect("cluster node")
             })
             .collect();
