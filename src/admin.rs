@@ -169,7 +169,7 @@ impl ServeHttp for AdminApp {
                 "application/json",
                 error_body(
                     404,
-                    "unknown admin endpoint: try /health, /ready, /status, /metrics or POST /cache/purge",
+                    "unknown admin endpoint: try /health, /ready, /status, /metrics, /ratelimit/quota or POST /cache/purge",
                     "-",
                 )
                 .into_bytes(),
