@@ -140,7 +140,8 @@ impl Snapshot {
                 crate::observability::tracing::Tracer::new(spec).map_err(BuildError::Tracing)?,
             )),
         };
-        let purge_bus = purge_bus_after(&model, previous)?;
+        let cache = model.cache.as_ref().map(Cache::shared);
+        let purge_bus = purge_bus_after(&model, previous, cache.as_ref())?;
         let (pools, new_pools) = pools_after(&model, previous);
         let routes = model
             .routes
@@ -167,7 +168,7 @@ impl Snapshot {
             access_log,
             auth,
             limiter,
-            cache: model.cache.as_ref().map(Cache::shared),
+            cache,
             tracer,
             purge_bus,
             model,
@@ -185,6 +186,7 @@ impl Snapshot {
 fn purge_bus_after(
     model: &Model,
     previous: Option<&Snapshot>,
+    cache: Option<&Cache>,
 ) -> Result<Option<Arc<PurgeBus>>, BuildError> {
     let channel = |m: &Model| m.cache.as_ref().and_then(|c| c.purge_channel.clone());
     let (Some(name), Some(redis)) = (channel(model), model.rate_limits.redis.as_ref()) else {
@@ -196,11 +198,10 @@ fn purge_bus_after(
     }) {
         return Ok(previous.purge_bus.clone());
     }
-    let Some(cache) = model.cache.as_ref() else {
+    let Some(cache) = cache else {
         return Ok(None);
     };
-    let store = Cache::shared(cache).store();
-    PurgeBus::start(redis, &name, store)
+    PurgeBus::start(redis, &name, cache.store())
         .map(|bus| Some(Arc::new(bus)))
         .map_err(BuildError::PurgeChannel)
 }

@@ -62,6 +62,13 @@ impl ConnectionLike for Connection {
 #[error("{0}")]
 pub struct LinkError(String);
 
+/// For callers inside a `RedisResult`: no connection is an I/O error.
+impl From<LinkError> for redis::RedisError {
+    fn from(error: LinkError) -> Self {
+        redis::RedisError::from((redis::ErrorKind::Io, "no connection", error.0))
+    }
+}
+
 impl From<redis::RedisError> for LinkError {
     fn from(error: redis::RedisError) -> Self {
         LinkError(error.to_string())

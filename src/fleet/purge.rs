@@ -382,15 +382,22 @@ impl Follower {
         }
     }
 
-    async fn publish(&self, order: &PurgeOrder) -> Result<(), Stop> {
-        let json = serde_json::to_string(order).map_err(|e| Stop::Lost(e.to_string()))?;
-        let mut connection = self.link.connection().await?;
-        let mut call = self.publish.prepare_invoke();
+    /// A call of one of the log's scripts: the epoch, sequence and log keys, and the epoch to
+    /// set if Redis holds none (both scripts take them first).
+    fn on_log<'s>(&self, script: &'s redis::Script) -> redis::ScriptInvocation<'s> {
+        let mut call = script.prepare_invoke();
         for key in &self.keys {
             call.key(key);
         }
-        call.arg(epoch_candidate())
-            .arg(&self.origin)
+        call.arg(epoch_candidate());
+        call
+    }
+
+    async fn publish(&self, order: &PurgeOrder) -> Result<(), Stop> {
+        let json = serde_json::to_string(order).map_err(|e| Stop::Lost(e.to_string()))?;
+        let mut connection = self.link.connection().await?;
+        let mut call = self.on_log(&self.publish);
+        call.arg(&self.origin)
             .arg(json)
             .arg(LOG_LENGTH)
             .arg(&self.channel);
@@ -443,13 +450,8 @@ impl Follower {
     async fn catch_up(&mut self) -> Result<(), Stop> {
         loop {
             let mut connection = self.link.connection().await?;
-            let mut call = self.sync.prepare_invoke();
-            for key in &self.keys {
-                call.key(key);
-            }
-            call.arg(epoch_candidate())
-                .arg(self.cursor.next())
-                .arg(REPLAY_BATCH);
+            let mut call = self.on_log(&self.sync);
+            call.arg(self.cursor.next()).arg(REPLAY_BATCH);
             let reply: Value = match call.invoke_async(&mut connection).await {
                 Ok(reply) => reply,
                 Err(error) => {

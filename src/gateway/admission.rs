@@ -266,13 +266,7 @@ async fn rate_limit(
         return (Limits::Admit(None), None);
     }
     let limiter = &ctx.snapshot.limiter;
-    let input = crate::ratelimit::KeyInput {
-        route: ctx.route.unwrap_or(0),
-        route_name: &spec.name,
-        client_ip: ctx.client_ip,
-        identity,
-        headers: &request.headers,
-    };
+    let input = key_input(request, ctx, route, identity);
     let checked = if limiter.is_shared() {
         // Boxed: the Redis round trip's future would otherwise enlarge every request's.
         Box::pin(limiter.check(&spec.rate_limits, &input)).await
@@ -302,6 +296,22 @@ async fn rate_limit(
     (limits, outcome.shadow_limited)
 }
 
+/// What rate-limit and quota keys are made of for this request.
+fn key_input<'a>(
+    request: &'a RequestHeader,
+    ctx: &'a RequestCtx,
+    route: &'a crate::snapshot::Route,
+    identity: Option<&'a crate::auth::Identity>,
+) -> crate::ratelimit::KeyInput<'a> {
+    crate::ratelimit::KeyInput {
+        route: ctx.route.unwrap_or(0),
+        route_name: &route.spec.name,
+        client_ip: ctx.client_ip,
+        identity,
+        headers: &request.headers,
+    }
+}
+
 /// Counts the request against the route's calendar quotas: the report its response describes,
 /// and the refusal when one is used up (or its store is unreachable with `on_error: deny`).
 async fn take_quotas(
@@ -318,13 +328,7 @@ async fn take_quotas(
     if route.spec.quotas.is_empty() {
         return (None, None);
     }
-    let input = crate::ratelimit::KeyInput {
-        route: ctx.route.unwrap_or(0),
-        route_name: &route.spec.name,
-        client_ip: ctx.client_ip,
-        identity,
-        headers: &request.headers,
-    };
+    let input = key_input(request, ctx, route, identity);
     match Box::pin(quotas.take(&route.spec.quotas, &input)).await {
         Ok(Some(report)) => {
             let refusal = (!report.allowed).then_some(Refusal::QuotaUsedUp);

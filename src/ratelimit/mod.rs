@@ -357,8 +357,7 @@ fn synced_stores(redis: &RedisSpec, policies: &[PolicySpec]) -> Vec<Option<Arc<S
 
 /// `edgegate:rls:{<hash>}`: a local-first key's counters, one hash tag for its windows.
 fn synced_base(policy: &PolicySpec, input: &KeyInput<'_>) -> String {
-    let shared = shared_key(policy, input);
-    let hash = shared.strip_prefix("edgegate:rl:").unwrap_or(&shared);
+    let hash = digest_hex(&policy.name, Some(input.route_name), &policy.key, input);
     format!("edgegate:rls:{{{hash}}}")
 }
 

@@ -120,7 +120,7 @@ impl Quotas {
         quotas: &[usize],
         input: &KeyInput<'_>,
     ) -> Result<Option<QuotaReport>, StoreUnavailable> {
-        let mut counted: Vec<(String, usize)> = Vec::new();
+        let mut counted: Vec<String> = Vec::new();
         let mut closest: Option<QuotaReport> = None;
         for &index in quotas {
             let (key, report) = match self.call(index, input, Mode::Take).await {
@@ -134,7 +134,7 @@ impl Quotas {
                 self.give_back(&counted).await;
                 return Ok(Some(report));
             }
-            counted.push((key, index));
+            counted.push(key);
             if closest
                 .as_ref()
                 .is_none_or(|c| report.remaining() < c.remaining())
@@ -156,20 +156,12 @@ impl Quotas {
             .map(|(_, report)| report)
     }
 
-    async fn give_back(&self, counted: &[(String, usize)]) {
-        for (key, index) in counted {
-            // Best effort: a failed refund only costs the client one request of its quota.
-            let _ = self
-                .run(key, 0, Mode::Refund, self.period_end(*index))
-                .await;
+    async fn give_back(&self, counted: &[String]) {
+        for key in counted {
+            // Best effort: a failed refund only costs the client one request of its quota. A
+            // refund reads neither the limit nor the expiry.
+            let _ = self.run(key, 0, Mode::Refund, 0).await;
         }
-    }
-
-    fn period_end(&self, index: usize) -> i64 {
-        self.quotas
-            .get(index)
-            .and_then(|q| period_at(q.spec.per, &q.zone, Timestamp::now()))
-            .map_or(0, |p| p.ends.as_millisecond())
     }
 
     async fn call(
@@ -213,9 +205,7 @@ impl Quotas {
         ends_ms: i64,
     ) -> Result<(bool, u64), StoreUnavailable> {
         let calling = async {
-            let mut connection = self.link.connection().await.map_err(|e| {
-                redis::RedisError::from((redis::ErrorKind::Io, "no connection", e.to_string()))
-            })?;
+            let mut connection = self.link.connection().await?;
             let mut call = self.script.key(key);
             call.arg(limit).arg(mode as u8).arg(ends_ms + GRACE_MS);
             call.invoke_async::<(u64, u64)>(&mut connection).await

@@ -77,32 +77,44 @@ impl RedisStore {
                 reply = self.call(&invocation).await;
             }
         }
+        let values = self.settle(started, reply)?;
+        if values.len() != 5 {
+            self.link.failed();
+            self.unavailable(&format!("unexpected reply {values:?}"));
+            return Err(StoreUnavailable);
+        }
+        Ok(Decision {
+            allowed: values[0] == 1,
+            limit: values[1],
+            remaining: values[2],
+            reset_secs: values[3],
+            retry_after_secs: values[4],
+        })
+    }
+
+    /// Records a call's duration and what came of it: a recovery is logged; a failure or a
+    /// timeout is counted and the connection given up (a Sentinel master is asked for again).
+    fn settle<T>(
+        &self,
+        started: Instant,
+        reply: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StoreUnavailable> {
         self.metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
-        match reply {
-            Ok(Ok(values)) if values.len() == 5 => {
+        let why = match reply {
+            Ok(Ok(value)) => {
                 if self.unreachable.swap(false, Relaxed) {
                     info!("rate-limit store: Redis answers again");
                 }
-                Ok(Decision {
-                    allowed: values[0] == 1,
-                    limit: values[1],
-                    remaining: values[2],
-                    reset_secs: values[3],
-                    retry_after_secs: values[4],
-                })
+                return Ok(value);
             }
-            other => {
-                self.link.failed();
-                self.unavailable(&match other {
-                    Ok(Ok(values)) => format!("unexpected reply {values:?}"),
-                    Ok(Err(error)) => error.to_string(),
-                    Err(_) => format!("no answer within {:?}", self.timeout),
-                });
-                Err(StoreUnavailable)
-            }
-        }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {:?}", self.timeout),
+        };
+        self.link.failed();
+        self.unavailable(&why);
+        Err(StoreUnavailable)
     }
 
     /// One run of the decision script, bounded by the timeout.
@@ -111,9 +123,7 @@ impl RedisStore {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<redis::RedisResult<Vec<u64>>, tokio::time::error::Elapsed> {
         let deciding = async {
-            let mut connection = self.link.connection().await.map_err(|error| {
-                redis::RedisError::from((redis::ErrorKind::Io, "no connection", error.to_string()))
-            })?;
+            let mut connection = self.link.connection().await?;
             invocation.invoke_async::<Vec<u64>>(&mut connection).await
         };
         tokio::time::timeout(self.timeout, deciding).await
@@ -143,26 +153,7 @@ impl RedisStore {
         let started = Instant::now();
         let reply =
             tokio::time::timeout(self.timeout, synced.decide_exactly(&self.link, ask)).await;
-        self.metrics
-            .duration
-            .observe(started.elapsed().as_secs_f64());
-        match reply {
-            Ok(Ok(decision)) => {
-                if self.unreachable.swap(false, Relaxed) {
-                    info!("rate-limit store: Redis answers again");
-                }
-                Ok(decision)
-            }
-            Ok(Err(error)) => {
-                self.link.failed();
-                self.unavailable(&error.to_string());
-                Err(StoreUnavailable)
-            }
-            Err(_) => {
-                self.unavailable(&format!("no answer within {:?}", self.timeout));
-                Err(StoreUnavailable)
-            }
-        }
+        self.settle(started, reply)
     }
 
     /// Counts a failed decision; the first of a run is logged.

@@ -92,6 +92,21 @@ impl Counter {
         format!("{}:{start}", self.base)
     }
 
+    /// This key's part of a sync (or exact) call at `now`, pushing `push` admissions.
+    fn pending(&self, key: u128, now: u64, push: u64) -> Pending {
+        Pending {
+            key,
+            window_start: self.window_start,
+            window_ms: self.window_ms,
+            limit: self.limit,
+            weight: self.weight(now),
+            current_key: self.window_key(self.window_start),
+            previous_key: self.window_key(self.window_start.saturating_sub(self.window_ms)),
+            leases_key: self.leases_key(),
+            push,
+        }
+    }
+
     fn leases_key(&self) -> String {
         format!("{}:{}:leases", self.base, self.window_start)
     }
@@ -107,11 +122,7 @@ impl Counter {
 
     /// The previous window's weight in a sliding window at `now`.
     fn previous_weight(&self, now: u64) -> u64 {
-        if !self.sliding {
-            return 0;
-        }
-        let elapsed = now.saturating_sub(self.window_start).min(self.window_ms);
-        self.fleet_previous * (self.window_ms - elapsed) / self.window_ms.max(1)
+        self.fleet_previous * self.weight(now) / self.window_ms.max(1)
     }
 
     /// Requests counted in the window so far, as far as this instance knows.
@@ -273,6 +284,29 @@ impl SyncedStore {
         (STALE_INTERVALS + 1) * self.interval_ms
     }
 
+    /// A run of `count.lua` for `item`: push its admissions, decide one request here too with
+    /// `take`, and lease this instance its share among `instances`.
+    fn count_call(
+        &self,
+        item: &Pending,
+        take: bool,
+        instances: u64,
+    ) -> redis::ScriptInvocation<'_> {
+        let mut call = self.script.key(&item.current_key);
+        call.key(&item.previous_key)
+            .key(&item.leases_key)
+            .arg(item.push)
+            .arg(u8::from(take))
+            .arg(item.limit)
+            .arg(item.weight)
+            .arg(item.window_ms)
+            .arg(item.window_ms * 2 + 1_000)
+            .arg(&self.instance)
+            .arg(instances)
+            .arg(self.lease_ms());
+        call
+    }
+
     /// Decides in Redis (one round trip over the request path's `link`), leases, and starts
     /// (or resumes) syncing the key.
     pub async fn decide_exactly(
@@ -297,22 +331,10 @@ impl SyncedStore {
         };
         let mut counter = Counter::fresh(base, ask.limit, window_ms, ask.sliding, start, local);
         let reply = async {
-            let mut connection = link.connection().await.map_err(|e| {
-                redis::RedisError::from((redis::ErrorKind::Io, "no connection", e.to_string()))
-            })?;
-            let mut call = self.script.key(counter.window_key(start));
-            call.key(counter.window_key(start.saturating_sub(window_ms)))
-                .key(counter.leases_key())
-                .arg(push)
-                .arg(1)
-                .arg(ask.limit)
-                .arg(counter.weight(now))
-                .arg(window_ms)
-                .arg(window_ms * 2 + 1_000)
-                .arg(&self.instance)
-                .arg(self.instances.load(Relaxed))
-                .arg(self.lease_ms());
-            call.invoke_async::<(u64, u64, u64, u64)>(&mut connection)
+            let mut connection = link.connection().await?;
+            let pending = counter.pending(ask.key, now, push);
+            self.count_call(&pending, true, self.instances.load(Relaxed))
+                .invoke_async::<(u64, u64, u64, u64)>(&mut connection)
                 .await
         }
         .await;
@@ -358,9 +380,7 @@ impl SyncedStore {
 
     /// One sync round: heartbeat, then push and refresh every key touched lately.
     async fn sync_once(&self) -> redis::RedisResult<()> {
-        let mut connection = self.link.connection().await.map_err(|e| {
-            redis::RedisError::from((redis::ErrorKind::Io, "no connection", e.to_string()))
-        })?;
+        let mut connection = self.link.connection().await?;
         let sent_at = self.local_ms();
         let (redis_now, instances): (u64, u64) = self
             .heartbeat
@@ -393,18 +413,7 @@ impl SyncedStore {
             let instances = self.instances.load(Relaxed);
             let calls = chunk.iter().map(|item| {
                 let mut connection = connection.clone();
-                let mut call = self.script.key(&item.current_key);
-                call.key(&item.previous_key)
-                    .key(&item.leases_key)
-                    .arg(item.push)
-                    .arg(0)
-                    .arg(item.limit)
-                    .arg(item.weight)
-                    .arg(item.window_ms)
-                    .arg(item.window_ms * 2 + 1_000)
-                    .arg(&self.instance)
-                    .arg(instances)
-                    .arg(self.lease_ms());
+                let call = self.count_call(item, false, instances);
                 async move {
                     call.invoke_async::<(u64, u64, u64, u64)>(&mut connection)
                         .await
@@ -437,18 +446,8 @@ impl SyncedStore {
                     self.leftovers.lock().push(leftover);
                 }
                 counter.in_flight += counter.unpushed;
-                batch.push(Pending {
-                    key: *key,
-                    window_start: counter.window_start,
-                    window_ms: counter.window_ms,
-                    limit: counter.limit,
-                    weight: counter.weight(now),
-                    current_key: counter.window_key(counter.window_start),
-                    previous_key: counter
-                        .window_key(counter.window_start.saturating_sub(counter.window_ms)),
-                    leases_key: counter.leases_key(),
-                    push: std::mem::take(&mut counter.unpushed),
-                });
+                let push = std::mem::take(&mut counter.unpushed);
+                batch.push(counter.pending(*key, now, push));
             }
         }
         batch
