@@ -11,6 +11,11 @@ kernel's share is not counted: read proxybench's cpu us/req for the whole cost).
   benches/compare/instr.py --requests 20000 --conns 16 --path /x -H 'Authorization: Bearer ...' 'a=...@P' 'b=...@Q'
   benches/compare/instr.py --no-nginx 'edgegate=...@19091'
   benches/compare/instr.py --scenario cache-hit 'edgegate=target/release/edgegate run -c benches/proxybench-cache.yaml@19091'
+  benches/compare/instr.py --no-nginx --tls 'edgegate=target/release/edgegate run -c /tmp/proxybench-tls.yaml@19091'
+
+--tls speaks TLS 1.3 to the contenders (keep-alive HTTPS; certificates are not verified): their
+listener must be a TLS one, so it goes with --no-nginx. Counted this way, the TLS library's
+instructions are in the figure too.
 
 --scenario takes proxybench's scenarios (benches/compare/scenarios): nginx gets the scenario's
 configuration (proxy_cache for cache-hit) and the request its path, unless --path is given. The
@@ -29,6 +34,7 @@ import re
 import selectors
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -40,7 +46,27 @@ import proxybench as pb  # noqa: E402  (origin and nginx configs, process handli
 HOST = "127.0.0.1"
 
 
-def drive(port, n, conns, path, headers, timeout_s):
+def tls_context():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+
+def receive(s):
+    """What the socket has now (b"" at its end; None when a TLS record is not complete yet)."""
+    try:
+        chunk = s.recv(65536)
+    except ssl.SSLWantReadError:
+        return None
+    if isinstance(s, ssl.SSLSocket):
+        while chunk and s.pending():
+            chunk += s.recv(s.pending())
+    return chunk
+
+
+def drive(port, n, conns, path, headers, timeout_s, tls=None):
     """Send exactly n GETs over `conns` keepalive connections, one in flight per connection.
     Returns (ok, failures)."""
     head = f"GET {path} HTTP/1.1\r\nHost: bench\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n"
@@ -50,6 +76,8 @@ def drive(port, n, conns, path, headers, timeout_s):
     sent = ok = bad = 0
     for _ in range(min(conns, n)):
         s = socket.create_connection((HOST, port), timeout=5)
+        if tls:
+            s = tls.wrap_socket(s, server_hostname="localhost")
         s.setblocking(False)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.sendall(req)
@@ -63,7 +91,9 @@ def drive(port, n, conns, path, headers, timeout_s):
         for key, _ in sel.select(timeout=1.0):
             s = key.fileobj
             buf = state[s]
-            chunk = s.recv(65536)
+            chunk = receive(s)
+            if chunk is None:
+                continue
             if not chunk:
                 raise RuntimeError("the proxy closed a keepalive connection")
             buf += chunk
@@ -107,10 +137,11 @@ def measure(name, argv, port, env, args, tmp):
     p = pb.Proc(name, pb.pinned(args.proxy_cpu, vg + argv), log, env=env).start()
     try:
         pb.wait_port(p, port, args.start_timeout)
-        drive(port, args.warmup, args.conns, args.path, args.header, args.timeout)
+        tls = tls_context() if args.tls else None
+        drive(port, args.warmup, args.conns, args.path, args.header, args.timeout, tls)
         pid = callgrind_pid(p)
         subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True, timeout=60)
-        ok, bad = drive(port, args.requests, args.conns, args.path, args.header, args.timeout)
+        ok, bad = drive(port, args.requests, args.conns, args.path, args.header, args.timeout, tls)
         before = set(os.listdir(tmp))
         subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True, timeout=120)
         dumps = [f for f in set(os.listdir(tmp)) - before if f.startswith(f"cg.{name}")]
@@ -143,12 +174,15 @@ def main():
     ap.add_argument("--scenario", default=None, help="a proxybench scenario for nginx's configuration")
     ap.add_argument("-H", "--header", action="append", default=[])
     ap.add_argument("--no-nginx", action="store_true")
+    ap.add_argument("--tls", action="store_true", help="HTTPS to the contenders (with --no-nginx)")
     ap.add_argument("--nginx-port", type=int, default=19080)
     ap.add_argument("--proxy-cpu", type=int, default=0)
     ap.add_argument("--start-timeout", type=float, default=120)
     ap.add_argument("--timeout", type=float, default=900, help="per batch of requests, seconds")
     ap.add_argument("--keep-tmp", action="store_true")
     args = ap.parse_args()
+    if args.tls and not args.no_nginx:
+        sys.exit("instr.py: --tls goes with --no-nginx (the nginx contender here is a plain HTTP one)")
     missing = [pkg for pkg, tool in (("valgrind", "callgrind_control"), ("nginx", "nginx")) if not pb.which(tool)]
     if missing and os.geteuid() == 0 and os.environ.get("PROXYBENCH_NO_INSTALL") != "1":
         print(f"instr: installing {' '.join(missing)} (apt-get)", file=sys.stderr, flush=True)

@@ -6,18 +6,21 @@
 # second (wall clock; the client shares the machine) and the server's CPU per handshake, which is
 # the figure to compare. Rounds interleave the contenders; medians are printed.
 #
-#   benches/wrk/handshakes.sh [--duration 10] [--rounds 3] [--binary PATH] [--tls 1.2]
+# --baseline PATH measures a second edgegate build in the same rounds (row `baseline`).
+#
+#   benches/wrk/handshakes.sh [--duration 10] [--rounds 3] [--binary PATH] [--baseline PATH] [--tls 1.2]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-duration=10 rounds=3 binary="" version=1.3
+duration=10 rounds=3 binary="" baseline="" version=1.3
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
     --binary) binary="$2"; shift 2 ;;
+    --baseline) baseline="$2"; shift 2 ;;
     --tls) version="$2"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "handshakes.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -46,7 +49,7 @@ start_nginx_tls() {
 
 start_edgegate_tls() {
   edgegate_tls_config | sed "s|min_version: \"1.3\"|min_version: \"$version\"|" > "$tmp/edgegate.yaml"
-  start_edgegate "$binary" "$tmp/edgegate.yaml" https
+  start_edgegate "${1:-$binary}" "$tmp/edgegate.yaml" https
   server_pid=$gateway_pid
 }
 
@@ -80,7 +83,11 @@ for round in $(seq 1 "$rounds"); do
   start_nginx_tls; measure nginx -new; measure nginx -reuse
   kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
   start_edgegate_tls; measure edgegate -new; measure edgegate -reuse; stop_edgegate
+  if [ -n "$baseline" ]; then
+    start_edgegate_tls "$baseline"; measure baseline -new; measure baseline -reuse; stop_edgegate
+  fi
 done
+contenders="nginx edgegate${baseline:+ baseline}"
 
 median() {
   awk -v n="$1" -v c="$2" '$1 == n {print $c}' "$results" | sort -g |
@@ -89,7 +96,7 @@ median() {
 printf '%-18s %14s %18s %12s\n' contender "handshakes/s" "server us/hsk" "cpu÷nginx"
 for kind in -new -reuse; do
   reference=$(median "nginx$kind" 3)
-  for name in nginx edgegate; do
+  for name in $contenders; do
     cpu=$(median "$name$kind" 3)
     printf '%-18s %14s %18s %12s\n' "$name ${kind#-}" "$(median "$name$kind" 2)" "$cpu" \
       "$(awk -v a="$cpu" -v b="$reference" 'BEGIN { printf "%.2f", a / b }')"

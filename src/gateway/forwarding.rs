@@ -47,7 +47,9 @@ pub fn prepare_upstream_request(
     };
     let client_certificate = transport
         .tls
-        .and_then(|tls| tls.extension.get::<ClientCertificate>());
+        .filter(|tls| !tls.cert_digest.is_empty())
+        .and_then(|tls| crate::tls::peer::registered(&tls.cert_digest));
+    let client_certificate = client_certificate.as_deref();
     let forwarded_identity = ctx.auth.as_ref().map_or(0, |a| a.identity.forwarded.len());
     let additional = 4
         + forwarded_identity

@@ -510,13 +510,24 @@ impl Ssl for ClientStream {
 }
 
 /// Implements the stream traits that a wrapper passes straight to its `inner` stream: the id,
-/// the timing, proxy and socket digests, and peeking.
+/// the timing, proxy and socket digests, and peeking (`no_peek`: the wrapper's bytes are not the
+/// inner stream's, so it does not peek).
 macro_rules! pass_through_stream_traits {
     ($wrapper:ty) => {
+        pass_through_stream_traits!($wrapper, no_peek);
+
+        #[async_trait::async_trait]
+        impl pingora_core::protocols::Peek for $wrapper {
+            async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+                self.inner.try_peek(buf).await
+            }
+        }
+    };
+    ($wrapper:ty, no_peek) => {
         const _: () = {
             use pingora_core::protocols::raw_connect::ProxyDigest;
             use pingora_core::protocols::{
-                GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, SocketDigest, TimingDigest,
+                GetProxyDigest, GetSocketDigest, GetTimingDigest, SocketDigest, TimingDigest,
                 UniqueID, UniqueIDType,
             };
             use std::sync::Arc;
@@ -559,13 +570,6 @@ macro_rules! pass_through_stream_traits {
 
                 fn set_socket_digest(&mut self, digest: SocketDigest) {
                     self.inner.set_socket_digest(digest);
-                }
-            }
-
-            #[async_trait::async_trait]
-            impl Peek for $wrapper {
-                async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-                    self.inner.try_peek(buf).await
                 }
             }
         };

@@ -6,8 +6,11 @@ use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Certificates expiring sooner than this are warned about by `check`, at start and on reload.
 pub const EXPIRY_WARNING_SECONDS: i64 = 14 * 24 * 3600;
@@ -39,6 +42,8 @@ pub struct Certificate {
     /// Intermediates sent after the leaf, in file order.
     pub chain: Vec<X509>,
     pub key: PKey<Private>,
+    /// The chain and key as rustls serves them.
+    pub certified: Arc<CertifiedKey>,
     /// Lowercase server names it answers for (`*.example.com` for a wildcard).
     pub names: Vec<String>,
     /// `notAfter` as Unix seconds.
@@ -129,10 +134,12 @@ impl Certificate {
         }
         let not_after = unix_seconds(leaf.not_after())
             .ok_or_else(|| CertError::invalid(&spec.cert, "unreadable notAfter date"))?;
+        let certified = certified_key(spec, &leaf, &chain, &key)?;
         Ok(Certificate {
             leaf,
             chain,
             key,
+            certified,
             names,
             not_after,
         })
@@ -142,6 +149,29 @@ impl Certificate {
     pub fn label(&self) -> &str {
         self.names.first().map_or("", String::as_str)
     }
+}
+
+/// The chain (leaf first) and its signing key for rustls, which refuses key types it cannot sign
+/// with (DSA, for one).
+fn certified_key(
+    spec: &CertificateSpec,
+    leaf: &X509,
+    chain: &[X509],
+    key: &PKey<Private>,
+) -> Result<Arc<CertifiedKey>, CertError> {
+    let ders = std::iter::once(leaf)
+        .chain(chain)
+        .map(|certificate| certificate.to_der().map(CertificateDer::from))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CertError::invalid(&spec.cert, format!("unreadable certificate: {e}")))?;
+    let pkcs8 = key
+        .private_key_to_pkcs8()
+        .map_err(|e| CertError::invalid(&spec.key, format!("unreadable private key: {e}")))?;
+    let signing = rustls::crypto::aws_lc_rs::default_provider()
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8)))
+        .map_err(|e| CertError::invalid(&spec.key, format!("unusable private key: {e}")))?;
+    Ok(Arc::new(CertifiedKey::new(ders, signing)))
 }
 
 /// The DNS names in the subjectAltName extension, or the CN when there are none.
@@ -271,6 +301,43 @@ mod tests {
         assert_eq!(index.select(Some("a.b.example.com")), 0, "one label only");
         assert_eq!(index.select(Some("other.test")), 0);
         assert_eq!(index.select(None), 0);
+    }
+
+    /// A self-signed certificate for `key` (`keys.test`) written as PEM files; the spec listing them.
+    fn written(key: &PKey<Private>, name: &str) -> CertificateSpec {
+        let certificate = crate::tls::testing::self_signed(key, &["keys.test"], 30);
+        let dir = std::env::temp_dir().join(format!("edgegate-certs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = dir.join(format!("{name}.pem"));
+        let key_path = dir.join(format!("{name}.key"));
+        std::fs::write(&cert, certificate.to_pem().unwrap()).unwrap();
+        std::fs::write(&key_path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        CertificateSpec {
+            cert,
+            key: key_path,
+            server_names: None,
+        }
+    }
+
+    #[test]
+    fn keys_rustls_can_sign_with_load_and_others_are_refused_by_file() {
+        let p256 = crate::tls::testing::p256_key();
+        let rsa = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let ed25519 = PKey::generate_ed25519().unwrap();
+        for (key, name) in [(&p256, "p256"), (&rsa, "rsa"), (&ed25519, "ed25519")] {
+            let loaded = Certificate::load(&written(key, name)).unwrap();
+            assert_eq!(loaded.names, ["keys.test"], "{name}");
+        }
+        let small = PKey::from_rsa(openssl::rsa::Rsa::generate(1024).unwrap()).unwrap();
+        let dsa = PKey::from_dsa(openssl::dsa::Dsa::generate(2048).unwrap()).unwrap();
+        for (key, name) in [(&small, "rsa1024"), (&dsa, "dsa")] {
+            let spec = written(key, name);
+            let error = Certificate::load(&spec).unwrap_err().to_string();
+            assert!(
+                error.contains("unusable private key") && error.contains(&format!("{name}.key")),
+                "{name}: {error}"
+            );
+        }
     }
 
     #[test]

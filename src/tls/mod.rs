@@ -1,92 +1,79 @@
-//! TLS termination on a listener. The handshake runs in our listener code (not Pingora's) so that
-//! connection limits apply before any crypto, the handshake is bounded by
+//! TLS termination on a listener, on rustls. The handshake runs in our listener code (not
+//! Pingora's) so that connection limits apply before any crypto, the handshake is bounded by
 //! `server.header_read_timeout`, and failures are counted by reason instead of logged as errors.
 //!
-//! One OpenSSL context per certificate; the listener's acceptor context picks one per handshake
-//! from the client's SNI (a servername callback reading the current [`Contexts`]), so SIGHUP can
-//! swap certificates under open connections. The acceptor context also holds the session cache,
-//! which therefore survives certificate reloads.
+//! One rustls configuration per listener, swapped whole on SIGHUP: its certificate chooser picks
+//! one certificate per handshake from the client's SNI, and its session cache is shared by every
+//! configuration the listener ever has, so sessions survive certificate reloads. Connections
+//! run on rustls's unbuffered API ([`stream::TlsStream`]): an idle client holds no TLS buffer.
 
 pub mod certs;
 pub mod peer;
-pub mod socket;
+pub mod stream;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use crate::config::{ClientAuth, ListenerTls, TlsVersion};
 use crate::observability::metrics::TlsMetrics;
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use certs::{CertError, Certificate, NameIndex};
-use openssl::error::ErrorStack;
-use openssl::ssl::{
-    select_next_proto, AlpnError, NameType, SslAcceptor, SslAcceptorBuilder, SslContext, SslMethod,
-    SslMode, SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
-};
-use openssl::stack::Stack;
-use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::{X509Name, X509};
-use pingora_core::listeners::TlsAccept;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::tls::server::handshake_with_callback;
-use pingora_core::protocols::tls::TlsRef;
-use pingora_core::protocols::Stream;
-use std::any::Any;
+use pingora_core::protocols::tls::SslDigest;
+use pingora_core::protocols::{Stream, ALPN};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
+use rustls::server::{
+    ClientHello, ResolvesServerCert, ServerConfig, ServerSessionMemoryCache,
+    UnbufferedServerConnection, WebPkiClientVerifier,
+};
+use rustls::sign::CertifiedKey;
+use rustls::{HandshakeKind, PeerIncompatible, ProtocolVersion, RootCertStore};
 use std::sync::Arc;
 use std::time::Duration;
+use stream::{Failure, TlsStream};
 
-/// Sessions kept for resumption per listener (OpenSSL's default bound, made explicit); each may be
-/// resumed for OpenSSL's default two hours.
-const SESSION_CACHE_ENTRIES: i32 = 20_480;
-/// Every context shares it, so a session survives the switch to the SNI-chosen context.
-const SESSION_ID_CONTEXT: &[u8] = b"edgegate";
-/// ALPN wire lists, in our order of preference.
-const ALPN_H2_H1: &[u8] = b"\x02h2\x08http/1.1";
-const ALPN_H1: &[u8] = b"\x08http/1.1";
+/// Sessions kept for resumption per listener (OpenSSL's default bound, which nginx shares).
+const SESSION_CACHE_ENTRIES: usize = 20_480;
+/// TLS 1.2 on the wire (what TLS 1.3 hellos claim too).
+const TLS12_WIRE: u16 = 0x0303;
+/// ALPN protocols, in our order of preference.
+const H2: &[u8] = b"h2";
+const HTTP11: &[u8] = b"http/1.1";
 
 /// Why a listener's TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("listener `{listener}`: {source}")]
     Certificate { listener: String, source: CertError },
-    #[error("listener `{listener}`: OpenSSL refused the settings: {source}")]
-    OpenSsl {
+    #[error("listener `{listener}`: the TLS settings were refused: {source}")]
+    Settings {
         listener: String,
-        source: ErrorStack,
+        source: rustls::Error,
     },
 }
 
-/// The certificates in force: one context each, and the SNI index over them.
-struct Contexts {
-    contexts: Vec<SslContext>,
+/// The certificates in force and the SNI index over them: rustls asks it for one per handshake.
+#[derive(Debug)]
+struct Chooser {
+    keys: Vec<Arc<CertifiedKey>>,
     names: NameIndex,
+}
+
+impl ResolvesServerCert for Chooser {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.keys
+            .get(self.names.select(client_hello.server_name()))
+            .cloned()
+    }
 }
 
 /// TLS for one listener.
 pub struct Terminator {
     listener: String,
     spec: ListenerTls,
-    acceptor: SslAcceptor,
-    current: Arc<ArcSwap<Contexts>>,
-    callbacks: Callbacks,
+    config: ArcSwap<ServerConfig>,
+    sessions: Arc<ServerSessionMemoryCache>,
     metrics: TlsMetrics,
-}
-
-/// After the handshake: the verified client certificate, for the request headers.
-struct Callbacks {
-    client_certificates: bool,
-}
-
-#[async_trait]
-impl TlsAccept for Callbacks {
-    async fn handshake_complete_callback(
-        &self,
-        ssl: &TlsRef,
-    ) -> Option<Arc<dyn Any + Send + Sync>> {
-        if !self.client_certificates {
-            return None;
-        }
-        let certificate = ssl.peer_certificate()?;
-        Some(Arc::new(peer::ClientCertificate::of(&certificate)))
-    }
 }
 
 /// The certificates of `spec`, read and checked, in order.
@@ -94,137 +81,116 @@ pub fn load_certificates(spec: &ListenerTls) -> Result<Vec<Certificate>, CertErr
     spec.certificates.iter().map(Certificate::load).collect()
 }
 
-fn client_ca(spec: &ListenerTls) -> Result<Vec<X509>, CertError> {
-    match &spec.client_ca {
-        Some(path) => certs::load_ca(path),
-        None => Ok(Vec::new()),
+/// The trust anchors for client certificates (`None` without `client_ca`).
+fn client_roots(spec: &ListenerTls) -> Result<Option<RootCertStore>, CertError> {
+    let Some(path) = &spec.client_ca else {
+        return Ok(None);
+    };
+    let invalid = |message: String| CertError::Invalid {
+        path: path.clone(),
+        message,
+    };
+    let mut roots = RootCertStore::empty();
+    for ca in certs::load_ca(path)? {
+        let der = ca
+            .to_der()
+            .map_err(|e| invalid(format!("unreadable certificate: {e}")))?;
+        roots
+            .add(CertificateDer::from(der))
+            .map_err(|e| invalid(format!("not usable as a client CA: {e}")))?;
     }
+    Ok(Some(roots))
 }
 
-/// A context with the listener's protocol settings and, when given, one certificate.
-fn context_builder(
-    spec: &ListenerTls,
-    certificate: Option<&Certificate>,
-    client_ca: &[X509],
-) -> Result<SslAcceptorBuilder, ErrorStack> {
-    // Mozilla "intermediate": TLS 1.2 and 1.3, AEAD ciphers with forward secrecy.
-    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
-    if spec.min_version == TlsVersion::Tls13 {
-        builder.set_min_proto_version(Some(SslVersion::TLS1_3))?;
-    }
-    builder.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::NO_TICKET);
-    // An idle connection gives its 16 KiB record buffers back (as nginx does).
-    builder.set_mode(SslMode::RELEASE_BUFFERS);
-    builder.set_session_id_context(SESSION_ID_CONTEXT)?;
-    // OpenSSL asks the context in force after the SNI switch, so every context answers ALPN.
-    let offer = if spec.http2 { ALPN_H2_H1 } else { ALPN_H1 };
-    builder.set_alpn_select_callback(move |_: &mut SslRef, client: &[u8]| {
-        select_next_proto(offer, client).ok_or(AlpnError::NOACK)
-    });
-    if let Some(certificate) = certificate {
-        builder.set_certificate(&certificate.leaf)?;
-        for intermediate in &certificate.chain {
-            builder.add_extra_chain_cert(intermediate.clone())?;
-        }
-        builder.set_private_key(&certificate.key)?;
-        builder.check_private_key()?;
-    }
-    if !client_ca.is_empty() {
-        let mut store = X509StoreBuilder::new()?;
-        let mut names = Stack::<X509Name>::new()?;
-        for ca in client_ca {
-            store.add_cert(ca.clone())?;
-            names.push(ca.subject_name().to_owned()?)?;
-        }
-        builder.set_verify_cert_store(store.build())?;
-        builder.set_client_ca_list(names);
-        builder.set_verify(verify_mode(spec.client_auth));
-    }
-    Ok(builder)
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn verify_mode(client_auth: ClientAuth) -> SslVerifyMode {
-    match client_auth {
-        ClientAuth::Off => SslVerifyMode::NONE,
-        ClientAuth::Optional => SslVerifyMode::PEER,
-        ClientAuth::Required => SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
-    }
-}
-
-fn build_contexts(
+/// The listener's rustls configuration over `certificates`: TLS 1.2 and 1.3 (or 1.3 only), the
+/// provider's AEAD suites with forward secrecy (Mozilla "intermediate" without DHE), ALPN,
+/// client certificates, the shared session cache.
+fn server_config(
     spec: &ListenerTls,
     certificates: &[Certificate],
-    client_ca: &[X509],
-) -> Result<Contexts, ErrorStack> {
-    let contexts = certificates
-        .iter()
-        .map(|certificate| {
-            Ok(context_builder(spec, Some(certificate), client_ca)?
+    roots: Option<RootCertStore>,
+    sessions: &Arc<ServerSessionMemoryCache>,
+) -> Result<ServerConfig, rustls::Error> {
+    let provider = provider();
+    let versions: &[&rustls::SupportedProtocolVersion] = match spec.min_version {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(versions)?;
+    let builder = match (roots, spec.client_auth) {
+        (Some(roots), ClientAuth::Optional | ClientAuth::Required) => {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
+            let verifier = if spec.client_auth == ClientAuth::Optional {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            let verifier = verifier
                 .build()
-                .into_context())
-        })
-        .collect::<Result<Vec<_>, ErrorStack>>()?;
-    let names = NameIndex::new(certificates.iter().map(|c| c.names.as_slice()));
-    Ok(Contexts { contexts, names })
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let chooser = Chooser {
+        keys: certificates
+            .iter()
+            .map(|c| Arc::clone(&c.certified))
+            .collect(),
+        names: NameIndex::new(certificates.iter().map(|c| c.names.as_slice())),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(chooser));
+    config.alpn_protocols = if spec.http2 {
+        vec![H2.to_vec(), HTTP11.to_vec()]
+    } else {
+        vec![HTTP11.to_vec()]
+    };
+    config.session_storage = Arc::clone(sessions) as _;
+    // One ticket per handshake (a session-cache id): a client resumes one connection at a time.
+    config.send_tls13_tickets = 1;
+    config.max_early_data_size = 0;
+    Ok(config)
 }
 
-/// Reads every certificate, key and CA file of `spec` and builds a context per certificate: what
-/// both start-up and a reload do.
+/// Reads every certificate, key and CA file of `spec` and builds its configuration: what both
+/// start-up and a reload do.
 fn read_files(
     listener: &str,
     spec: &ListenerTls,
-) -> Result<(Vec<Certificate>, Vec<X509>, Contexts), TlsError> {
+    sessions: &Arc<ServerSessionMemoryCache>,
+) -> Result<(Vec<Certificate>, ServerConfig), TlsError> {
     let certificate_error = |source| TlsError::Certificate {
         listener: listener.to_string(),
         source,
     };
     let certificates = load_certificates(spec).map_err(certificate_error)?;
-    let client_ca = client_ca(spec).map_err(certificate_error)?;
-    let contexts =
-        build_contexts(spec, &certificates, &client_ca).map_err(|source| TlsError::OpenSsl {
+    let roots = client_roots(spec).map_err(certificate_error)?;
+    let config = server_config(spec, &certificates, roots, sessions).map_err(|source| {
+        TlsError::Settings {
             listener: listener.to_string(),
             source,
-        })?;
-    Ok((certificates, client_ca, contexts))
+        }
+    })?;
+    Ok((certificates, config))
 }
 
 impl Terminator {
     /// Reads every file of `spec` and builds the listener's TLS; any problem is an error.
     pub fn new(listener: &str, spec: &ListenerTls) -> Result<Self, TlsError> {
-        let openssl_error = |source| TlsError::OpenSsl {
-            listener: listener.to_string(),
-            source,
-        };
-        let (certificates, client_ca, contexts) = read_files(listener, spec)?;
-        let current = Arc::new(ArcSwap::from_pointee(contexts));
-
-        // The default certificate is set here too, for a handshake that never reaches the callback.
-        let mut acceptor =
-            context_builder(spec, certificates.first(), &client_ca).map_err(openssl_error)?;
-        acceptor.set_session_cache_mode(SslSessionCacheMode::SERVER);
-        acceptor.set_session_cache_size(SESSION_CACHE_ENTRIES);
-        acceptor.set_num_tickets(1).map_err(openssl_error)?;
-        let chooser = Arc::clone(&current);
-        acceptor.set_servername_callback(move |ssl, _alert| {
-            let contexts = chooser.load();
-            let chosen = contexts.names.select(ssl.servername(NameType::HOST_NAME));
-            if let Some(context) = contexts.contexts.get(chosen) {
-                ssl.set_ssl_context(context)
-                    .map_err(|_| openssl::ssl::SniError::ALERT_FATAL)?;
-            }
-            Ok(())
-        });
-
-        let metrics = TlsMetrics::new(listener);
+        let sessions = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+        let (certificates, config) = read_files(listener, spec, &sessions)?;
         let terminator = Terminator {
             listener: listener.to_string(),
             spec: spec.clone(),
-            acceptor: acceptor.build(),
-            current,
-            callbacks: Callbacks {
-                client_certificates: spec.client_ca.is_some(),
-            },
-            metrics,
+            config: ArcSwap::from_pointee(config),
+            sessions,
+            metrics: TlsMetrics::new(listener),
         };
         terminator.publish(&certificates);
         Ok(terminator)
@@ -252,8 +218,8 @@ impl Terminator {
     /// Re-reads the certificate, key and CA files. New handshakes use them; open connections keep
     /// theirs. Any broken file keeps every old certificate in force.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let (certificates, _, contexts) = read_files(&self.listener, &self.spec)?;
-        self.current.store(Arc::new(contexts));
+        let (certificates, config) = read_files(&self.listener, &self.spec, &self.sessions)?;
+        self.config.store(Arc::new(config));
         self.publish(&certificates);
         Ok(())
     }
@@ -273,20 +239,31 @@ impl Terminator {
                 return None;
             }
         };
-        let handshake =
-            handshake_with_callback(&self.acceptor, socket::TlsSocket::new(l4), &self.callbacks);
+        let conn = match UnbufferedServerConnection::new(self.config.load_full()) {
+            Ok(conn) => conn,
+            Err(error) => {
+                log::error!(
+                    "listener `{}`: TLS refused to start: {error}",
+                    self.listener
+                );
+                return None;
+            }
+        };
+        let mut secured = TlsStream::new(l4, conn);
         // Pingora's timer wheel: a tokio timer earlier than any other wakes the runtime's driver
         // (an eventfd write) for every connection.
-        match pingora_timeout::fast_timeout::fast_timeout(timeout, handshake).await {
-            Ok(Ok(secured)) => {
-                self.metrics.handshake(secured.ssl().session_reused());
+        match pingora_timeout::fast_timeout::fast_timeout(timeout, secured.handshake()).await {
+            Ok(Ok(())) => {
+                settle(&mut secured);
+                let resumed = secured.connection().handshake_kind() == Some(HandshakeKind::Resumed);
+                self.metrics.handshake(resumed);
                 Some(Box::new(secured))
             }
-            Ok(Err(error)) => {
-                let reason = HandshakeFailure::of(&error);
+            Ok(Err(failure)) => {
+                let reason = HandshakeFailure::of(&failure, secured.hello_version());
                 self.metrics.handshake_failed(reason);
                 log::debug!(
-                    "listener `{}`: TLS handshake failed: {error}",
+                    "listener `{}`: TLS handshake failed: {failure:?}",
                     self.listener
                 );
                 None
@@ -297,6 +274,33 @@ impl Terminator {
             }
         }
     }
+}
+
+/// What the handshake settled, for Pingora (the digest, ALPN) and the gateway (the client
+/// certificate).
+fn settle(secured: &mut TlsStream) {
+    let conn = secured.connection();
+    let version = match conn.protocol_version() {
+        Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "",
+    };
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .and_then(|suite| suite.suite().as_str())
+        .unwrap_or("");
+    let alpn = match conn.alpn_protocol() {
+        Some(H2) => Some(ALPN::H2),
+        Some(HTTP11) => Some(ALPN::H1),
+        _ => None,
+    };
+    let client = conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| peer::register(leaf));
+    let cert_digest = client.as_ref().map_or_else(Vec::new, |c| c.digest.to_vec());
+    let digest = SslDigest::new(cipher, version, None, None, cert_digest);
+    secured.settle(digest, alpn, client);
 }
 
 /// Why a handshake failed (the `reason` label).
@@ -312,6 +316,9 @@ pub enum HandshakeFailure {
     ClientCertificateMissing,
     /// The client's certificate does not verify against `client_ca`.
     ClientCertificateInvalid,
+    /// The client's ALPN list names no protocol the listener speaks (`h2` off and only `h2`
+    /// offered, say).
+    NoApplicationProtocol,
     /// The bytes were not TLS (plain HTTP to a TLS port, a scanner).
     NotTls,
     /// The client went away mid-handshake.
@@ -322,12 +329,13 @@ pub enum HandshakeFailure {
 
 impl HandshakeFailure {
     /// Every reason, in label order.
-    pub const ALL: [HandshakeFailure; 8] = [
+    pub const ALL: [HandshakeFailure; 9] = [
         HandshakeFailure::Timeout,
         HandshakeFailure::ProtocolVersion,
         HandshakeFailure::NoSharedCipher,
         HandshakeFailure::ClientCertificateMissing,
         HandshakeFailure::ClientCertificateInvalid,
+        HandshakeFailure::NoApplicationProtocol,
         HandshakeFailure::NotTls,
         HandshakeFailure::Closed,
         HandshakeFailure::Other,
@@ -341,92 +349,95 @@ impl HandshakeFailure {
             HandshakeFailure::NoSharedCipher => "no_shared_cipher",
             HandshakeFailure::ClientCertificateMissing => "client_certificate_missing",
             HandshakeFailure::ClientCertificateInvalid => "client_certificate_invalid",
+            HandshakeFailure::NoApplicationProtocol => "no_application_protocol",
             HandshakeFailure::NotTls => "not_tls",
             HandshakeFailure::Closed => "closed",
             HandshakeFailure::Other => "other",
         }
     }
 
-    /// The reason behind a failed handshake. Pingora keeps only OpenSSL's message (not the
-    /// error itself), so the reason strings of OpenSSL's error queue are looked for in it.
-    fn of(error: &pingora_error::Error) -> Self {
-        let text = error.to_string();
-        match OPENSSL_REASONS
-            .iter()
-            .find(|(reason, _)| text.contains(reason))
-        {
-            Some((_, failure)) => *failure,
-            // An OpenSSL error we do not single out, or else the transport failed (EOF, reset).
-            None if text.contains("error:") => HandshakeFailure::Other,
-            None => HandshakeFailure::Closed,
+    /// The reason behind a failed handshake whose client hello asked for `hello_version`.
+    fn of(failure: &Failure, hello_version: u16) -> Self {
+        match failure {
+            Failure::NotTls => HandshakeFailure::NotTls,
+            Failure::Io(_) => HandshakeFailure::Closed,
+            // rustls stops a TLS 1.0/1.1 hello at whatever it lacks first (signature
+            // algorithms, say); for the operator the reason is the version.
+            Failure::Tls(_) if hello_version != 0 && hello_version < TLS12_WIRE => {
+                HandshakeFailure::ProtocolVersion
+            }
+            Failure::Tls(error) => Self::of_tls(error),
+        }
+    }
+
+    fn of_tls(error: &rustls::Error) -> Self {
+        use rustls::Error;
+        match error {
+            Error::PeerIncompatible(incompatible) => match incompatible {
+                PeerIncompatible::Tls12NotOffered
+                | PeerIncompatible::Tls12NotOfferedOrEnabled
+                | PeerIncompatible::SupportedVersionsExtensionRequired
+                | PeerIncompatible::ServerDoesNotSupportTls12Or13 => {
+                    HandshakeFailure::ProtocolVersion
+                }
+                PeerIncompatible::NoCipherSuitesInCommon
+                | PeerIncompatible::NoKxGroupsInCommon
+                | PeerIncompatible::NoSignatureSchemesInCommon
+                | PeerIncompatible::NoEcPointFormatsInCommon => HandshakeFailure::NoSharedCipher,
+                _ => HandshakeFailure::Other,
+            },
+            Error::NoCertificatesPresented => HandshakeFailure::ClientCertificateMissing,
+            Error::InvalidCertificate(_) => HandshakeFailure::ClientCertificateInvalid,
+            Error::NoApplicationProtocol => HandshakeFailure::NoApplicationProtocol,
+            _ => HandshakeFailure::Other,
         }
     }
 }
 
-/// OpenSSL 3 reason strings and what they mean for the client.
-const OPENSSL_REASONS: &[(&str, HandshakeFailure)] = &[
-    ("unsupported protocol", HandshakeFailure::ProtocolVersion),
-    ("wrong ssl version", HandshakeFailure::ProtocolVersion),
-    ("alert protocol version", HandshakeFailure::ProtocolVersion),
-    ("no shared cipher", HandshakeFailure::NoSharedCipher),
-    ("no suitable key share", HandshakeFailure::NoSharedCipher),
-    ("no shared groups", HandshakeFailure::NoSharedCipher),
-    (
-        "peer did not return a certificate",
-        HandshakeFailure::ClientCertificateMissing,
-    ),
-    (
-        "certificate verify failed",
-        HandshakeFailure::ClientCertificateInvalid,
-    ),
-    ("http request", HandshakeFailure::NotTls),
-    ("https proxy request", HandshakeFailure::NotTls),
-    ("wrong version number", HandshakeFailure::NotTls),
-    ("packet length too long", HandshakeFailure::NotTls),
-    ("unknown protocol", HandshakeFailure::NotTls),
-    ("unexpected eof while reading", HandshakeFailure::Closed),
-    ("Connection reset by peer", HandshakeFailure::Closed),
-    ("Broken pipe", HandshakeFailure::Closed),
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn failure(message: &str) -> HandshakeFailure {
-        let error = pingora_error::Error::explain(
-            pingora_error::ErrorType::TLSHandshakeFailure,
-            format!("TLS accept() failed: {message}"),
-        );
-        HandshakeFailure::of(&error)
-    }
+    use rustls::{CertificateError, Error};
 
     #[test]
-    fn openssl_messages_map_to_bounded_reasons() {
-        // Messages as OpenSSL 3 words them (seen in the gateway's debug log).
+    fn handshake_failures_map_to_bounded_reasons() {
+        let tls = |error: Error| HandshakeFailure::of(&Failure::Tls(error), TLS12_WIRE);
         assert_eq!(
-            failure("error:0A000102:SSL routines:tls_early_post_process_client_hello:unsupported protocol:ssl/statem/statem_srvr.c:1924:"),
+            tls(PeerIncompatible::Tls12NotOffered.into()),
             HandshakeFailure::ProtocolVersion
         );
         assert_eq!(
-            failure("error:0A00009C:SSL routines:tls_validate_record_header:http request:ssl/record/methods/tlsany_meth.c:68:"),
-            HandshakeFailure::NotTls
+            tls(PeerIncompatible::NoCipherSuitesInCommon.into()),
+            HandshakeFailure::NoSharedCipher
         );
         assert_eq!(
-            failure("error:0A0000C7:SSL routines:tls_process_client_certificate:peer did not return a certificate:ssl/statem/statem_srvr.c:3510:"),
+            tls(Error::NoCertificatesPresented),
             HandshakeFailure::ClientCertificateMissing
         );
         assert_eq!(
-            failure("error:0A000086:SSL routines:tls_post_process_client_certificate:certificate verify failed:ssl/statem/statem_srvr.c:3584:"),
+            tls(Error::InvalidCertificate(CertificateError::UnknownIssuer)),
             HandshakeFailure::ClientCertificateInvalid
         );
         assert_eq!(
-            failure("error:0A0000F4:SSL routines:ossl_statem_server_read_transition:unexpected message:ssl/statem/statem_srvr.c:342:"),
-            HandshakeFailure::Other
+            tls(Error::NoApplicationProtocol),
+            HandshakeFailure::NoApplicationProtocol
+        );
+        assert_eq!(tls(Error::DecryptError), HandshakeFailure::Other);
+        assert_eq!(
+            HandshakeFailure::of(
+                &Failure::Tls(PeerIncompatible::SignatureAlgorithmsExtensionRequired.into()),
+                0x0302
+            ),
+            HandshakeFailure::ProtocolVersion,
+            "a TLS 1.1 hello fails for its version, whatever rustls trips on first"
         );
         assert_eq!(
-            failure("Connection reset by peer (os error 104)"),
+            HandshakeFailure::of(&Failure::Io(std::io::ErrorKind::ConnectionReset.into()), 0),
             HandshakeFailure::Closed
+        );
+        assert_eq!(
+            HandshakeFailure::of(&Failure::NotTls, 0),
+            HandshakeFailure::NotTls
         );
     }
 }

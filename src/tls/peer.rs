@@ -1,9 +1,16 @@
 //! What a verified client certificate says, prepared once per connection as the header values the
 //! backends receive (`X-Client-Cert-*`). A client's own copies of these headers are always removed.
+//!
+//! Pingora carries a connection's TLS facts to the request as an `SslDigest` whose `cert_digest`
+//! (the certificate's SHA-256) we set, but only its own OpenSSL handshake can attach more. So the
+//! certificates of open connections are kept in a registry by that digest: the connection holds
+//! its entry, the request finds it through the digest.
 
 use http::{HeaderName, HeaderValue};
 use openssl::hash::MessageDigest;
-use openssl::x509::{X509NameRef, X509Ref};
+use openssl::x509::{X509NameRef, X509Ref, X509};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Weak};
 
 /// The client certificate's subject, RFC 4514 (`CN=alice,O=Example`).
 pub static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
@@ -30,11 +37,53 @@ pub struct ClientCertificate {
     /// `None` when the certificate has no subjectAltName.
     pub san: Option<HeaderValue>,
     pub fingerprint: HeaderValue,
+    /// SHA-256 of the DER certificate.
+    pub digest: [u8; 32],
+}
+
+/// The client certificates of open connections, by SHA-256 (one entry per distinct certificate).
+static REGISTRY: LazyLock<parking_lot::Mutex<HashMap<[u8; 32], Weak<ClientCertificate>>>> =
+    LazyLock::new(Default::default);
+
+/// The facts of a verified DER certificate, held for as long as the returned value lives (a
+/// connection's lifetime); `None` when OpenSSL cannot read it.
+pub fn register(der: &[u8]) -> Option<Arc<ClientCertificate>> {
+    let certificate = X509::from_der(der).ok()?;
+    let digest: [u8; 32] = certificate
+        .digest(MessageDigest::sha256())
+        .ok()
+        .and_then(|digest| <[u8; 32]>::try_from(&digest[..]).ok())?;
+    let mut registry = REGISTRY.lock();
+    if let Some(known) = registry.get(&digest).and_then(Weak::upgrade) {
+        return Some(known);
+    }
+    let facts = Arc::new(ClientCertificate::of(&certificate, digest));
+    registry.insert(digest, Arc::downgrade(&facts));
+    Some(facts)
+}
+
+/// A connection's hold on its certificate ends; the entry goes with the last one.
+pub fn release(facts: Arc<ClientCertificate>) {
+    let digest = facts.digest;
+    drop(facts);
+    let mut registry = REGISTRY.lock();
+    if registry
+        .get(&digest)
+        .is_some_and(|entry| entry.strong_count() == 0)
+    {
+        registry.remove(&digest);
+    }
+}
+
+/// The certificate of an open connection, by the digest its `SslDigest` carries.
+pub fn registered(digest: &[u8]) -> Option<Arc<ClientCertificate>> {
+    let digest = <[u8; 32]>::try_from(digest).ok()?;
+    REGISTRY.lock().get(&digest).and_then(Weak::upgrade)
 }
 
 impl ClientCertificate {
-    /// The facts of `certificate`.
-    pub fn of(certificate: &X509Ref) -> Self {
+    /// The facts of `certificate`, whose SHA-256 is `digest`.
+    fn of(certificate: &X509Ref, digest: [u8; 32]) -> Self {
         let subject = header_value(&rfc4514(certificate.subject_name()));
         let san = certificate.subject_alt_names().and_then(|names| {
             let entries: Vec<String> = names
@@ -55,18 +104,13 @@ impl ClientCertificate {
                 .collect();
             (!entries.is_empty()).then(|| header_value(&entries.join(", ")))
         });
-        let fingerprint = certificate
-            .digest(MessageDigest::sha256())
-            .map(|digest| {
-                let mut hex = String::new();
-                crate::fastfmt::push_hex(&mut hex, &digest);
-                hex
-            })
-            .unwrap_or_default();
+        let mut fingerprint = String::new();
+        crate::fastfmt::push_hex(&mut fingerprint, &digest);
         ClientCertificate {
             subject,
             san,
             fingerprint: header_value(&fingerprint),
+            digest,
         }
     }
 }

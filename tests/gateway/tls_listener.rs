@@ -236,6 +236,16 @@ fn alpn_offers_h2_then_http11_and_h2_can_be_switched_off() {
     assert_eq!(alpn(&both, &h2_h1).as_deref(), Some("h2"));
     assert_eq!(alpn(&both, &h1).as_deref(), Some("http/1.1"));
     assert_eq!(alpn(&h1_only, &h2_h1).as_deref(), Some("http/1.1"));
+
+    // A client offering only what the listener does not speak is refused (RFC 7301)...
+    let h2_only = offering(b"\x02h2");
+    assert!(connect(&h2_only, h1_only.proxy, Some("api.test")).is_err());
+    wait_failure(&h1_only, "no_application_protocol");
+    // ...and one offering no ALPN at all is served HTTP/1.1.
+    let mut silent = connect(&connector(&ca, |_| {}), h1_only.proxy, Some("api.test")).unwrap();
+    assert_eq!(silent.ssl().selected_alpn_protocol(), None);
+    let response = exchange(&mut silent, "api.test", "/", &[]).unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
 }
 
 /// `openssl s_client` saving or reusing a session; its report of the handshake.

@@ -131,38 +131,11 @@ impl Files {
 
     /// A self-signed certificate for `names` and its key, made with the openssl crate.
     fn certificate(&self, stem: &str, names: &[&str]) -> (String, String) {
-        use openssl::asn1::Asn1Time;
-        use openssl::bn::BigNum;
-        use openssl::hash::MessageDigest;
-        use openssl::pkey::PKey;
-        use openssl::rsa::Rsa;
-        use openssl::x509::extension::SubjectAlternativeName;
-        use openssl::x509::{X509Builder, X509NameBuilder};
-        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-        let mut name = X509NameBuilder::new().unwrap();
-        name.append_entry_by_text("CN", names[0]).unwrap();
-        let name = name.build();
-        let mut builder = X509Builder::new().unwrap();
-        builder.set_version(2).unwrap();
-        let serial = BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap();
-        builder.set_serial_number(&serial).unwrap();
-        builder.set_subject_name(&name).unwrap();
-        builder.set_issuer_name(&name).unwrap();
-        builder.set_pubkey(&key).unwrap();
-        builder
-            .set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        let key =
+            openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let cert = crate::tls::testing::self_signed(&key, names, 90)
+            .to_pem()
             .unwrap();
-        builder
-            .set_not_after(&Asn1Time::days_from_now(90).unwrap())
-            .unwrap();
-        let mut san = SubjectAlternativeName::new();
-        for name in names {
-            san.dns(name);
-        }
-        let san = san.build(&builder.x509v3_context(None, None)).unwrap();
-        builder.append_extension(san).unwrap();
-        builder.sign(&key, MessageDigest::sha256()).unwrap();
-        let cert = builder.build().to_pem().unwrap();
         (
             self.write(&format!("{stem}.crt"), cert),
             self.write(
