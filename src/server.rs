@@ -242,7 +242,7 @@ fn proxy_service(
     for listener in listeners {
         // Pingora's default 64 KiB socket read buffer is zeroed, so resident, for every idle
         // client. HTTP/1 reads land in Pingora's own buffers (a socket buffer only adds a copy);
-        // under OpenSSL, `tls::socket` buffers only while bytes are pending. Writes are
+        // under TLS, `tls::stream` buffers only while bytes are pending. Writes are
         // gathered by `listener::coalesce`, which holds no buffer between responses.
         let endpoint = ListenerConfig::tcp(listener.address.to_string())
             .l4_buffer(L4BufferSettings::unbuffered());
