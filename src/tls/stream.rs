@@ -304,14 +304,11 @@ impl TlsStream {
             if got == 0 {
                 return Poll::Ready(Ok(false));
             }
-            if first {
-                if scratch[0] != HANDSHAKE_RECORD {
-                    return Poll::Ready(Err(Failure::NotTls));
-                }
-                // Record header (5 bytes), handshake type and length (4), then legacy_version.
-                if got >= 11 {
-                    self.hello_version = u16::from_be_bytes([scratch[9], scratch[10]]);
-                }
+            if first && scratch[0] != HANDSHAKE_RECORD {
+                return Poll::Ready(Err(Failure::NotTls));
+            }
+            if self.hello_version == 0 && self.conn.protocol_version().is_none() {
+                self.note_hello_version(&scratch[..got]);
             }
             let result = if self.incoming.is_empty() {
                 // Processed where it landed; only an incomplete record is copied out.
@@ -331,6 +328,20 @@ impl TlsStream {
             }
             Poll::Ready(Ok(true))
         })
+    }
+
+    /// Reads the hello's legacy_version once its bytes are in: a record header (5 bytes), the
+    /// handshake type and length (4), then the version. `fresh` was just read, after `incoming`.
+    fn note_hello_version(&mut self, fresh: &[u8]) {
+        let byte = |at: usize| {
+            self.incoming
+                .get(at)
+                .or_else(|| fresh.get(at - self.incoming.len()))
+                .copied()
+        };
+        if let (Some(major), Some(minor)) = (byte(9), byte(10)) {
+            self.hello_version = u16::from_be_bytes([major, minor]);
+        }
     }
 
     /// Sends what waits in `outgoing`; `Ready(Ok)` once all of it is sent.
@@ -567,6 +578,35 @@ mod tests {
         TlsStream,
         tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
     ) {
+        pair_through(version, false).await
+    }
+
+    /// Copies everything the client sends to `server`, one byte per write (`trickle`), and the
+    /// server's answers back at once.
+    async fn relay(client: tokio::net::TcpStream, server: tokio::net::TcpStream) {
+        server.set_nodelay(true).unwrap();
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+        });
+        let mut byte = [0u8; 1];
+        while client_read.read_exact(&mut byte).await.is_ok() {
+            if server_write.write_all(&byte).await.is_err() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// [`pair`], the client's bytes reaching us one by one when `trickle`.
+    async fn pair_through(
+        version: &'static rustls::SupportedProtocolVersion,
+        trickle: bool,
+    ) -> (
+        TlsStream,
+        tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    ) {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let (cert, key) = certificate();
         let server = ServerConfig::builder_with_provider(Arc::clone(&provider))
@@ -583,7 +623,17 @@ mod tests {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
+        let mut address = listener.local_addr().unwrap();
+        if trickle {
+            let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let server = address;
+            address = relay_listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                let (client, _) = relay_listener.accept().await.unwrap();
+                let server = tokio::net::TcpStream::connect(server).await.unwrap();
+                relay(client, server).await;
+            });
+        }
         let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
         let client = tokio::spawn(async move {
             let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
@@ -645,6 +695,53 @@ mod tests {
     #[tokio::test]
     async fn tls12_carries_large_transfers_and_holds_nothing_when_idle() {
         round_trip(&rustls::version::TLS12).await;
+    }
+
+    #[tokio::test]
+    async fn records_arriving_a_byte_at_a_time_are_put_together() {
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let (mut ours, mut client) = pair_through(version, true).await;
+            // Two records' worth, so one record ends and the next starts within a read.
+            let message: Vec<u8> = (0..20_000u32).map(|i| (i % 253) as u8).collect();
+            client.write_all(&message).await.unwrap();
+            client.flush().await.unwrap();
+            let mut received = vec![0u8; message.len()];
+            ours.read_exact(&mut received).await.unwrap();
+            assert!(
+                received == message,
+                "{version:?}: the message arrives intact"
+            );
+            ours.write_all(b"done").await.unwrap();
+            ours.flush().await.unwrap();
+            let mut answer = [0u8; 4];
+            client.read_exact(&mut answer).await.unwrap();
+            assert_eq!(&answer, b"done");
+            assert_eq!(ours.incoming.capacity(), 0, "no partial record held");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_hello_version_is_read_across_reads() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (cert, key) = certificate();
+        let server = ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+        let conn = UnbufferedServerConnection::new(Arc::new(server)).unwrap();
+        let mut ours = TlsStream::new(L4Stream::from(tcp), conn);
+        // A TLS 1.1 hello: record header, handshake header, then 0x0302.
+        ours.incoming = vec![0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c, 0x03];
+        ours.note_hello_version(&[0x02, 0xaa]);
+        assert_eq!(ours.hello_version(), 0x0302);
     }
 
     #[tokio::test]
