@@ -305,6 +305,57 @@ fn sessions_resume_over_tls_13_and_tls_12() {
 }
 
 #[test]
+fn a_resumed_session_keeps_the_client_certificate_it_was_made_with() {
+    let dir = temp_dir();
+    let ca = Ca::new("Test CA");
+    let ca_file = ca.write(&dir, "ca");
+    let clients = Ca::new("Clients CA");
+    let clients_file = clients.write(&dir, "clients");
+    let cert = ca.server(&["api.test"]).write(&dir, "api");
+    clients
+        .issue(&[("CN", "alice")], &["alice.example"], &[], 30)
+        .write(&dir, "alice");
+    let (alice_cert, alice_key) = (dir.join("alice.pem"), dir.join("alice.key"));
+    let origin = Origin::start("app");
+    let gw = tls_gateway(
+        &origin,
+        &format!(
+            "certificates: [{cert}], client_ca: \"{}\", client_auth: required",
+            clients_file.display()
+        ),
+        None,
+        "",
+    );
+    let identity = [
+        "-cert",
+        alice_cert.to_str().unwrap(),
+        "-key",
+        alice_key.to_str().unwrap(),
+    ];
+    for (version, flag) in [("TLSv1.3", "-tls1_3"), ("TLSv1.2", "-tls1_2")] {
+        let session = dir.join(format!("{version}.session"));
+        let args = [&identity[..], &[flag]].concat();
+        let first = s_client(gw.proxy, &ca_file, &session, true, &args);
+        assert!(first.contains(&format!("New, {version}")), "{first}");
+        assert!(
+            first.contains(r#""x-client-cert-subject":"CN=alice""#),
+            "{first}"
+        );
+        // The resumed connection presents no certificate: the identity comes from the session.
+        let second = s_client(gw.proxy, &ca_file, &session, false, &[flag]);
+        assert!(second.contains(&format!("Reused, {version}")), "{second}");
+        assert!(
+            second.contains(r#""x-client-cert-subject":"CN=alice""#),
+            "{second}"
+        );
+        assert!(
+            second.contains(r#""x-client-cert-san":"DNS:alice.example""#),
+            "{second}"
+        );
+    }
+}
+
+#[test]
 fn required_client_certificates_are_verified_and_forwarded_and_spoofs_are_removed() {
     let dir = temp_dir();
     let ca = Ca::new("Test CA");
