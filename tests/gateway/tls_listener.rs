@@ -213,6 +213,45 @@ fn old_protocol_versions_are_refused_and_counted_and_min_version_is_honoured() {
 }
 
 #[test]
+fn only_aead_suites_with_forward_secrecy_are_offered() {
+    let (_, ca, cert, origin) = setup();
+    let gw = tls_gateway(&origin, &format!("certificates: [{cert}]"), None, "");
+    let tls12 = |suites: &'static str| {
+        connector(&ca, move |b| {
+            b.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
+            b.set_cipher_list(suites).unwrap();
+        })
+    };
+    // CBC, and RSA key exchange without forward secrecy: refused.
+    let cbc = tls12("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA384:AES128-GCM-SHA256");
+    assert!(connect(&cbc, gw.proxy, Some("api.test")).is_err());
+    wait_failure(&gw, "no_shared_cipher");
+    for suite in [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+    ] {
+        let stream = connect(&tls12(suite), gw.proxy, Some("api.test")).unwrap();
+        assert_eq!(stream.ssl().current_cipher().unwrap().name(), suite);
+    }
+    // TLS 1.3: AES-CCM is not among ours.
+    let ccm = connector(&ca, |b| {
+        b.set_min_proto_version(Some(SslVersion::TLS1_3)).unwrap();
+        b.set_ciphersuites("TLS_AES_128_CCM_SHA256").unwrap();
+    });
+    let before = failures(&gw, "no_shared_cipher");
+    assert!(connect(&ccm, gw.proxy, Some("api.test")).is_err());
+    assert!(
+        wait_until(Duration::from_secs(10), || failures(
+            &gw,
+            "no_shared_cipher"
+        ) > before),
+        "{}",
+        gw.metrics()
+    );
+}
+
+#[test]
 fn alpn_offers_h2_then_http11_and_h2_can_be_switched_off() {
     let (_, ca, cert, origin) = setup();
     let both = tls_gateway(&origin, &format!("certificates: [{cert}]"), None, "");
