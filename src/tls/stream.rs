@@ -145,8 +145,8 @@ impl TlsStream {
         self.client = client;
     }
 
-    /// Runs the handshake to its end; what the server still has to say (session tickets) is
-    /// sent as the socket takes it.
+    /// Runs the handshake to its end. TLS 1.3 session tickets are not sent yet: they leave with
+    /// the first response.
     pub async fn handshake(&mut self) -> Result<(), Failure> {
         std::future::poll_fn(|cx| self.poll_handshake(cx)).await
     }
@@ -216,14 +216,18 @@ impl TlsStream {
                 Ok(state) => state,
                 Err(error) => return (used + discard, Err(error)),
             };
+            // Records may ask for more bytes to be discarded than the status says.
+            let mut discard = discard;
             let stop = match state {
                 ConnectionState::ReadTraffic(mut traffic) => {
                     while let Some(record) = traffic.next_record() {
-                        let payload = match record {
-                            Ok(record) => record.payload,
+                        let mut payload = match record {
+                            Ok(record) => {
+                                discard += record.discard;
+                                record.payload
+                            }
                             Err(error) => return (used + discard, Err(error)),
                         };
-                        let mut payload = payload;
                         if let Some(out) = out.as_deref_mut() {
                             let give = payload.len().min(out.remaining());
                             out.put_slice(&payload[..give]);
