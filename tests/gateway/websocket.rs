@@ -1,6 +1,7 @@
 //! WebSocket through the gateway: a real echo origin and client (tokio-tungstenite), auth and rate
 //! limits on the upgrade request, the idle timeout, metrics and the access-log line, and a
-//! graceful stop that lets open WebSockets run through the grace period.
+//! graceful stop that lets open WebSockets run through the grace period; WebSockets over a TLS
+//! listener (wss).
 
 use crate::support::{wait_until, Gateway};
 use futures_util::{SinkExt, StreamExt};
@@ -228,4 +229,52 @@ fn a_backend_that_does_not_switch_protocols_is_answered_as_it_said() {
         gw.metric("edgegate_upgrades_total{route=\"all\"}"),
         Some(0.0)
     );
+}
+
+#[test]
+fn websockets_pass_through_a_tls_listener() {
+    let origin = start_echo_origin();
+    let (_dir, ca, cert, http_origin) = crate::tls_listener::setup();
+    // The catch-all `app` upstream comes with the helper; the second one is the echo origin.
+    let gw = crate::tls_listener::tls_gateway(
+        &http_origin,
+        &format!("certificates: [{cert}]"),
+        Some(&format!(
+            "  ws: {{ targets: [{{ address: \"{}\" }}] }}\nroutes:\n  - {{ name: chat, upstream: ws }}\n",
+            origin.addr
+        )),
+        "",
+    );
+    // Browsers open WebSockets on connections offering HTTP/1.1 only: the upgrade is HTTP/1.1.
+    let connector =
+        crate::tls_listener::connector(&ca, |b| b.set_alpn_protos(b"\x08http/1.1").unwrap());
+    runtime().block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+        let ssl = connector.configure().unwrap().into_ssl("api.test").unwrap();
+        let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+        std::pin::Pin::new(&mut tls).connect().await.unwrap();
+        let (mut socket, _) = tokio_tungstenite::client_async("wss://api.test/chat", tls)
+            .await
+            .expect("the upgrade over TLS");
+        socket.send(Message::text("over tls")).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply.into_text().unwrap().as_str(), "over tls");
+        // Larger than a TLS record, both ways.
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i % 249) as u8).collect();
+        socket.send(Message::binary(big.clone())).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(
+            reply.into_data()[..] == big[..],
+            "the binary message comes back whole"
+        );
+    });
+    assert_eq!(origin.upgrades.load(SeqCst), 1);
 }
