@@ -71,8 +71,7 @@ fn jwt_provider(check: &mut Checker, name: &str, raw: RawJwtProvider) -> Option<
             forwarded.push((claim, name));
         }
     }
-    if check.problem_count() != before {
-        check.mark_invalid(key);
+    if check.refused_since(before, &key) {
         return None;
     }
     Some(JwtProviderSpec {

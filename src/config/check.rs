@@ -40,6 +40,16 @@ impl Checker {
         self.invalid.insert(key);
     }
 
+    /// Whether problems were found since `before` (a `problem_count`); the item at `key` is then
+    /// marked invalid, so that what refers to it is not reported again.
+    pub(super) fn refused_since(&mut self, before: usize, key: &str) -> bool {
+        let refused = self.problem_count() != before;
+        if refused {
+            self.mark_invalid(key.to_string());
+        }
+        refused
+    }
+
     /// Whether the item at `key` was refused.
     pub(super) fn is_invalid(&self, key: &str) -> bool {
         self.invalid.contains(key)

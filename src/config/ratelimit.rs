@@ -135,8 +135,7 @@ fn quota_spec(check: &mut Checker, name: &str, raw: RawQuota) -> Option<QuotaSpe
             format!("`{time_zone}` is not a time zone of the tz database (like UTC or Europe/Paris): {error}"),
         );
     }
-    if check.problem_count() != before {
-        check.mark_invalid(key);
+    if check.refused_since(before, &key) {
         return None;
     }
     Some(QuotaSpec {
@@ -288,8 +287,7 @@ fn redis_spec(check: &mut Checker, raw: RawRedis) -> Option<RedisSpec> {
             &[("allow", true), ("deny", false)],
         )
         .unwrap_or(true);
-    if check.problem_count() != before {
-        check.mark_invalid("rate_limits.redis".into());
+    if check.refused_since(before, "rate_limits.redis") {
         return None;
     }
     Some(RedisSpec {
@@ -384,8 +382,7 @@ fn policy_spec(check: &mut Checker, name: &str, raw: RawPolicy) -> Option<Policy
         }
         Some(interval)
     });
-    if check.problem_count() != before {
-        check.mark_invalid(key);
+    if check.refused_since(before, &key) {
         return None;
     }
     Some(PolicySpec {

@@ -47,7 +47,6 @@ pub fn prepare_upstream_request(
     };
     let client_certificate = transport
         .tls
-        .filter(|tls| !tls.cert_digest.is_empty())
         .and_then(|tls| crate::tls::peer::registered(&tls.cert_digest));
     let client_certificate = client_certificate.as_deref();
     let forwarded_identity = ctx.auth.as_ref().map_or(0, |a| a.identity.forwarded.len());

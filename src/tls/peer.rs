@@ -75,7 +75,8 @@ pub fn release(facts: Arc<ClientCertificate>) {
     }
 }
 
-/// The certificate of an open connection, by the digest its `SslDigest` carries.
+/// The certificate of an open connection, by the digest its `SslDigest` carries (empty without
+/// a client certificate: `None`).
 pub fn registered(digest: &[u8]) -> Option<Arc<ClientCertificate>> {
     let digest = <[u8; 32]>::try_from(digest).ok()?;
     REGISTRY.lock().get(&digest).and_then(Weak::upgrade)

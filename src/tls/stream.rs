@@ -9,8 +9,8 @@ use crate::listener::stream::pass_through_stream_traits;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::tls::SslDigest;
 use pingora_core::protocols::{Shutdown, Ssl, ALPN};
-use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, WriteTraffic};
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
@@ -244,15 +244,16 @@ impl TlsStream {
                     None
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    let start = self.outgoing.len();
-                    self.outgoing.resize(start + 1024, 0);
-                    let mut result = encode.encode(&mut self.outgoing[start..]);
-                    if let Err(EncodeError::InsufficientSize(short)) = &result {
-                        self.outgoing.resize(start + short.required_size, 0);
-                        result = encode.encode(&mut self.outgoing[start..]);
-                    }
-                    let written = result.unwrap_or(0);
-                    self.outgoing.truncate(start + written);
+                    // Only a second `encode` of the same message fails otherwise: never here.
+                    let _ = append(
+                        &mut self.outgoing,
+                        1024,
+                        |buf| encode.encode(buf),
+                        |error| match error {
+                            EncodeError::InsufficientSize(short) => Some(short.required_size),
+                            _ => None,
+                        },
+                    );
                     None
                 }
                 // What was encoded is in `outgoing`, which is sent in order before anything later.
@@ -382,44 +383,13 @@ impl TlsStream {
     /// Encrypts `data` into `outgoing`; how much of it was taken.
     fn encrypt(&mut self, data: &[u8]) -> io::Result<usize> {
         let data = &data[..data.len().min(WRITE)];
-        let mut records = std::mem::take(&mut self.incoming);
-        let result = self.encrypt_with(&mut records, data);
-        self.incoming = records;
-        result
-    }
-
-    fn encrypt_with(&mut self, records: &mut [u8], data: &[u8]) -> io::Result<usize> {
-        let status = self.conn.process_tls_records(records);
-        // Everything complete in `records` was processed when it was read, so nothing is used.
-        debug_assert_eq!(status.discard, 0);
-        let mut traffic = match status.state {
-            Ok(ConnectionState::WriteTraffic(traffic)) => traffic,
-            Ok(other) => {
-                return Err(io::Error::other(format!(
-                    "TLS connection not writable: {other:?}"
-                )))
-            }
-            Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
-        };
-        let start = self.outgoing.len();
         let records_needed = data.len() / (16 * 1024) + 1;
-        self.outgoing
-            .resize(start + data.len() + records_needed * RECORD_OVERHEAD, 0);
-        let mut result = traffic.encrypt(data, &mut self.outgoing[start..]);
-        if let Err(EncryptError::InsufficientSize(short)) = &result {
-            self.outgoing.resize(start + short.required_size, 0);
-            result = traffic.encrypt(data, &mut self.outgoing[start..]);
-        }
-        match result {
-            Ok(written) => {
-                self.outgoing.truncate(start + written);
-                Ok(data.len())
-            }
-            Err(error) => {
-                self.outgoing.truncate(start);
-                Err(io::Error::other(format!("TLS encryption failed: {error}")))
-            }
-        }
+        let guess = data.len() + records_needed * RECORD_OVERHEAD;
+        self.with_write_traffic(|traffic, outgoing| {
+            append(outgoing, guess, |buf| traffic.encrypt(data, buf), required)
+                .map(|()| data.len())
+                .map_err(|error| io::Error::other(format!("TLS encryption failed: {error}")))
+        })
     }
 
     /// Queues close_notify once.
@@ -428,17 +398,74 @@ impl TlsStream {
             return;
         }
         self.write_closed = true;
+        // Best effort: a connection that cannot send it any more just closes.
+        let _ = self.with_write_traffic(|traffic, outgoing| {
+            append(
+                outgoing,
+                RECORD_OVERHEAD,
+                |buf| traffic.queue_close_notify(buf),
+                required,
+            )
+            .map_err(|error| io::Error::other(error.to_string()))
+        });
+    }
+
+    /// Runs `write` with the connection's application-data writer and `outgoing`.
+    fn with_write_traffic<T>(
+        &mut self,
+        write: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>, &mut Vec<u8>) -> io::Result<T>,
+    ) -> io::Result<T> {
         let mut records = std::mem::take(&mut self.incoming);
         let status = self.conn.process_tls_records(&mut records);
-        if let Ok(ConnectionState::WriteTraffic(mut traffic)) = status.state {
-            let start = self.outgoing.len();
-            self.outgoing.resize(start + RECORD_OVERHEAD, 0);
-            let written = traffic
-                .queue_close_notify(&mut self.outgoing[start..])
-                .unwrap_or(0);
-            self.outgoing.truncate(start + written);
-        }
+        // Everything complete in `records` was processed when it was read, so nothing is used.
+        debug_assert_eq!(status.discard, 0);
+        let result = match status.state {
+            Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                write(&mut traffic, &mut self.outgoing)
+            }
+            Ok(other) => Err(io::Error::other(format!(
+                "TLS connection not writable: {other:?}"
+            ))),
+            Err(error) => Err(io::Error::new(io::ErrorKind::InvalidData, error)),
+        };
         self.incoming = records;
+        result
+    }
+}
+
+/// How large a buffer an encryption that failed for want of room asks for.
+fn required(error: &EncryptError) -> Option<usize> {
+    match error {
+        EncryptError::InsufficientSize(short) => Some(short.required_size),
+        _ => None,
+    }
+}
+
+/// Appends to `out` what `write` puts into a buffer: first one of `guess` bytes, then, when
+/// `needs` reads the size it asked for from its error, one of that size. On error nothing is
+/// appended.
+fn append<E>(
+    out: &mut Vec<u8>,
+    guess: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    needs: impl Fn(&E) -> Option<usize>,
+) -> Result<(), E> {
+    let start = out.len();
+    out.resize(start + guess, 0);
+    let mut result = write(&mut out[start..]);
+    if let Some(size) = result.as_ref().err().and_then(&needs) {
+        out.resize(start + size, 0);
+        result = write(&mut out[start..]);
+    }
+    match result {
+        Ok(written) => {
+            out.truncate(start + written);
+            Ok(())
+        }
+        Err(error) => {
+            out.truncate(start);
+            Err(error)
+        }
     }
 }
 
@@ -575,6 +602,25 @@ mod tests {
         )
     }
 
+    /// Our side of `tcp`, serving `cert` over `versions`, before its handshake.
+    fn server(
+        tcp: tokio::net::TcpStream,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        cert: CertificateDer<'static>,
+        key: PrivateKeyDer<'static>,
+    ) -> TlsStream {
+        let config = ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+        let conn = UnbufferedServerConnection::new(Arc::new(config)).unwrap();
+        TlsStream::new(L4Stream::from(tcp), conn)
+    }
+
     /// Our server and a tokio-rustls client over loopback, both through the handshake.
     async fn pair(
         version: &'static rustls::SupportedProtocolVersion,
@@ -613,14 +659,8 @@ mod tests {
     ) {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let (cert, key) = certificate();
-        let server = ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_protocol_versions(&[version])
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.clone()], key)
-            .unwrap();
         let mut roots = RootCertStore::empty();
-        roots.add(cert).unwrap();
+        roots.add(cert.clone()).unwrap();
         let client = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[version])
             .unwrap()
@@ -645,8 +685,7 @@ mod tests {
             connector.connect(name, tcp).await.unwrap()
         });
         let (tcp, _) = listener.accept().await.unwrap();
-        let conn = UnbufferedServerConnection::new(Arc::new(server)).unwrap();
-        let mut ours = TlsStream::new(L4Stream::from(tcp), conn);
+        let mut ours = server(tcp, &[version], cert, key);
         ours.handshake().await.unwrap();
         (ours, client.await.unwrap())
     }
@@ -732,16 +771,7 @@ mod tests {
             .unwrap();
         let (tcp, _) = listener.accept().await.unwrap();
         let (cert, key) = certificate();
-        let server = ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .unwrap();
-        let conn = UnbufferedServerConnection::new(Arc::new(server)).unwrap();
-        let mut ours = TlsStream::new(L4Stream::from(tcp), conn);
+        let mut ours = server(tcp, rustls::DEFAULT_VERSIONS, cert, key);
         // A TLS 1.1 hello: record header, handshake header, then 0x0302.
         ours.incoming = vec![0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c, 0x03];
         ours.note_hello_version(&[0x02, 0xaa]);
@@ -758,16 +788,7 @@ mod tests {
             .unwrap();
         let (tcp, _) = listener.accept().await.unwrap();
         let (cert, key) = certificate();
-        let server = ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .unwrap();
-        let conn = UnbufferedServerConnection::new(Arc::new(server)).unwrap();
-        let mut ours = TlsStream::new(L4Stream::from(tcp), conn);
+        let mut ours = server(tcp, rustls::DEFAULT_VERSIONS, cert, key);
         assert!(matches!(ours.handshake().await, Err(Failure::NotTls)));
     }
 }
